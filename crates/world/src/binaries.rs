@@ -1,0 +1,90 @@
+use std::path::{Path, PathBuf};
+
+use crate::{Error, Result};
+
+/// The Kubernetes release the world runs (kube-apiserver, kube-controller-manager, kubectl).
+/// `tools/kubernetes/go.mod` pins the same release; a test keeps the two in step.
+pub const KUBERNETES_VERSION: &str = "v1.34.4";
+/// The etcd release the world runs; `tools/etcd/go.mod` pins the same one.
+pub const ETCD_VERSION: &str = "v3.6.16";
+
+/// Where the control-plane binaries are. Built once per machine into a cache outside any clone,
+/// keyed by the pinned versions, so a fresh clone (and CI right after a session) reuses them.
+#[derive(Clone, Debug)]
+pub struct Binaries {
+    pub etcd: PathBuf,
+    pub kube_apiserver: PathBuf,
+    pub kube_controller_manager: PathBuf,
+    pub kubectl: PathBuf,
+}
+
+impl Binaries {
+    /// `$GLEANER_BIN_DIR` when set (all four binaries in one folder), else the version-keyed cache.
+    pub fn from_env() -> Self {
+        match std::env::var_os("GLEANER_BIN_DIR") {
+            Some(dir) => Self::in_dir(Path::new(&dir)),
+            None => Self::cached(),
+        }
+    }
+
+    /// The binaries as `cargo xtask tools` leaves them in the cache.
+    pub fn cached() -> Self {
+        let kubernetes = Self::kubernetes_dir();
+        let etcd = Self::etcd_dir();
+        Self {
+            etcd: etcd.join("etcd"),
+            kube_apiserver: kubernetes.join("kube-apiserver"),
+            kube_controller_manager: kubernetes.join("kube-controller-manager"),
+            kubectl: kubernetes.join("kubectl"),
+        }
+    }
+
+    /// All four binaries in one folder.
+    pub fn in_dir(dir: &Path) -> Self {
+        Self {
+            etcd: dir.join("etcd"),
+            kube_apiserver: dir.join("kube-apiserver"),
+            kube_controller_manager: dir.join("kube-controller-manager"),
+            kubectl: dir.join("kubectl"),
+        }
+    }
+
+    /// `$XDG_CACHE_HOME/gleaner/bin`, else `~/.cache/gleaner/bin`.
+    pub fn cache_root() -> PathBuf {
+        let base = std::env::var_os("XDG_CACHE_HOME")
+            .map(PathBuf::from)
+            .or_else(|| std::env::var_os("HOME").map(|home| Path::new(&home).join(".cache")))
+            .unwrap_or_else(std::env::temp_dir);
+        base.join("gleaner").join("bin")
+    }
+
+    pub fn kubernetes_dir() -> PathBuf {
+        Self::cache_root().join(format!("kubernetes-{KUBERNETES_VERSION}"))
+    }
+
+    pub fn etcd_dir() -> PathBuf {
+        Self::cache_root().join(format!("etcd-{ETCD_VERSION}"))
+    }
+
+    /// Fails with the first missing binary and the command that builds it.
+    pub fn check(&self) -> Result<()> {
+        for (binary, path) in self.all() {
+            if !path.is_file() {
+                return Err(Error::MissingBinary {
+                    binary,
+                    path: path.clone(),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    pub fn all(&self) -> [(&'static str, &PathBuf); 4] {
+        [
+            ("etcd", &self.etcd),
+            ("kube-apiserver", &self.kube_apiserver),
+            ("kube-controller-manager", &self.kube_controller_manager),
+            ("kubectl", &self.kubectl),
+        ]
+    }
+}

@@ -1,0 +1,129 @@
+use std::{
+    path::{Path, PathBuf},
+    sync::atomic::{AtomicU32, Ordering},
+    time::{SystemTime, UNIX_EPOCH},
+};
+
+use crate::{Result, error::IoContext};
+
+/// How many world folders to keep under `target/gleaner-worlds`; older ones are pruned when a
+/// new world starts. A failed test's logs therefore stay until a few dozen later runs.
+const WORLDS_KEPT: usize = 40;
+const TMPFS: &str = "/dev/shm";
+const ETCD_PREFIX: &str = "gleaner-etcd-";
+
+/// Where one world keeps its files: certificates, kubeconfigs and logs under `target/`, and etcd's
+/// data on tmpfs when there is one (it is a test: speed over durability).
+pub(crate) struct Layout {
+    pub(crate) root: PathBuf,
+    pub(crate) etcd_data: PathBuf,
+}
+
+impl Layout {
+    pub(crate) fn create() -> Result<Self> {
+        static SEQUENCE: AtomicU32 = AtomicU32::new(0);
+        let pid = std::process::id();
+        let sequence = SEQUENCE.fetch_add(1, Ordering::Relaxed);
+        let stamp = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|elapsed| elapsed.as_secs())
+            .unwrap_or_default();
+        let worlds = worlds_dir();
+        std::fs::create_dir_all(&worlds)
+            .context(|| format!("cannot create {}", worlds.display()))?;
+        let worlds = worlds
+            .canonicalize()
+            .context(|| format!("cannot resolve {}", worlds.display()))?;
+        prune_old_worlds(&worlds);
+        prune_orphaned_etcd_data();
+        let root = worlds.join(format!("{stamp}-{pid}-{sequence}"));
+        let etcd_parent = if is_writable_dir(Path::new(TMPFS)) {
+            PathBuf::from(TMPFS)
+        } else {
+            root.clone()
+        };
+        let etcd_data = etcd_parent.join(format!("{ETCD_PREFIX}{pid}-{sequence}"));
+        for dir in [&root, &root.join("logs")] {
+            std::fs::create_dir_all(dir).context(|| format!("cannot create {}", dir.display()))?;
+        }
+        Ok(Self { root, etcd_data })
+    }
+
+    pub(crate) fn log(&self, component: &str) -> PathBuf {
+        self.root.join("logs").join(format!("{component}.log"))
+    }
+
+    pub(crate) fn cluster_dir(&self, cluster: &str) -> Result<PathBuf> {
+        let dir = self.root.join("clusters").join(cluster);
+        std::fs::create_dir_all(&dir).context(|| format!("cannot create {}", dir.display()))?;
+        Ok(dir)
+    }
+
+    /// Removes the etcd data; the folder under `target/` with the logs is removed only when
+    /// `keep_logs` is false.
+    pub(crate) fn remove(&self, keep_logs: bool) {
+        let _ = std::fs::remove_dir_all(&self.etcd_data);
+        if !keep_logs {
+            let _ = std::fs::remove_dir_all(&self.root);
+        }
+    }
+}
+
+/// `$GLEANER_WORLDS_DIR`, else `target/gleaner-worlds` of this workspace.
+fn worlds_dir() -> PathBuf {
+    if let Some(dir) = std::env::var_os("GLEANER_WORLDS_DIR") {
+        return PathBuf::from(dir);
+    }
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target"));
+    target.join("gleaner-worlds")
+}
+
+fn prune_old_worlds(worlds: &Path) {
+    let Ok(entries) = std::fs::read_dir(worlds) else {
+        return;
+    };
+    let mut dirs: Vec<PathBuf> = entries.flatten().map(|entry| entry.path()).collect();
+    // Names start with the start time in seconds, so name order is age order within a digit count.
+    dirs.sort_by_key(|dir| {
+        let name = dir
+            .file_name()
+            .unwrap_or_default()
+            .to_string_lossy()
+            .into_owned();
+        (name.len(), name)
+    });
+    let excess = dirs.len().saturating_sub(WORLDS_KEPT);
+    for dir in &dirs[..excess] {
+        let _ = std::fs::remove_dir_all(dir);
+    }
+}
+
+/// A test binary's shared world is never dropped, so its etcd data outlives it on tmpfs: remove
+/// the data of worlds whose process is gone.
+fn prune_orphaned_etcd_data() {
+    let Ok(entries) = std::fs::read_dir(TMPFS) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let Some(pid) = name
+            .strip_prefix(ETCD_PREFIX)
+            .and_then(|rest| rest.split('-').next())
+        else {
+            continue;
+        };
+        if !Path::new("/proc").join(pid).exists() {
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
+    }
+}
+
+fn is_writable_dir(dir: &Path) -> bool {
+    std::fs::metadata(dir).is_ok_and(|meta| meta.is_dir() && !meta.permissions().readonly())
+}
+
+pub(crate) fn write_file(path: &Path, contents: &str) -> Result<()> {
+    std::fs::write(path, contents).context(|| format!("cannot write {}", path.display()))
+}

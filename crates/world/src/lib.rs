@@ -1,0 +1,28 @@
+//! Real Kubernetes control planes for gleaner's tests, demo and benchmarks.
+//!
+//! A [`World`] is one etcd, one kube-apiserver per cluster (each on its own etcd prefix), and a
+//! kube-controller-manager for every management and Harvester cluster, all started from the
+//! binaries `cargo xtask` builds from the upstream Go modules. Nothing here mocks the Kubernetes
+//! API: admission, garbage collection, finalizers and RBAC are the real ones.
+//!
+//! Every child process is started so that the kernel kills it when the world's supervisor thread
+//! ends, so no apiserver outlives the test binary that started it, even on a panic or a kill.
+
+mod binaries;
+mod cluster;
+mod controller_manager;
+mod crds;
+mod error;
+mod etcd;
+mod kubeconfig;
+mod layout;
+mod pki;
+mod ports;
+mod process;
+mod world;
+
+pub use binaries::{Binaries, ETCD_VERSION, KUBERNETES_VERSION};
+pub use cluster::{ClusterName, Role};
+pub use crds::{CapiVersion, CrdSource};
+pub use error::{Error, Result};
+pub use world::{World, WorldBuilder};
