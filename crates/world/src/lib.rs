@@ -25,4 +25,5 @@ pub use binaries::{Binaries, ETCD_VERSION, KUBERNETES_VERSION};
 pub use cluster::{ClusterName, Role};
 pub use crds::{CapiVersion, CrdSource};
 pub use error::{Error, Result};
+pub use pki::ServingCert;
 pub use world::{World, WorldBuilder};

@@ -23,7 +23,7 @@ use crate::{
     etcd::Etcd,
     kubeconfig,
     layout::{Layout, write_file},
-    pki::Pki,
+    pki::{Pki, ServingCert},
     process::Supervisor,
 };
 
@@ -273,6 +273,18 @@ impl World {
             .args(args)
             .output()
             .context(|| format!("cannot run {}", self.binaries.kubectl.display()))
+    }
+
+    /// A serving certificate for 127.0.0.1 from the world's CA, for servers the apiservers call
+    /// (admission webhooks).
+    pub fn serving_cert(&self, common_name: &str) -> Result<ServingCert> {
+        self.pki.serving_cert(common_name)
+    }
+
+    /// The world's CA bundle (PEM), which every apiserver and world-issued server certificate
+    /// chains to.
+    pub fn ca_pem(&self) -> &str {
+        self.pki.ca_pem()
     }
 
     /// The clusters in the order they were declared, with their roles.

@@ -1,0 +1,1 @@
+//! The Harvester CSI driver and a guest cluster's volumes.

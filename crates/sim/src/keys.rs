@@ -1,0 +1,36 @@
+//! Upstream's annotation, label and finalizer keys, quoted exactly (design.md §2-4).
+
+/// Rancher's handler writes `"true"` here; the node driver and Harvester's load-balancer
+/// controller act only on exactly `"true"`.
+pub const REMOVE_ALL_PVCS: &str = "harvesterhci.io/removeAllPersistentVolumeClaims";
+/// The node driver lists the PVCs to delete here (comma separated); Harvester's VM controller
+/// deletes them when the VM goes.
+pub const REMOVED_PVCS: &str = "harvesterhci.io/removedPersistentVolumeClaims";
+pub const VOLUME_CLAIM_TEMPLATES: &str = "harvesterhci.io/volumeClaimTemplates";
+pub const SKIP_CLEANUP: &str = "harvesterhci.io/skipHarvesterMachineProvisionCleanup";
+
+pub const LABEL_CREATOR: &str = "harvesterhci.io/creator";
+pub const CREATOR_DRIVER: &str = "docker-machine-driver-harvester";
+pub const LABEL_MACHINE_SET_NAME: &str = "harvesterhci.io/machineSetName";
+pub const LABEL_NODE_POOL: &str = "nodepool.harvesterhci.io/name";
+pub const LABEL_GUEST_CLUSTER: &str = "guestcluster.harvesterhci.io/name";
+pub const LABEL_VM_NAME: &str = "harvesterhci.io/vmName";
+
+pub const FINALIZER_VM_CLEANUP: &str = "wrangler.cattle.io/VMController.CleanupPVCAndSnapshot";
+pub const FINALIZER_KUBEVIRT_VM: &str = "kubevirt.io/virtualMachineControllerFinalize";
+pub const FINALIZER_HARVESTER_PVC: &str = "wrangler.cattle.io/persistentvolumeclaim-controller";
+pub const GOLDEN_IMAGE: &str = "harvesterhci.io/goldenImage";
+
+pub const LABEL_CAPI_CLUSTER_NAME: &str = "cluster.x-k8s.io/cluster-name";
+pub const LABEL_CAPI_DEPLOYMENT_NAME: &str = "cluster.x-k8s.io/deployment-name";
+pub const LABEL_CAPI_SET_NAME: &str = "cluster.x-k8s.io/set-name";
+pub const LABEL_RKE_CLUSTER_NAME: &str = "rke.cattle.io/cluster-name";
+pub const LABEL_RKE_POOL_NAME: &str = "rke.cattle.io/rke-machine-pool-name";
+pub const LABEL_RKE_CAPI_MACHINE_NAME: &str = "rke.cattle.io/capi-machine-name";
+pub const CAPI_PAUSED: &str = "cluster.x-k8s.io/paused";
+pub const PRE_TERMINATE_HOOK_PREFIX: &str = "pre-terminate.delete.hook.machine.cluster.x-k8s.io/";
+pub const FINALIZER_CAPI_MACHINE: &str = "machine.cluster.x-k8s.io";
+pub const FINALIZER_CAPI_CLUSTER: &str = "cluster.cluster.x-k8s.io";
+
+pub const CLOUD_CREDENTIAL_KUBECONFIG: &str = "harvestercredentialConfig-kubeconfigContent";
+pub const CLOUD_CREDENTIAL_NAMESPACE: &str = "cattle-global-data";

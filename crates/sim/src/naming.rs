@@ -1,0 +1,1 @@
+//! The node driver's and Rancher's naming rules (PROVENANCE.md §7).
