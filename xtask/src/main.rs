@@ -1,5 +1,6 @@
 //! gleaner's development tasks (the cargo-xtask convention): `cargo xtask <task>`.
 
+mod demo;
 mod tools;
 mod world;
 
@@ -34,6 +35,8 @@ enum Task {
     /// Regenerate tools/*/go.mod from the pinned releases (the Kubernetes `replace` block comes
     /// from k8s.io/kubernetes' own go.mod).
     Pin,
+    /// Run one scripted guest-cluster deletion and print what was reclaimed, kept and leaked.
+    Demo(demo::DemoArgs),
     /// Start a world and keep it running until interrupted, for kubectl.
     World(world::WorldArgs),
 }
@@ -53,6 +56,7 @@ fn main() -> Result<()> {
         Task::Lint => lint(),
         Task::Tools => tools::ensure_built(),
         Task::Pin => tools::pin(),
+        Task::Demo(args) => demo::run(args),
         Task::World(args) => world::run(args),
     }
 }

@@ -4,7 +4,12 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 use clap::{Args, ValueEnum};
-use gleaner_world::{CapiVersion, World};
+use gleaner_sim::{
+    Clock, Env, Journal,
+    harvester::{Harvester, HarvesterVersion},
+    rancher::{GuestClusterSpec, PoolSpec, Rancher, RancherSettings},
+};
+use gleaner_world::{CapiVersion, ClusterName, World};
 
 #[derive(Args)]
 pub struct WorldArgs {
@@ -17,7 +22,17 @@ pub struct WorldArgs {
     /// Where to write one kubeconfig per cluster.
     #[arg(long, default_value = "target/world")]
     kubeconfigs: PathBuf,
+    /// Start the control planes alone, to drive every actor by hand with kubectl.
+    #[arg(long)]
+    no_simulators: bool,
+    /// Guest clusters to provision at start (one pool of two machines each); repeatable.
+    #[arg(long = "cluster", value_name = "NAME")]
+    clusters: Vec<String>,
 }
+
+/// Where the simulators act when a person drives the world.
+const RANCHER_NAMESPACE: &str = "fleet-default";
+const HARVESTER_NAMESPACE: &str = "default";
 
 #[derive(Clone, Copy, ValueEnum)]
 enum Capi {
@@ -62,6 +77,29 @@ pub fn run(args: WorldArgs) -> Result<()> {
                 println!("  {crd}");
             }
         }
+        let _simulators = if args.no_simulators {
+            println!("No simulators run: every actor is yours to play with kubectl.");
+            None
+        } else {
+            let simulators = start_simulators(&world).await?;
+            for name in &args.clusters {
+                let cluster = simulators
+                    .0
+                    .provision(&GuestClusterSpec {
+                        name: name.clone(),
+                        harvester: ClusterName::HARVESTER.to_owned(),
+                        vm_namespace: HARVESTER_NAMESPACE.to_owned(),
+                        guest: None,
+                        pools: vec![PoolSpec::new("pool1", 2)],
+                    })
+                    .await?;
+                println!(
+                    "Provisioned guest cluster {RANCHER_NAMESPACE}/{name}: VMs {:?}",
+                    cluster.vms.values().collect::<Vec<_>>()
+                );
+            }
+            Some(simulators)
+        };
         println!("Press Ctrl-C to stop.");
         tokio::signal::ctrl_c()
             .await
@@ -69,4 +107,35 @@ pub fn run(args: WorldArgs) -> Result<()> {
         println!("Stopping.");
         Ok(())
     })
+}
+
+/// Rancher and Cluster API in `rancher`, acting in `fleet-default`; Harvester's VM controller,
+/// PVC controller and PVC webhook in `harvester`, acting in `default`; all at real speed.
+async fn start_simulators(world: &World) -> Result<(Rancher, Harvester)> {
+    let env = Env {
+        clock: Clock::real(),
+        journal: Journal::default(),
+    };
+    let settings = RancherSettings::default();
+    let rancher = Rancher::start(world, RANCHER_NAMESPACE, settings.clone(), env.clone()).await?;
+    let harvester = Harvester::start(
+        world,
+        ClusterName::HARVESTER,
+        HARVESTER_NAMESPACE,
+        HarvesterVersion::default(),
+        &env,
+    )
+    .await?;
+    println!(
+        "Simulators: Rancher, Cluster API and node driver {} (cleanup handler {}, remove job after {}s) in rancher/{RANCHER_NAMESPACE}; \
+         Harvester's VM controller, PVC controller and PVC webhook in harvester/{HARVESTER_NAMESPACE} (the Harvester namespace of the guest VMs)",
+        settings.driver,
+        if settings.cleanup_handler {
+            "on"
+        } else {
+            "off"
+        },
+        settings.remove_job_delay.as_secs(),
+    );
+    Ok((rancher, harvester))
 }

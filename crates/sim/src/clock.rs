@@ -38,8 +38,14 @@ mod tests {
     #[test]
     fn durations_scale_linearly() {
         let clock = Clock::new(0.01);
-        assert_eq!(clock.scaled(Duration::from_secs(5)), Duration::from_millis(50));
-        assert_eq!(Clock::real().scaled(Duration::from_secs(5)), Duration::from_secs(5));
+        assert_eq!(
+            clock.scaled(Duration::from_secs(5)),
+            Duration::from_millis(50)
+        );
+        assert_eq!(
+            Clock::real().scaled(Duration::from_secs(5)),
+            Duration::from_secs(5)
+        );
     }
 
     #[test]

@@ -10,6 +10,12 @@ pub enum Error {
     #[error(transparent)]
     World(#[from] gleaner_world::Error),
 
+    #[error("{context}: {source}")]
+    Io {
+        context: String,
+        source: std::io::Error,
+    },
+
     #[error("{0}")]
     Invalid(String),
 

@@ -20,6 +20,8 @@ pub const FINALIZER_VM_CLEANUP: &str = "wrangler.cattle.io/VMController.CleanupP
 pub const FINALIZER_KUBEVIRT_VM: &str = "kubevirt.io/virtualMachineControllerFinalize";
 pub const FINALIZER_HARVESTER_PVC: &str = "wrangler.cattle.io/persistentvolumeclaim-controller";
 pub const GOLDEN_IMAGE: &str = "harvesterhci.io/goldenImage";
+/// On a PVC made from a VM image: that image, `namespace/name`.
+pub const IMAGE_ID: &str = "harvesterhci.io/imageId";
 
 pub const LABEL_CAPI_CLUSTER_NAME: &str = "cluster.x-k8s.io/cluster-name";
 pub const LABEL_CAPI_DEPLOYMENT_NAME: &str = "cluster.x-k8s.io/deployment-name";
@@ -34,3 +36,7 @@ pub const FINALIZER_CAPI_CLUSTER: &str = "cluster.cluster.x-k8s.io";
 
 pub const CLOUD_CREDENTIAL_KUBECONFIG: &str = "harvestercredentialConfig-kubeconfigContent";
 pub const CLOUD_CREDENTIAL_NAMESPACE: &str = "cattle-global-data";
+/// Rancher's machine-provision controller holds a HarvesterMachine until its remove job is done.
+pub const FINALIZER_RANCHER_MACHINE: &str = "wrangler.cattle.io/machine-provision-remove";
+/// Rancher holds a provisioning Cluster until its CAPI Cluster is gone.
+pub const FINALIZER_RANCHER_CLUSTER: &str = "wrangler.cattle.io/provisioning-cluster-remove";

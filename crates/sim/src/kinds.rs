@@ -16,7 +16,21 @@ pub fn provisioning_cluster() -> ApiResource {
 }
 
 pub fn harvester_machine() -> ApiResource {
-    resource("rke-machine.cattle.io", "v1", "HarvesterMachine", "harvestermachines")
+    resource(
+        "rke-machine.cattle.io",
+        "v1",
+        "HarvesterMachine",
+        "harvestermachines",
+    )
+}
+
+pub fn harvester_machine_template() -> ApiResource {
+    resource(
+        "rke-machine.cattle.io",
+        "v1",
+        "HarvesterMachineTemplate",
+        "harvestermachinetemplates",
+    )
 }
 
 pub fn harvester_config() -> ApiResource {
@@ -42,6 +56,16 @@ pub fn virtual_machine_instance() -> ApiResource {
         "v1",
         "VirtualMachineInstance",
         "virtualmachineinstances",
+    )
+}
+
+/// `harvesterhci.io/v1beta1` `VirtualMachineImage` (the CRD in `crates/world/crds/harvester`).
+pub fn virtual_machine_image() -> ApiResource {
+    resource(
+        "harvesterhci.io",
+        "v1beta1",
+        "VirtualMachineImage",
+        "virtualmachineimages",
     )
 }
 

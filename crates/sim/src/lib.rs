@@ -3,6 +3,7 @@
 //! and record the ground truth.
 
 pub mod clock;
+mod controller;
 pub mod csi;
 pub mod error;
 pub mod harvester;
@@ -10,6 +11,8 @@ pub mod journal;
 pub mod keys;
 pub mod kinds;
 pub mod naming;
+pub mod rancher;
+pub mod scenario;
 pub mod tasks;
 
 pub use clock::Clock;

@@ -63,7 +63,8 @@ impl CrdSource {
         let project = Path::new(env!("CARGO_MANIFEST_DIR")).join("crds");
         let mut files = match role {
             Role::Management => yaml_files(&project.join("rancher"))?,
-            Role::Harvester | Role::Guest => Vec::new(),
+            Role::Harvester => yaml_files(&project.join("harvester"))?,
+            Role::Guest => Vec::new(),
         };
         match self {
             Self::Upstream(shared) => {

@@ -175,12 +175,15 @@ impl World {
         WorldBuilder::default()
     }
 
-    /// The default world shared by every test of one test binary (tests stay apart by namespace
-    /// and unique names). Started by the first test that asks; never dropped, so its processes
+    /// The default world plus one guest apiserver (`guest-1`), shared by every test of one test
+    /// binary (tests stay apart by namespace and unique names). Started by the first test that asks; never dropped, so its processes
     /// end with the test binary. Tests that stop an apiserver must build their own world.
     pub async fn shared() -> &'static World {
         static SHARED: OnceCell<World> = OnceCell::const_new();
-        match SHARED.get_or_try_init(|| World::builder().start()).await {
+        match SHARED
+            .get_or_try_init(|| World::builder().guests(1).start())
+            .await
+        {
             Ok(world) => world,
             Err(error) => panic!("the shared test world did not start: {error}"),
         }

@@ -1,0 +1,648 @@
+//! A simulated Rancher installation: it provisions Harvester-backed guest clusters the way
+//! Rancher's provisioning controllers do and runs, with Cluster API, everything that reacts to
+//! their deletion, scale-down and reprovisioning.
+
+use std::{collections::HashMap, sync::Arc, time::Duration};
+
+use gleaner_world::{ClusterName, Role, World};
+use k8s_openapi::{ByteString, api::core::v1::Secret};
+use kube::{
+    Api, Client,
+    api::{DeleteParams, DynamicObject, ListParams, Patch, PatchParams, PostParams},
+    runtime::controller::Action,
+};
+use serde_json::json;
+
+use crate::{
+    Env, Error, Result,
+    controller::{self, ensure_namespace, is_deleting, name, poll_again, remove_finalizer},
+    error::KubeContext,
+    keys::{
+        CLOUD_CREDENTIAL_KUBECONFIG, CLOUD_CREDENTIAL_NAMESPACE, FINALIZER_CAPI_CLUSTER,
+        FINALIZER_RANCHER_CLUSTER, LABEL_CAPI_CLUSTER_NAME, LABEL_CAPI_SET_NAME,
+        LABEL_RKE_POOL_NAME,
+    },
+    kinds::{self, Capi},
+    naming,
+    rancher::{
+        RancherSettings,
+        capi::{self, CapiContext, DELETE_MACHINE, MACHINE_NAMES, machine_template_labels, owner},
+        cleanup_handler::{self, CleanupContext},
+        machine_provision::{self, ProvisionContext},
+        random_suffix,
+    },
+    tasks::Tasks,
+};
+
+const ACTOR: &str = "rancher";
+const WAIT: Duration = Duration::from_secs(1);
+const PROVISION_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// A guest cluster to provision.
+#[derive(Clone, Debug)]
+pub struct GuestClusterSpec {
+    pub name: String,
+    /// The world cluster name of the Harvester its VMs run on.
+    pub harvester: String,
+    /// The Harvester namespace of its VMs (the pools' `vmNamespace`).
+    pub vm_namespace: String,
+    /// The world cluster name of its guest apiserver, if the scenario has one.
+    pub guest: Option<String>,
+    pub pools: Vec<PoolSpec>,
+}
+
+#[derive(Clone, Debug)]
+pub struct PoolSpec {
+    pub name: String,
+    pub quantity: usize,
+    /// Explicit names for the pool's first Machines (e.g. dotted ones); the rest are generated.
+    pub machine_names: Vec<String>,
+}
+
+impl PoolSpec {
+    pub fn new(name: &str, quantity: usize) -> Self {
+        Self {
+            name: name.to_owned(),
+            quantity,
+            machine_names: Vec::new(),
+        }
+    }
+}
+
+/// What Rancher made for a guest cluster.
+#[derive(Clone, Debug)]
+pub struct GuestCluster {
+    pub name: String,
+    pub namespace: String,
+    pub uid: String,
+    pub capi_uid: String,
+    /// `cattle-global-data:<secret>`.
+    pub cloud_credential: String,
+    pub vm_namespace: String,
+    /// Machine name → VM name, for every Machine at provisioning time.
+    pub vms: HashMap<String, String>,
+}
+
+/// One simulated Rancher installation, acting in one namespace of the management cluster.
+pub struct Rancher {
+    client: Client,
+    namespace: String,
+    capi: Arc<CapiContext>,
+    env: Env,
+    install_uuid: String,
+    kubeconfigs: HashMap<String, String>,
+    _controllers: Tasks,
+}
+
+impl Rancher {
+    /// Starts Rancher's and Cluster API's controllers for `namespace` (e.g. `fleet-default`) in
+    /// the world's `rancher` cluster.
+    pub async fn start(
+        world: &World,
+        namespace: &str,
+        settings: RancherSettings,
+        env: Env,
+    ) -> Result<Self> {
+        let client = world.client(ClusterName::RANCHER).await?;
+        for name in [namespace, CLOUD_CREDENTIAL_NAMESPACE] {
+            ensure_namespace(&client, name).await?;
+        }
+        let install_uuid = ensure_install_uuid(&client).await?;
+        let mut kubeconfigs = HashMap::new();
+        for (cluster, role) in world.clusters() {
+            if matches!(role, Role::Harvester | Role::Guest) {
+                let path = world.kubeconfig(cluster)?;
+                let text = std::fs::read_to_string(path).map_err(|error| {
+                    Error::Invalid(format!("cannot read {}: {error}", path.display()))
+                })?;
+                kubeconfigs.insert(cluster.to_owned(), text);
+            }
+        }
+        let capi = Arc::new(CapiContext {
+            client: client.clone(),
+            namespace: namespace.to_owned(),
+            capi: Capi {
+                version: world.capi_version(),
+            },
+            env: env.clone(),
+        });
+        let mut controllers = Tasks::default();
+        capi::spawn(capi.clone(), &mut controllers);
+        machine_provision::spawn(
+            Arc::new(ProvisionContext::new(
+                client.clone(),
+                namespace,
+                settings.clone(),
+                env.clone(),
+            )),
+            &mut controllers,
+        );
+        if settings.cleanup_handler {
+            cleanup_handler::spawn(
+                Arc::new(CleanupContext {
+                    latency: settings.handler_latency,
+                    client: client.clone(),
+                    namespace: namespace.to_owned(),
+                    capi: capi.capi,
+                    env: env.clone(),
+                }),
+                &mut controllers,
+            );
+        }
+        controllers.spawn(controller::run(
+            kinds::namespaced(&client, namespace, &kinds::provisioning_cluster()),
+            kinds::provisioning_cluster(),
+            capi.clone(),
+            |cluster, context| async move { reconcile_cluster(&cluster, &context).await },
+        ));
+        Ok(Self {
+            client,
+            namespace: namespace.to_owned(),
+            capi,
+            env,
+            install_uuid,
+            kubeconfigs,
+            _controllers: controllers,
+        })
+    }
+
+    pub fn install_uuid(&self) -> &str {
+        &self.install_uuid
+    }
+
+    pub fn namespace(&self) -> &str {
+        &self.namespace
+    }
+
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+
+    /// Creates everything Rancher creates for a Harvester-backed guest cluster and waits until
+    /// every VM exists in Harvester.
+    pub async fn provision(&self, spec: &GuestClusterSpec) -> Result<GuestCluster> {
+        let credential = self.create_cloud_credential(&spec.harvester).await?;
+        let cluster = self.create_provisioning_cluster(spec, &credential).await?;
+        if let Some(guest) = &spec.guest {
+            self.create_guest_kubeconfig_secret(&spec.name, guest)
+                .await?;
+        }
+        let capi_cluster = self.create_capi_cluster(&spec.name, &cluster).await?;
+        for pool in &spec.pools {
+            self.create_pool(spec, pool, &credential).await?;
+        }
+        let guest = GuestCluster {
+            name: spec.name.clone(),
+            namespace: self.namespace.clone(),
+            uid: cluster.metadata.uid.clone().unwrap_or_default(),
+            capi_uid: capi_cluster.metadata.uid.clone().unwrap_or_default(),
+            cloud_credential: credential,
+            vm_namespace: spec.vm_namespace.clone(),
+            vms: self.machine_vms(&spec.name).await?,
+        };
+        self.wait_for_vms(&guest).await?;
+        self.env.journal.record(
+            ACTOR,
+            format!("provisioned cluster {}/{}", self.namespace, spec.name),
+        );
+        Ok(guest)
+    }
+
+    /// The user deletes the guest cluster in Rancher.
+    pub async fn delete_cluster(&self, cluster: &str) -> Result<()> {
+        self.api(&kinds::provisioning_cluster())
+            .delete(cluster, &DeleteParams::background())
+            .await
+            .context(|| format!("cannot delete provisioning Cluster {cluster}"))?;
+        self.env
+            .journal
+            .record(ACTOR, format!("user deleted cluster {cluster}"));
+        Ok(())
+    }
+
+    /// The user lowers a pool's quantity by one; CAPI deletes `machine` (marked for deletion).
+    pub async fn scale_down(&self, cluster: &str, pool: &str, machine: &str) -> Result<()> {
+        let mark = json!({"metadata": {"annotations": {DELETE_MACHINE: "yes"}}});
+        self.api(&self.capi.capi.machine())
+            .patch(machine, &PatchParams::default(), &Patch::Merge(&mark))
+            .await
+            .context(|| format!("cannot mark Machine {machine}"))?;
+        let deployment = naming::machine_deployment_name(cluster, pool);
+        let deployments = self.api(&self.capi.capi.machine_deployment());
+        let current = deployments
+            .get(&deployment)
+            .await
+            .context(|| format!("cannot read MachineDeployment {deployment}"))?;
+        let replicas = current.data["spec"]["replicas"].as_u64().unwrap_or(1);
+        let patch = json!({"spec": {"replicas": replicas.saturating_sub(1)}});
+        deployments
+            .patch(&deployment, &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+            .context(|| format!("cannot scale MachineDeployment {deployment}"))?;
+        self.env.journal.record(
+            ACTOR,
+            format!("user scaled {cluster}/{pool} down, removing {machine}"),
+        );
+        Ok(())
+    }
+
+    /// Rancher replaces a machine (a rolling reprovision): the Machine is deleted and its
+    /// MachineSet creates a new one.
+    pub async fn reprovision(&self, machine: &str) -> Result<()> {
+        self.api(&self.capi.capi.machine())
+            .delete(machine, &DeleteParams::background())
+            .await
+            .context(|| format!("cannot delete Machine {machine}"))?;
+        self.env
+            .journal
+            .record(ACTOR, format!("reprovisioning replaces Machine {machine}"));
+        Ok(())
+    }
+
+    /// Pauses or resumes a cluster (`spec.paused` on the CAPI Cluster).
+    pub async fn set_paused(&self, cluster: &str, paused: bool) -> Result<()> {
+        let patch = json!({"spec": {"paused": paused}});
+        self.api(&self.capi.capi.cluster())
+            .patch(cluster, &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+            .context(|| format!("cannot pause CAPI Cluster {cluster}"))?;
+        Ok(())
+    }
+
+    /// Machine name → VM name for the cluster's Machines that exist now.
+    pub async fn machine_vms(&self, cluster: &str) -> Result<HashMap<String, String>> {
+        Ok(self
+            .machines(cluster)
+            .await?
+            .iter()
+            .map(|machine| (name(machine).to_owned(), naming::vm_name(name(machine))))
+            .collect())
+    }
+
+    /// The cluster's CAPI Machines, deleting ones included.
+    pub async fn machines(&self, cluster: &str) -> Result<Vec<DynamicObject>> {
+        Ok(self
+            .api(&self.capi.capi.machine())
+            .list(&ListParams::default().labels(&format!("{LABEL_CAPI_CLUSTER_NAME}={cluster}")))
+            .await
+            .context(|| format!("cannot list Machines of {cluster}"))?
+            .items)
+    }
+
+    fn api(&self, resource: &kube::api::ApiResource) -> Api<DynamicObject> {
+        kinds::namespaced(&self.client, &self.namespace, resource)
+    }
+
+    async fn create_cloud_credential(&self, harvester: &str) -> Result<String> {
+        let kubeconfig = self.kubeconfigs.get(harvester).ok_or_else(|| {
+            Error::Invalid(format!(
+                "the world has no Harvester cluster named {harvester}"
+            ))
+        })?;
+        let name = format!("cc-{}", random_suffix(5));
+        let secret = Secret {
+            metadata: kube::api::ObjectMeta {
+                name: Some(name.clone()),
+                annotations: Some(
+                    [(
+                        "provisioning.cattle.io/driver".to_owned(),
+                        "harvester".to_owned(),
+                    )]
+                    .into(),
+                ),
+                ..Default::default()
+            },
+            type_: Some("provisioning.cattle.io/cloud-credential".into()),
+            data: Some(
+                [(
+                    CLOUD_CREDENTIAL_KUBECONFIG.to_owned(),
+                    ByteString(kubeconfig.as_bytes().to_vec()),
+                )]
+                .into(),
+            ),
+            ..Secret::default()
+        };
+        Api::<Secret>::namespaced(self.client.clone(), CLOUD_CREDENTIAL_NAMESPACE)
+            .create(&PostParams::default(), &secret)
+            .await
+            .context(|| format!("cannot create cloud credential {name}"))?;
+        Ok(format!("{CLOUD_CREDENTIAL_NAMESPACE}:{name}"))
+    }
+
+    async fn create_provisioning_cluster(
+        &self,
+        spec: &GuestClusterSpec,
+        credential: &str,
+    ) -> Result<DynamicObject> {
+        let mut pools = Vec::new();
+        for pool in &spec.pools {
+            let config = self.create_harvester_config(spec, pool).await?;
+            pools.push(json!({
+                "name": pool.name,
+                "quantity": pool.quantity,
+                "etcdRole": true, "controlPlaneRole": true, "workerRole": true,
+                "machineConfigRef": {"kind": "HarvesterConfig", "name": config},
+            }));
+        }
+        let cluster: DynamicObject = serde_json::from_value(json!({
+            "apiVersion": "provisioning.cattle.io/v1",
+            "kind": "Cluster",
+            "metadata": {"name": spec.name, "finalizers": [FINALIZER_RANCHER_CLUSTER]},
+            "spec": {
+                "cloudCredentialSecretName": credential,
+                "kubernetesVersion": "v1.34.4+rke2r1",
+                "rkeConfig": {"machinePools": pools},
+            },
+        }))
+        .expect("a provisioning Cluster is a valid object");
+        self.api(&kinds::provisioning_cluster())
+            .create(&PostParams::default(), &cluster)
+            .await
+            .context(|| format!("cannot create provisioning Cluster {}", spec.name))
+    }
+
+    async fn create_harvester_config(
+        &self,
+        spec: &GuestClusterSpec,
+        pool: &PoolSpec,
+    ) -> Result<String> {
+        let name = format!("nc-{}-{}-{}", spec.name, pool.name, random_suffix(5));
+        let config: DynamicObject = serde_json::from_value(json!({
+            "apiVersion": "rke-machine-config.cattle.io/v1",
+            "kind": "HarvesterConfig",
+            "metadata": {"name": name},
+            "vmNamespace": spec.vm_namespace,
+            "cpuCount": "2",
+            "memorySize": "4",
+            "diskSize": "40",
+            "imageName": "default/image-ubuntu",
+            "networkName": "default/vlan1",
+        }))
+        .expect("a HarvesterConfig is a valid object");
+        self.api(&kinds::harvester_config())
+            .create(&PostParams::default(), &config)
+            .await
+            .context(|| format!("cannot create HarvesterConfig {name}"))?;
+        Ok(name)
+    }
+
+    async fn create_guest_kubeconfig_secret(&self, cluster: &str, guest: &str) -> Result<()> {
+        let kubeconfig = self.kubeconfigs.get(guest).ok_or_else(|| {
+            Error::Invalid(format!("the world has no guest cluster named {guest}"))
+        })?;
+        let secret = Secret {
+            metadata: kube::api::ObjectMeta {
+                name: Some(format!("{cluster}-kubeconfig")),
+                ..Default::default()
+            },
+            data: Some(
+                [(
+                    "value".to_owned(),
+                    ByteString(kubeconfig.as_bytes().to_vec()),
+                )]
+                .into(),
+            ),
+            ..Secret::default()
+        };
+        Api::<Secret>::namespaced(self.client.clone(), &self.namespace)
+            .create(&PostParams::default(), &secret)
+            .await
+            .context(|| format!("cannot create {cluster}-kubeconfig"))?;
+        Ok(())
+    }
+
+    async fn create_capi_cluster(
+        &self,
+        name: &str,
+        owner_cluster: &DynamicObject,
+    ) -> Result<DynamicObject> {
+        let capi = &self.capi.capi;
+        let mut reference = owner(owner_cluster, "Cluster", &self.capi);
+        reference["apiVersion"] = "provisioning.cattle.io/v1".into();
+        let cluster: DynamicObject = serde_json::from_value(json!({
+            "apiVersion": format!("cluster.x-k8s.io/{}", capi.api_version()),
+            "kind": "Cluster",
+            "metadata": {
+                "name": name,
+                "finalizers": [FINALIZER_CAPI_CLUSTER],
+                "ownerReferences": [reference],
+            },
+            "spec": {},
+        }))
+        .expect("a CAPI Cluster is a valid object");
+        self.api(&capi.cluster())
+            .create(&PostParams::default(), &cluster)
+            .await
+            .context(|| format!("cannot create CAPI Cluster {name}"))
+    }
+
+    /// A pool: its HarvesterMachineTemplate, MachineDeployment, MachineSet and Machines.
+    async fn create_pool(
+        &self,
+        spec: &GuestClusterSpec,
+        pool: &PoolSpec,
+        credential: &str,
+    ) -> Result<()> {
+        let capi = &self.capi.capi;
+        let deployment_name = naming::machine_deployment_name(&spec.name, &pool.name);
+        let template_name = naming::safe_concat_name(&[&deployment_name, &random_suffix(8)]);
+        let template: DynamicObject = serde_json::from_value(json!({
+            "apiVersion": "rke-machine.cattle.io/v1",
+            "kind": "HarvesterMachineTemplate",
+            "metadata": {"name": template_name},
+            "spec": {
+                "clusterName": spec.name,
+                "template": {"spec": {
+                    "vmNamespace": spec.vm_namespace,
+                    "cpuCount": "2",
+                    "memorySize": "4",
+                    "diskSize": "40",
+                    "imageName": "default/image-ubuntu",
+                    "networkName": "default/vlan1",
+                    "common": {"cloudCredentialSecretName": credential},
+                }},
+            },
+        }))
+        .expect("a HarvesterMachineTemplate is a valid object");
+        self.api(&kinds::harvester_machine_template())
+            .create(&PostParams::default(), &template)
+            .await
+            .context(|| format!("cannot create HarvesterMachineTemplate {template_name}"))?;
+        let labels = machine_template_labels(&spec.name, &deployment_name, &pool.name);
+        let machine_template = json!({
+            "metadata": {"labels": labels},
+            "spec": {
+                "clusterName": spec.name,
+                "bootstrap": {"configRef": self.capi.reference("rke.cattle.io/v1", "RKEBootstrapTemplate", &naming::safe_concat_name(&[&spec.name, "bootstrap", "template"]))},
+                "infrastructureRef": self.capi.reference("rke-machine.cattle.io/v1", "HarvesterMachineTemplate", &template_name),
+            },
+        });
+        let selector = json!({"matchLabels": {LABEL_CAPI_CLUSTER_NAME: spec.name, LABEL_RKE_POOL_NAME: pool.name}});
+        let deployment: DynamicObject = serde_json::from_value(json!({
+            "apiVersion": format!("cluster.x-k8s.io/{}", capi.api_version()),
+            "kind": "MachineDeployment",
+            "metadata": {"name": deployment_name, "labels": {LABEL_CAPI_CLUSTER_NAME: spec.name}},
+            "spec": {
+                "clusterName": spec.name,
+                "replicas": pool.quantity,
+                "selector": selector,
+                "template": machine_template,
+            },
+        }))
+        .expect("a MachineDeployment is a valid object");
+        let deployment = self
+            .api(&capi.machine_deployment())
+            .create(&PostParams::default(), &deployment)
+            .await
+            .context(|| format!("cannot create MachineDeployment {deployment_name}"))?;
+        let set_name = format!("{deployment_name}-{}", random_suffix(5));
+        let set: DynamicObject = serde_json::from_value(json!({
+            "apiVersion": format!("cluster.x-k8s.io/{}", capi.api_version()),
+            "kind": "MachineSet",
+            "metadata": {
+                "name": set_name,
+                "labels": labels,
+                "annotations": {MACHINE_NAMES: pool.machine_names.join(",")},
+                "ownerReferences": [owner(&deployment, "MachineDeployment", &self.capi)],
+            },
+            "spec": {
+                "clusterName": spec.name,
+                "replicas": pool.quantity,
+                "selector": selector,
+                "template": machine_template,
+            },
+        }))
+        .expect("a MachineSet is a valid object");
+        self.api(&capi.machine_set())
+            .create(&PostParams::default(), &set)
+            .await
+            .context(|| format!("cannot create MachineSet {set_name}"))?;
+        self.wait_for_machines(&set_name, pool.quantity).await
+    }
+
+    /// Waits until the MachineSet controller has created the pool's Machines.
+    async fn wait_for_machines(&self, set_name: &str, count: usize) -> Result<()> {
+        let machines = self.api(&self.capi.capi.machine());
+        let selector = ListParams::default().labels(&format!("{LABEL_CAPI_SET_NAME}={set_name}"));
+        let deadline = tokio::time::Instant::now() + PROVISION_TIMEOUT;
+        while machines
+            .list(&selector)
+            .await
+            .context(|| format!("cannot list Machines of {set_name}"))?
+            .items
+            .len()
+            < count
+        {
+            if tokio::time::Instant::now() > deadline {
+                return Err(Error::Timeout(format!(
+                    "MachineSet {set_name} never made {count} Machines"
+                )));
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        Ok(())
+    }
+
+    async fn wait_for_vms(&self, cluster: &GuestCluster) -> Result<()> {
+        let harvester =
+            machine_provision::harvester_client(&self.client, &cluster.cloud_credential).await?;
+        let vms = kinds::namespaced(&harvester, &cluster.vm_namespace, &kinds::virtual_machine());
+        let deadline = tokio::time::Instant::now() + PROVISION_TIMEOUT;
+        for vm in cluster.vms.values() {
+            while vms
+                .get_opt(vm)
+                .await
+                .context(|| format!("cannot read VM {vm}"))?
+                .is_none()
+            {
+                if tokio::time::Instant::now() > deadline {
+                    return Err(Error::Timeout(format!(
+                        "VM {vm} of {} was never created",
+                        cluster.name
+                    )));
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Rancher's provisioning-cluster remove handler: deletes the CAPI Cluster, waits for it to be
+/// gone, then lets the provisioning Cluster go.
+async fn reconcile_cluster(cluster: &DynamicObject, context: &CapiContext) -> Result<Action> {
+    if !is_deleting(cluster) {
+        return Ok(Action::await_change());
+    }
+    let capi_clusters =
+        kinds::namespaced(&context.client, &context.namespace, &context.capi.cluster());
+    match capi_clusters
+        .get_opt(name(cluster))
+        .await
+        .context(|| format!("cannot read CAPI Cluster {}", name(cluster)))?
+    {
+        Some(capi_cluster) => {
+            if !is_deleting(&capi_cluster) {
+                capi_clusters
+                    .delete(name(cluster), &DeleteParams::background())
+                    .await
+                    .context(|| format!("cannot delete CAPI Cluster {}", name(cluster)))?;
+                context
+                    .env
+                    .journal
+                    .record(ACTOR, format!("deleted CAPI Cluster {}", name(cluster)));
+            }
+            Ok(poll_again(&context.env.clock, WAIT))
+        }
+        None => {
+            let clusters = kinds::namespaced(
+                &context.client,
+                &context.namespace,
+                &kinds::provisioning_cluster(),
+            );
+            remove_finalizer(&clusters, cluster, FINALIZER_RANCHER_CLUSTER).await?;
+            context
+                .env
+                .journal
+                .record(ACTOR, format!("cluster {} is gone", name(cluster)));
+            Ok(Action::await_change())
+        }
+    }
+}
+
+/// The cluster-scoped `install-uuid` Setting, created once per management cluster.
+async fn ensure_install_uuid(client: &Client) -> Result<String> {
+    let settings: Api<DynamicObject> = Api::all_with(client.clone(), &kinds::setting());
+    if let Some(setting) = settings
+        .get_opt("install-uuid")
+        .await
+        .context(|| "cannot read the install-uuid Setting".into())?
+    {
+        return Ok(setting.data["value"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned());
+    }
+    let uuid = uuid::Uuid::new_v4().to_string();
+    let setting: DynamicObject = serde_json::from_value(json!({
+        "apiVersion": "management.cattle.io/v3",
+        "kind": "Setting",
+        "metadata": {"name": "install-uuid"},
+        "value": uuid,
+        "default": "",
+    }))
+    .expect("a Setting is a valid object");
+    match settings.create(&PostParams::default(), &setting).await {
+        Ok(_) => Ok(uuid),
+        // Another Rancher simulator of the same world won the race: use its value.
+        Err(kube::Error::Api(status)) if status.is_already_exists() => Ok(settings
+            .get("install-uuid")
+            .await
+            .context(|| "cannot read the install-uuid Setting".into())?
+            .data["value"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned()),
+        Err(error) => Err(error).context(|| "cannot create the install-uuid Setting".into()),
+    }
+}
