@@ -82,7 +82,7 @@ fn build(tool: &Tool, dir: &Path) -> Result<()> {
         .args(["build", "-v", "-trimpath"])
         .arg(format!("-ldflags=-s -w {}", ldflags(tool)))
         .arg("-o")
-        .arg(format!("{}/", staging.display()))
+        .arg(output_path(tool, &staging))
         .args(tool.packages)
         .stdout(Stdio::inherit())
         .stderr(Stdio::piped());
@@ -127,6 +127,15 @@ fn build(tool: &Tool, dir: &Path) -> Result<()> {
         started.elapsed().as_secs_f64()
     );
     Ok(())
+}
+
+/// Several packages build into a folder, each binary named after its package; a single one is
+/// named explicitly, since Go would call `go.etcd.io/etcd/server/v3` "server".
+fn output_path(tool: &Tool, staging: &Path) -> PathBuf {
+    match tool.binaries {
+        [binary] => staging.join(binary),
+        _ => PathBuf::from(format!("{}/", staging.display())),
+    }
 }
 
 /// The version stamps `make` would set, so `/version` and `kubectl version` report the release.
