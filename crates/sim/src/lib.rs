@@ -3,6 +3,7 @@
 //! and record the ground truth.
 
 pub mod clock;
+pub mod cloud_provider;
 mod controller;
 pub mod csi;
 pub mod error;
@@ -13,6 +14,7 @@ pub mod kinds;
 pub mod naming;
 pub mod rancher;
 pub mod scenario;
+pub mod snapshots;
 pub mod tasks;
 
 pub use clock::Clock;

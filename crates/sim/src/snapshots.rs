@@ -1,0 +1,1 @@
+//! Guest snapshots and the stand-in for the external-snapshotter's snapshot controller.
