@@ -95,7 +95,11 @@ pub fn run(args: WorldArgs) -> Result<()> {
                     .await?;
                 println!(
                     "Provisioned guest cluster {RANCHER_NAMESPACE}/{name}: VMs {:?}",
-                    cluster.vms.values().collect::<Vec<_>>()
+                    cluster
+                        .machines
+                        .iter()
+                        .map(|machine| &machine.vm)
+                        .collect::<Vec<_>>()
                 );
             }
             Some(simulators)
@@ -117,7 +121,14 @@ async fn start_simulators(world: &World) -> Result<(Rancher, Harvester)> {
         journal: Journal::default(),
     };
     let settings = RancherSettings::default();
-    let rancher = Rancher::start(world, RANCHER_NAMESPACE, settings.clone(), env.clone()).await?;
+    let rancher = Rancher::start(
+        world,
+        ClusterName::RANCHER,
+        RANCHER_NAMESPACE,
+        settings.clone(),
+        env.clone(),
+    )
+    .await?;
     let harvester = Harvester::start(
         world,
         ClusterName::HARVESTER,

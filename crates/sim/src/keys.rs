@@ -40,3 +40,27 @@ pub const CLOUD_CREDENTIAL_NAMESPACE: &str = "cattle-global-data";
 pub const FINALIZER_RANCHER_MACHINE: &str = "wrangler.cattle.io/machine-provision-remove";
 /// Rancher holds a provisioning Cluster until its CAPI Cluster is gone.
 pub const FINALIZER_RANCHER_CLUSTER: &str = "wrangler.cattle.io/provisioning-cluster-remove";
+
+/// On a Harvester LoadBalancer: the guest cluster's name as its cloud provider was given it.
+pub const LABEL_LB_CLUSTER: &str = "cloudprovider.harvesterhci.io/cluster";
+/// On a Harvester LoadBalancer: the UID of the guest Service it serves.
+pub const LB_SERVICE_UUID: &str = "cloudprovider.harvesterhci.io/service-uuid";
+/// Harvester's load-balancer controller (a wrangler OnRemove handler) holds every LoadBalancer.
+pub const FINALIZER_LB_CONTROLLER: &str = "wrangler.cattle.io/harvester-lb-controller";
+/// Harvester's load-balancer VM controller (a wrangler OnRemove handler, v1.8+) holds every VM.
+pub const FINALIZER_LB_VM_CONTROLLER: &str = "wrangler.cattle.io/harvester-lb-vm-controller";
+/// The guest's service controller holds a LoadBalancer Service until its load balancer is gone.
+pub const FINALIZER_SERVICE_LB_CLEANUP: &str = "service.kubernetes.io/load-balancer-cleanup";
+
+/// On the host VolumeSnapshot the CSI driver's CreateSnapshot makes: the source host PVC's
+/// StorageClass and volume mode.
+pub const LABEL_SNAP_HOST_SC: &str = "harvesterhci.io/snapHostSC";
+pub const LABEL_SNAP_HOST_VOLUME_MODE: &str = "harvesterhci.io/snapHostVolumeMode";
+/// The external-snapshotter's snapshot controller protects a VolumeSnapshot with these.
+pub const FINALIZER_SNAPSHOT_AS_SOURCE: &str =
+    "snapshot.storage.kubernetes.io/volumesnapshot-as-source-protection";
+pub const FINALIZER_SNAPSHOT_BOUND: &str =
+    "snapshot.storage.kubernetes.io/volumesnapshot-bound-protection";
+/// The external-snapshotter's, on a VolumeSnapshotContent with deletionPolicy Delete.
+pub const FINALIZER_SNAPSHOT_CONTENT_BOUND: &str =
+    "snapshot.storage.kubernetes.io/volumesnapshotcontent-bound-protection";

@@ -11,6 +11,10 @@ fn resource(group: &str, version: &str, kind: &str, plural: &str) -> ApiResource
     ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk(group, version, kind), plural)
 }
 
+pub fn persistent_volume_claim() -> ApiResource {
+    ApiResource::erase::<k8s_openapi::api::core::v1::PersistentVolumeClaim>(&())
+}
+
 pub fn provisioning_cluster() -> ApiResource {
     resource("provisioning.cattle.io", "v1", "Cluster", "clusters")
 }
@@ -106,4 +110,52 @@ impl Capi {
 
 pub fn namespaced(client: &Client, namespace: &str, resource: &ApiResource) -> Api<DynamicObject> {
     Api::namespaced_with(client.clone(), namespace, resource)
+}
+
+/// `loadbalancer.harvesterhci.io/v1beta1` `LoadBalancer` (Harvester's load balancers).
+pub fn load_balancer() -> ApiResource {
+    resource(
+        "loadbalancer.harvesterhci.io",
+        "v1beta1",
+        "LoadBalancer",
+        "loadbalancers",
+    )
+}
+
+/// `harvesterhci.io/v1beta1` `NetworkFilesystem` (networkfs-manager's CRD).
+pub fn network_filesystem() -> ApiResource {
+    resource(
+        "harvesterhci.io",
+        "v1beta1",
+        "NetworkFilesystem",
+        "networkfilesystems",
+    )
+}
+
+/// `snapshot.storage.k8s.io/v1` kinds (external-snapshotter v8.3.0's CRDs).
+pub fn volume_snapshot() -> ApiResource {
+    resource(
+        "snapshot.storage.k8s.io",
+        "v1",
+        "VolumeSnapshot",
+        "volumesnapshots",
+    )
+}
+
+pub fn volume_snapshot_class() -> ApiResource {
+    resource(
+        "snapshot.storage.k8s.io",
+        "v1",
+        "VolumeSnapshotClass",
+        "volumesnapshotclasses",
+    )
+}
+
+pub fn volume_snapshot_content() -> ApiResource {
+    resource(
+        "snapshot.storage.k8s.io",
+        "v1",
+        "VolumeSnapshotContent",
+        "volumesnapshotcontents",
+    )
 }

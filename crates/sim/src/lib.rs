@@ -6,6 +6,7 @@ pub mod clock;
 pub mod cloud_provider;
 mod controller;
 pub mod csi;
+pub mod demo;
 pub mod error;
 pub mod harvester;
 pub mod journal;

@@ -5,8 +5,11 @@ use std::time::Duration;
 use futures::future::try_join_all;
 use gleaner_sim::{
     Clock, Env, Error, Journal,
-    csi::{Csi, GUEST_DRIVER, GuestVolume, LONGHORN_DRIVER, Reclaim, VolumeRequest},
-    kinds,
+    csi::{
+        Csi, GUEST_DRIVER, GuestAccess, GuestVolume, LONGHORN_DRIVER, NETWORK_FILESYSTEM_NAMESPACE,
+        Reclaim, VolumeRequest,
+    },
+    keys, kinds,
 };
 use gleaner_world::{ClusterName, Role, World, WorldBuilder};
 use k8s_openapi::api::{
@@ -74,6 +77,21 @@ impl Fixture {
             .create_volume(&VolumeRequest::rwo(&self.namespace, name, reclaim))
             .await
             .unwrap()
+    }
+
+    async fn rwx_volume(&self, name: &str, reclaim: Reclaim) -> GuestVolume {
+        self.csi
+            .create_volume(&VolumeRequest::rwx(&self.namespace, name, reclaim))
+            .await
+            .unwrap()
+    }
+
+    fn network_filesystems(&self) -> Api<DynamicObject> {
+        kinds::namespaced(
+            &self.harvester,
+            NETWORK_FILESYSTEM_NAMESPACE,
+            &kinds::network_filesystem(),
+        )
     }
 
     fn guest_pvcs(&self) -> Api<PersistentVolumeClaim> {
@@ -423,7 +441,7 @@ async fn deleting_a_retain_volume_keeps_the_host_pvc() {
     let fixture = Fixture::new("csi-retain").await;
     let volume = fixture.volume("data", Reclaim::Retain).await;
     fixture.csi.delete_volume(&volume).await.unwrap();
-    assert_retained(&fixture, &volume).await;
+    assert_retained(&fixture, &volume, "data").await;
 }
 
 #[tokio::test]
@@ -441,14 +459,14 @@ async fn a_guest_pv_switched_to_retain_keeps_the_host_pvc() {
         .await
         .unwrap();
     fixture.csi.delete_volume(&volume).await.unwrap();
-    assert_retained(&fixture, &volume).await;
+    assert_retained(&fixture, &volume, "data").await;
 }
 
-async fn assert_retained(fixture: &Fixture, volume: &GuestVolume) {
+async fn assert_retained(fixture: &Fixture, volume: &GuestVolume, guest_pvc: &str) {
     assert!(
         fixture
             .guest_pvcs()
-            .get_opt("data")
+            .get_opt(guest_pvc)
             .await
             .unwrap()
             .is_none()
@@ -479,5 +497,207 @@ async fn assert_retained(fixture: &Fixture, volume: &GuestVolume) {
             .journal
             .position("harvester-csi", "DeleteVolume")
             .is_none()
+    );
+}
+
+#[tokio::test]
+async fn an_rwx_volume_is_a_filesystem_host_pvc_with_a_network_filesystem_named_after_its_pv() {
+    let fixture = Fixture::new("csi-rwx").await;
+    let volume = fixture.rwx_volume("shared", Reclaim::Delete).await;
+    assert_eq!(volume.access, GuestAccess::ReadWriteMany);
+
+    let guest_pvc = as_json(&fixture.guest_pvcs().get("shared").await.unwrap());
+    assert_eq!(guest_pvc["spec"]["accessModes"], json!(["ReadWriteMany"]));
+    let host_pvc = as_json(
+        &fixture
+            .host_pvcs()
+            .get(&volume.host_pvc.name)
+            .await
+            .unwrap(),
+    );
+    assert_eq!(host_pvc["spec"]["accessModes"], json!(["ReadWriteMany"]));
+    assert_eq!(host_pvc["spec"]["volumeMode"], "Filesystem");
+    assert_eq!(host_pvc["spec"]["storageClassName"], "longhorn");
+    let host_pv = host_pvc["spec"]["volumeName"].as_str().unwrap();
+    assert_eq!(host_pv, volume.host_pv.name);
+
+    let listed = kubectl(
+        world().await,
+        HARVESTER,
+        &[
+            "get",
+            "networkfilesystems.harvesterhci.io",
+            "-n",
+            NETWORK_FILESYSTEM_NAMESPACE,
+            host_pv,
+            "-o",
+            "custom-columns=NAME:.metadata.name,DESIRED:.spec.desiredState,FS:.spec.networkFSName",
+            "--no-headers",
+        ],
+    );
+    assert_eq!(
+        listed.split_whitespace().collect::<Vec<_>>(),
+        [host_pv, "Disabled", host_pv]
+    );
+    let filesystem = fixture.network_filesystems().get(host_pv).await.unwrap();
+    let made = volume.network_filesystem.clone().unwrap();
+    assert_eq!(made.name, host_pv);
+    assert_eq!(filesystem.metadata.uid.as_deref(), Some(made.uid.as_str()));
+
+    let objects: Vec<_> = volume
+        .host_objects()
+        .into_iter()
+        .map(|object| {
+            (
+                object.resource.kind,
+                object.namespace,
+                object.name,
+                object.uid,
+            )
+        })
+        .collect();
+    assert_eq!(
+        objects,
+        [
+            (
+                "PersistentVolumeClaim".to_owned(),
+                "csi-rwx".to_owned(),
+                volume.host_pvc.name.clone(),
+                volume.host_pvc.uid.clone()
+            ),
+            (
+                "NetworkFilesystem".to_owned(),
+                NETWORK_FILESYSTEM_NAMESPACE.to_owned(),
+                made.name,
+                made.uid
+            ),
+        ]
+    );
+
+    let rwo = fixture.volume("single", Reclaim::Delete).await;
+    assert_eq!(rwo.network_filesystem, None);
+    assert_eq!(rwo.host_objects().len(), 1);
+    assert_eq!(
+        fixture.volume("single", Reclaim::Delete).await,
+        rwo,
+        "creating again changes nothing"
+    );
+    assert_eq!(
+        fixture.rwx_volume("shared", Reclaim::Delete).await,
+        volume,
+        "creating again changes nothing"
+    );
+}
+
+#[tokio::test]
+async fn deleting_an_rwx_delete_volume_deletes_its_network_filesystem_then_its_host_pvc() {
+    let fixture = Fixture::new("csi-rwx-delete").await;
+    let volume = fixture.rwx_volume("shared", Reclaim::Delete).await;
+    fixture.csi.delete_volume(&volume).await.unwrap();
+
+    let host_pv = volume.host_pv.name.clone();
+    eventually("the NetworkFilesystem is gone", || async {
+        fixture
+            .network_filesystems()
+            .get_opt(&host_pv)
+            .await
+            .unwrap()
+            .is_none()
+    })
+    .await;
+    eventually("the host PVC is gone", || async {
+        fixture
+            .host_pvcs()
+            .get_opt(&volume.host_pvc.name)
+            .await
+            .unwrap()
+            .is_none()
+    })
+    .await;
+    let journal = &fixture.journal;
+    let filesystem = journal.position("harvester-csi", "deleted NetworkFilesystem");
+    let claim = journal.position("harvester-csi", "DeleteVolume: deleted host PVC");
+    assert!(
+        filesystem.is_some() && filesystem < claim,
+        "{:?}",
+        journal.entries()
+    );
+}
+
+#[tokio::test]
+async fn a_retained_rwx_volume_keeps_its_network_filesystem() {
+    let fixture = Fixture::new("csi-rwx-retain").await;
+    let volume = fixture.rwx_volume("shared", Reclaim::Retain).await;
+    fixture.csi.delete_volume(&volume).await.unwrap();
+    assert!(
+        fixture
+            .network_filesystems()
+            .get_opt(&volume.host_pv.name)
+            .await
+            .unwrap()
+            .is_some()
+    );
+    assert_retained(&fixture, &volume, "shared").await;
+}
+
+#[tokio::test]
+async fn attaching_an_rwx_volume_is_refused_and_leaves_the_vm_alone() {
+    let fixture = Fixture::new("csi-rwx-attach").await;
+    let before = fixture.create_vm("node-1").await;
+    let volume = fixture.rwx_volume("shared", Reclaim::Delete).await;
+    let error = fixture.csi.attach("node-1", &volume).await.unwrap_err();
+    assert!(matches!(error, Error::Invalid(_)), "{error}");
+    assert!(error.to_string().contains("never hot-plugged"), "{error}");
+    let after = fixture.vms().get("node-1").await.unwrap();
+    assert_eq!(
+        after.metadata.resource_version,
+        before.metadata.resource_version
+    );
+}
+
+#[tokio::test]
+async fn host_pvcs_carry_the_guest_cluster_label_only_with_the_unmerged_change() {
+    let fixture = Fixture::new("csi-label").await;
+    let unlabelled = fixture.volume("plain", Reclaim::Delete).await;
+    let labelling = Fixture {
+        csi: fixture.csi.clone().with_cluster_label("guest-a"),
+        ..fixture
+    };
+    let labelled = labelling.volume("labelled", Reclaim::Delete).await;
+    let labelled_rwx = labelling.rwx_volume("labelled-rwx", Reclaim::Delete).await;
+
+    let selector = format!("{}=guest-a", keys::LABEL_GUEST_CLUSTER);
+    let listed = kubectl(
+        world().await,
+        HARVESTER,
+        &[
+            "get",
+            "pvc",
+            "-n",
+            "csi-label",
+            "-l",
+            &selector,
+            "-o",
+            "name",
+        ],
+    );
+    let mut expected = vec![
+        format!("persistentvolumeclaim/{}", labelled.host_pvc.name),
+        format!("persistentvolumeclaim/{}", labelled_rwx.host_pvc.name),
+    ];
+    expected.sort();
+    let mut listed: Vec<_> = listed.lines().map(str::to_owned).collect();
+    listed.sort();
+    assert_eq!(listed, expected);
+
+    let plain = labelling
+        .host_pvcs()
+        .get(&unlabelled.host_pvc.name)
+        .await
+        .unwrap();
+    let labels = plain.metadata.labels.unwrap_or_default();
+    assert!(
+        !labels.contains_key(keys::LABEL_GUEST_CLUSTER),
+        "{labels:?}"
     );
 }

@@ -47,9 +47,15 @@ async fn setup(test: &str, settings: RancherSettings) -> Setup {
         clock: Clock::new(TIME_SCALE),
         journal: journal.clone(),
     };
-    let rancher = Rancher::start(world, &format!("fleet-{test}"), settings, env)
-        .await
-        .unwrap();
+    let rancher = Rancher::start(
+        world,
+        ClusterName::RANCHER,
+        &format!("fleet-{test}"),
+        settings,
+        env,
+    )
+    .await
+    .unwrap();
     Setup {
         rancher,
         harvester,
@@ -100,12 +106,12 @@ async fn provisioning_creates_labelled_vms_named_by_the_driver_rule() {
         .provision(&spec("c1", &setup.vm_namespace, vec![pool]))
         .await
         .unwrap();
-    assert_eq!(cluster.vms.len(), 2);
+    assert_eq!(cluster.machines.len(), 2);
     assert_eq!(
-        cluster.vms[dotted],
-        "c1-eu-west-example-pool1-7d9f8c6b5x-abcde"
+        cluster.vm(dotted),
+        Some("c1-eu-west-example-pool1-7d9f8c6b5x-abcde")
     );
-    for vm_name in cluster.vms.values() {
+    for vm_name in cluster.machines.iter().map(|machine| &machine.vm) {
         let vm = vms(&setup).get(vm_name).await.unwrap();
         let labels = vm.metadata.labels.unwrap();
         assert_eq!(
@@ -133,7 +139,7 @@ async fn scale_down_removes_one_vm_and_the_handler_leaves_it_alone() {
         ))
         .await
         .unwrap();
-    let (machine, vm_name) = cluster.vms.iter().next().unwrap();
+    let (machine, vm_name) = (&cluster.machines[0].name, &cluster.machines[0].vm);
     setup
         .rancher
         .scale_down("c1", "pool1", machine)
@@ -174,7 +180,7 @@ async fn reprovisioning_replaces_the_machine_and_its_vm() {
         ))
         .await
         .unwrap();
-    let (machine, vm_name) = cluster.vms.iter().next().unwrap();
+    let (machine, vm_name) = (&cluster.machines[0].name, &cluster.machines[0].vm);
     setup.rancher.reprovision(machine).await.unwrap();
     eventually("the old VM is gone and a new one runs", || async {
         let names: Vec<String> = vms(&setup)
@@ -202,7 +208,7 @@ async fn a_pre_terminate_hook_holds_the_vm_until_it_is_removed() {
         ))
         .await
         .unwrap();
-    let (machine, vm_name) = cluster.vms.iter().next().unwrap();
+    let (machine, vm_name) = (&cluster.machines[0].name, &cluster.machines[0].vm);
     let hook = format!("{PRE_TERMINATE_HOOK_PREFIX}test");
     let machines = kinds::namespaced(
         setup.rancher.client(),
@@ -257,7 +263,7 @@ async fn cluster_deletion_lets_the_handler_mark_every_vm_before_the_driver_reads
         clusters.get_opt("c1").await.unwrap().is_none()
     })
     .await;
-    for vm_name in cluster.vms.values() {
+    for vm_name in cluster.machines.iter().map(|machine| &machine.vm) {
         assert!(vms(&setup).get_opt(vm_name).await.unwrap().is_none());
         let marked = setup
             .journal

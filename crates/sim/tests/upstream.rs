@@ -1,73 +1,43 @@
-//! Today's upstream behaviour, reproduced in the world and judged against the ground truth.
+//! Today's upstream behaviour, reproduced in the shared world and judged against the ground
+//! truth.
+
+mod common;
 
 use std::time::Duration;
 
+use common::{MEASURE_TIMEOUT, TIME_SCALE, assert_upstream_outcome, doomed, living, with_driver};
 use gleaner_sim::{
     Clock,
-    csi::Reclaim,
     rancher::{DriverVersion, RancherSettings},
-    scenario::{Attachment, Class, ClusterPlan, Report, ScenarioBuilder},
+    scenario::{Class, ClusterPlan, Report, ScenarioBuilder, VolumePlan},
 };
 use gleaner_world::World;
 
-const TIME_SCALE: f64 = 0.02;
-const MEASURE_TIMEOUT: Duration = Duration::from_secs(60);
-
-fn doomed() -> ClusterPlan {
-    ClusterPlan::new("doomed", 2)
-        .volume("data", Reclaim::Delete, Attachment::Hotplugged)
-        .volume("scratch", Reclaim::Delete, Attachment::Unattached)
-        .volume("spare", Reclaim::Delete, Attachment::NeverAttached)
-        .volume("database", Reclaim::Retain, Attachment::Hotplugged)
-}
-
-async fn delete_doomed(prefix: &str, settings: RancherSettings) -> Report {
-    let world = World::shared().await;
-    let mut scenario = ScenarioBuilder::new(prefix)
-        .clock(Clock::new(TIME_SCALE))
-        .rancher(settings)
-        .cluster(doomed())
-        .cluster(ClusterPlan::new("living", 1).volume(
-            "app",
-            Reclaim::Delete,
-            Attachment::Hotplugged,
-        ))
-        .start(world)
-        .await
-        .unwrap();
-    scenario.delete_cluster("doomed").await.unwrap();
-    scenario.measure(MEASURE_TIMEOUT).await.unwrap()
-}
-
-fn with_driver(driver: DriverVersion) -> RancherSettings {
-    RancherSettings {
-        driver,
-        ..RancherSettings::default()
-    }
-}
-
-fn assert_upstream_outcome(report: &Report) {
-    let vm_disks = report.class(Class::VmDisk);
-    assert_eq!((vm_disks.total, vm_disks.reclaimed), (2, 2), "{report}");
-    let hotplugged = report.class(Class::Hotplugged);
-    assert_eq!((hotplugged.total, hotplugged.reclaimed), (1, 1), "{report}");
-    assert_eq!(report.class(Class::Unattached).leaked, 1, "{report}");
-    assert_eq!(report.class(Class::NeverAttached).leaked, 1, "{report}");
-    // The guest said Retain; upstream deletes the hot-plugged volume anyway.
-    assert_eq!(report.class(Class::Retained).wrongly_deleted, 1, "{report}");
-    let living = report.class(Class::LivingCluster);
-    assert_eq!((living.total, living.kept), (2, 2), "{report}");
+async fn delete_doomed(scenario: ScenarioBuilder) -> Report {
+    common::delete_doomed(World::shared().await, scenario).await
 }
 
 #[tokio::test]
 async fn driver_1_0_6_reclaims_disks_and_hotplugged_volumes_but_leaks_the_rest() {
-    let report = delete_doomed("upstream-106", with_driver(DriverVersion::V1_0_6)).await;
+    let report = delete_doomed(
+        ScenarioBuilder::new("upstream-106")
+            .rancher(with_driver(DriverVersion::V1_0_6))
+            .cluster(doomed())
+            .cluster(living()),
+    )
+    .await;
     assert_upstream_outcome(&report);
 }
 
 #[tokio::test]
 async fn driver_1_0_3_reclaims_disks_and_hotplugged_volumes_but_leaks_the_rest() {
-    let report = delete_doomed("upstream-103", with_driver(DriverVersion::V1_0_3)).await;
+    let report = delete_doomed(
+        ScenarioBuilder::new("upstream-103")
+            .rancher(with_driver(DriverVersion::V1_0_3))
+            .cluster(doomed())
+            .cluster(living()),
+    )
+    .await;
     assert_upstream_outcome(&report);
 }
 
@@ -77,7 +47,12 @@ async fn without_the_remove_job_delay_the_handler_loses_and_hotplugged_volumes_l
         remove_job_delay: Duration::ZERO,
         ..RancherSettings::default()
     };
-    let report = delete_doomed("upstream-race", settings).await;
+    let report = delete_doomed(
+        ScenarioBuilder::new("upstream-race")
+            .rancher(settings)
+            .cluster(doomed()),
+    )
+    .await;
     assert_eq!(report.class(Class::Hotplugged).leaked, 1, "{report}");
     assert_eq!(report.class(Class::Retained).kept, 1, "{report}");
     assert_eq!(report.class(Class::VmDisk).reclaimed, 2, "{report}");
@@ -89,9 +64,123 @@ async fn without_the_cleanup_handler_only_vm_disks_go() {
         cleanup_handler: false,
         ..RancherSettings::default()
     };
-    let report = delete_doomed("upstream-nohandler", settings).await;
+    let report = delete_doomed(
+        ScenarioBuilder::new("upstream-nohandler")
+            .rancher(settings)
+            .cluster(doomed()),
+    )
+    .await;
     assert_eq!(report.class(Class::VmDisk).reclaimed, 2, "{report}");
     assert_eq!(report.class(Class::Hotplugged).leaked, 1, "{report}");
+}
+
+#[tokio::test]
+async fn rwx_volumes_their_network_filesystems_and_host_snapshots_leak() {
+    let report = delete_doomed(
+        ScenarioBuilder::new("upstream-rwx").cluster(
+            ClusterPlan::new("doomed", 1)
+                .volume(VolumePlan::new("shared").rwx())
+                .volume(VolumePlan::new("data").hotplugged().snapshots(1)),
+        ),
+    )
+    .await;
+    let rwx = report.class(Class::Rwx);
+    // The host PVC and its NetworkFilesystem.
+    assert_eq!((rwx.total, rwx.leaked), (2, 2), "{report}");
+    assert!(
+        report
+            .objects
+            .iter()
+            .any(|object| object.class == Class::Rwx && object.kind == "NetworkFilesystem")
+    );
+    // The hot-plugged volume goes, its host snapshot stays behind.
+    assert_eq!(report.class(Class::Hotplugged).reclaimed, 1, "{report}");
+    let snapshots = report.class(Class::Snapshot);
+    assert_eq!((snapshots.total, snapshots.leaked), (1, 1), "{report}");
+}
+
+#[tokio::test]
+async fn with_the_csi_label_driver_1_0_6_also_takes_unattached_volumes_and_a_namesakes() {
+    let report = delete_doomed(
+        ScenarioBuilder::new("upstream-label")
+            .csi_cluster_label(true)
+            .cluster(doomed())
+            .cluster(
+                ClusterPlan::new("doomed", 1)
+                    .in_namespace("other")
+                    .volume(VolumePlan::new("theirs")),
+            ),
+    )
+    .await;
+    assert_eq!(report.class(Class::Unattached).reclaimed, 1, "{report}");
+    assert_eq!(report.class(Class::NeverAttached).reclaimed, 1, "{report}");
+    // The same-named cluster of another Rancher namespace loses its labelled volume.
+    let namesake = report.class(Class::SameNameOtherNamespace);
+    assert!(namesake.wrongly_deleted >= 1, "{report}");
+}
+
+#[tokio::test]
+async fn driver_1_0_3_ignores_the_csi_label() {
+    let report = delete_doomed(
+        ScenarioBuilder::new("upstream-label-103")
+            .rancher(with_driver(DriverVersion::V1_0_3))
+            .csi_cluster_label(true)
+            .cluster(doomed()),
+    )
+    .await;
+    assert_eq!(report.class(Class::Unattached).leaked, 1, "{report}");
+}
+
+#[tokio::test]
+async fn the_load_balancer_controller_takes_a_namesakes_load_balancers_too() {
+    let report = delete_doomed(
+        ScenarioBuilder::new("upstream-lb")
+            .cluster(ClusterPlan::new("doomed", 1).load_balancer("ingress"))
+            .cluster(
+                ClusterPlan::new("doomed", 1)
+                    .in_namespace("other")
+                    .load_balancer("web"),
+            )
+            .cluster(ClusterPlan::new("bystander", 1).load_balancer("api")),
+    )
+    .await;
+    assert_eq!(report.class(Class::LoadBalancer).reclaimed, 1, "{report}");
+    let namesake_balancers: Vec<_> = report
+        .objects
+        .iter()
+        .filter(|o| o.class == Class::SameNameOtherNamespace && o.kind == "LoadBalancer")
+        .collect();
+    assert_eq!(namesake_balancers.len(), 1, "{report}");
+    assert!(!namesake_balancers[0].exists_at_end, "{report}");
+    assert!(
+        report
+            .objects
+            .iter()
+            .filter(|o| o.class == Class::LivingCluster)
+            .all(|o| o.exists_at_end),
+        "{report}"
+    );
+}
+
+#[tokio::test]
+async fn lookalikes_and_annotated_volumes_meet_upstream() {
+    let report = delete_doomed(
+        ScenarioBuilder::new("upstream-protect")
+            .lookalikes(1)
+            .cluster(
+                ClusterPlan::new("doomed", 1)
+                    .volume(VolumePlan::new("keep").annotated_retain().hotplugged()),
+            ),
+    )
+    .await;
+    let lookalikes = report.class(Class::Lookalike);
+    assert_eq!((lookalikes.total, lookalikes.kept), (1, 1), "{report}");
+    // Upstream knows nothing of gleaner.io/retain: the hot-plugged volume goes.
+    assert_eq!(
+        report.class(Class::AnnotatedRetain).wrongly_deleted,
+        1,
+        "{report}"
+    );
 }
 
 #[tokio::test]
@@ -101,33 +190,23 @@ async fn scale_down_and_reprovision_keep_guest_volumes() {
         .clock(Clock::new(TIME_SCALE))
         .cluster(
             ClusterPlan::new("c1", 3)
-                .volume("a", Reclaim::Delete, Attachment::Hotplugged)
-                .volume("b", Reclaim::Delete, Attachment::Hotplugged)
-                .volume("c", Reclaim::Delete, Attachment::Hotplugged),
+                .volume(VolumePlan::new("a").hotplugged())
+                .volume(VolumePlan::new("b").hotplugged())
+                .volume(VolumePlan::new("c").hotplugged()),
         )
         .start(world)
         .await
         .unwrap();
-    let mut machines: Vec<(String, String)> = scenario
-        .cluster("c1")
-        .unwrap()
-        .vms
-        .clone()
-        .into_iter()
-        .collect();
-    machines.sort();
-    scenario
-        .rancher()
-        .scale_down("c1", "pool1", &machines[0].0)
+    let mut machines = scenario.cluster("c1").unwrap().machines.clone();
+    machines.sort_by(|a, b| a.name.cmp(&b.name));
+    let rancher = scenario.rancher_of("c1").unwrap();
+    rancher
+        .scale_down("c1", "pool1", &machines[0].name)
         .await
         .unwrap();
-    scenario
-        .rancher()
-        .reprovision(&machines[1].0)
-        .await
-        .unwrap();
-    for (_, vm) in &machines[..2] {
-        let gone = format!("VM {}/{vm} is gone", scenario.vm_namespace());
+    rancher.reprovision(&machines[1].name).await.unwrap();
+    for machine in &machines[..2] {
+        let gone = format!("VM {}/{} is gone", scenario.vm_namespace(), machine.vm);
         let deadline = tokio::time::Instant::now() + MEASURE_TIMEOUT;
         while scenario.journal().position("node-driver", &gone).is_none() {
             assert!(

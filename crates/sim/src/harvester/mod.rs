@@ -2,6 +2,7 @@
 //! the VM controller with KubeVirt's part of it, the PVC controller, and the PVC admission
 //! webhook, really in the harvester apiserver's request path (design.md §2).
 
+pub mod load_balancer;
 mod pvc_controller;
 mod vm_controller;
 mod webhook;

@@ -4,7 +4,7 @@
 
 use std::{collections::HashMap, sync::Arc, time::Duration};
 
-use gleaner_world::{ClusterName, Role, World};
+use gleaner_world::{Role, World};
 use k8s_openapi::{ByteString, api::core::v1::Secret};
 use kube::{
     Api, Client,
@@ -57,6 +57,9 @@ pub struct PoolSpec {
     pub quantity: usize,
     /// Explicit names for the pool's first Machines (e.g. dotted ones); the rest are generated.
     pub machine_names: Vec<String>,
+    /// A Harvester of its own (world cluster name), reached through the pool's own cloud
+    /// credential; else the cluster's.
+    pub harvester: Option<String>,
 }
 
 impl PoolSpec {
@@ -65,6 +68,7 @@ impl PoolSpec {
             name: name.to_owned(),
             quantity,
             machine_names: Vec::new(),
+            harvester: None,
         }
     }
 }
@@ -79,8 +83,29 @@ pub struct GuestCluster {
     /// `cattle-global-data:<secret>`.
     pub cloud_credential: String,
     pub vm_namespace: String,
-    /// Machine name → VM name, for every Machine at provisioning time.
-    pub vms: HashMap<String, String>,
+    /// Every Machine at provisioning time.
+    pub machines: Vec<GuestMachine>,
+}
+
+/// A guest node: its CAPI Machine, its VM, and the Harvester (world cluster) the VM runs on.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GuestMachine {
+    pub name: String,
+    pub pool: String,
+    pub vm: String,
+    pub harvester: String,
+    /// `namespace:name` of the credential that reaches that Harvester.
+    pub cloud_credential: String,
+}
+
+impl GuestCluster {
+    /// The VM of a Machine.
+    pub fn vm(&self, machine: &str) -> Option<&str> {
+        self.machines
+            .iter()
+            .find(|candidate| candidate.name == machine)
+            .map(|machine| machine.vm.as_str())
+    }
 }
 
 /// One simulated Rancher installation, acting in one namespace of the management cluster.
@@ -95,15 +120,17 @@ pub struct Rancher {
 }
 
 impl Rancher {
-    /// Starts Rancher's and Cluster API's controllers for `namespace` (e.g. `fleet-default`) in
-    /// the world's `rancher` cluster.
+    /// Starts Rancher's and Cluster API's controllers for `namespace` (e.g. `fleet-default`) of
+    /// the world's management cluster `management` (each management cluster is one Rancher
+    /// installation, with its own `install-uuid`).
     pub async fn start(
         world: &World,
+        management: &str,
         namespace: &str,
         settings: RancherSettings,
         env: Env,
     ) -> Result<Self> {
-        let client = world.client(ClusterName::RANCHER).await?;
+        let client = world.client(management).await?;
         for name in [namespace, CLOUD_CREDENTIAL_NAMESPACE] {
             ensure_namespace(&client, name).await?;
         }
@@ -182,14 +209,38 @@ impl Rancher {
     /// every VM exists in Harvester.
     pub async fn provision(&self, spec: &GuestClusterSpec) -> Result<GuestCluster> {
         let credential = self.create_cloud_credential(&spec.harvester).await?;
-        let cluster = self.create_provisioning_cluster(spec, &credential).await?;
+        let mut pool_credentials = HashMap::new();
+        for pool in &spec.pools {
+            let (harvester, own) = match &pool.harvester {
+                Some(harvester) => (
+                    harvester.clone(),
+                    Some(self.create_cloud_credential(harvester).await?),
+                ),
+                None => (spec.harvester.clone(), None),
+            };
+            pool_credentials.insert(pool.name.clone(), (harvester, own));
+        }
+        let cluster = self
+            .create_provisioning_cluster(spec, &credential, &pool_credentials)
+            .await?;
         if let Some(guest) = &spec.guest {
             self.create_guest_kubeconfig_secret(&spec.name, guest)
                 .await?;
         }
         let capi_cluster = self.create_capi_cluster(&spec.name, &cluster).await?;
+        let mut machines = Vec::new();
         for pool in &spec.pools {
-            self.create_pool(spec, pool, &credential).await?;
+            let (harvester, own) = &pool_credentials[&pool.name];
+            let pool_credential = own.clone().unwrap_or_else(|| credential.clone());
+            for machine in self.create_pool(spec, pool, &pool_credential).await? {
+                machines.push(GuestMachine {
+                    vm: naming::vm_name(&machine),
+                    name: machine,
+                    pool: pool.name.clone(),
+                    harvester: harvester.clone(),
+                    cloud_credential: pool_credential.clone(),
+                });
+            }
         }
         let guest = GuestCluster {
             name: spec.name.clone(),
@@ -198,7 +249,7 @@ impl Rancher {
             capi_uid: capi_cluster.metadata.uid.clone().unwrap_or_default(),
             cloud_credential: credential,
             vm_namespace: spec.vm_namespace.clone(),
-            vms: self.machine_vms(&spec.name).await?,
+            machines,
         };
         self.wait_for_vms(&guest).await?;
         self.env.journal.record(
@@ -269,16 +320,6 @@ impl Rancher {
         Ok(())
     }
 
-    /// Machine name → VM name for the cluster's Machines that exist now.
-    pub async fn machine_vms(&self, cluster: &str) -> Result<HashMap<String, String>> {
-        Ok(self
-            .machines(cluster)
-            .await?
-            .iter()
-            .map(|machine| (name(machine).to_owned(), naming::vm_name(name(machine))))
-            .collect())
-    }
-
     /// The cluster's CAPI Machines, deleting ones included.
     pub async fn machines(&self, cluster: &str) -> Result<Vec<DynamicObject>> {
         Ok(self
@@ -333,16 +374,21 @@ impl Rancher {
         &self,
         spec: &GuestClusterSpec,
         credential: &str,
+        pool_credentials: &HashMap<String, (String, Option<String>)>,
     ) -> Result<DynamicObject> {
         let mut pools = Vec::new();
         for pool in &spec.pools {
             let config = self.create_harvester_config(spec, pool).await?;
-            pools.push(json!({
+            let mut machine_pool = json!({
                 "name": pool.name,
                 "quantity": pool.quantity,
                 "etcdRole": true, "controlPlaneRole": true, "workerRole": true,
                 "machineConfigRef": {"kind": "HarvesterConfig", "name": config},
-            }));
+            });
+            if let Some((_, Some(own))) = pool_credentials.get(&pool.name) {
+                machine_pool["cloudCredentialSecretName"] = own.as_str().into();
+            }
+            pools.push(machine_pool);
         }
         let cluster: DynamicObject = serde_json::from_value(json!({
             "apiVersion": "provisioning.cattle.io/v1",
@@ -427,7 +473,10 @@ impl Rancher {
                 "finalizers": [FINALIZER_CAPI_CLUSTER],
                 "ownerReferences": [reference],
             },
-            "spec": {},
+            "spec": {
+                "controlPlaneRef": self.capi.reference("rke.cattle.io/v1", "RKEControlPlane", name),
+                "infrastructureRef": self.capi.reference("rke.cattle.io/v1", "RKECluster", name),
+            },
         }))
         .expect("a CAPI Cluster is a valid object");
         self.api(&capi.cluster())
@@ -436,13 +485,14 @@ impl Rancher {
             .context(|| format!("cannot create CAPI Cluster {name}"))
     }
 
-    /// A pool: its HarvesterMachineTemplate, MachineDeployment, MachineSet and Machines.
+    /// A pool: its HarvesterMachineTemplate, MachineDeployment, MachineSet and Machines (whose
+    /// names it returns).
     async fn create_pool(
         &self,
         spec: &GuestClusterSpec,
         pool: &PoolSpec,
         credential: &str,
-    ) -> Result<()> {
+    ) -> Result<Vec<String>> {
         let capi = &self.capi.capi;
         let deployment_name = naming::machine_deployment_name(&spec.name, &pool.name);
         let template_name = naming::safe_concat_name(&[&deployment_name, &random_suffix(8)]);
@@ -520,19 +570,23 @@ impl Rancher {
         self.wait_for_machines(&set_name, pool.quantity).await
     }
 
-    /// Waits until the MachineSet controller has created the pool's Machines.
-    async fn wait_for_machines(&self, set_name: &str, count: usize) -> Result<()> {
+    /// Waits until the MachineSet controller has created the pool's Machines; their names.
+    async fn wait_for_machines(&self, set_name: &str, count: usize) -> Result<Vec<String>> {
         let machines = self.api(&self.capi.capi.machine());
         let selector = ListParams::default().labels(&format!("{LABEL_CAPI_SET_NAME}={set_name}"));
         let deadline = tokio::time::Instant::now() + PROVISION_TIMEOUT;
-        while machines
-            .list(&selector)
-            .await
-            .context(|| format!("cannot list Machines of {set_name}"))?
-            .items
-            .len()
-            < count
-        {
+        loop {
+            let made = machines
+                .list(&selector)
+                .await
+                .context(|| format!("cannot list Machines of {set_name}"))?
+                .items;
+            if made.len() >= count {
+                return Ok(made
+                    .iter()
+                    .map(|machine| name(machine).to_owned())
+                    .collect());
+            }
             if tokio::time::Instant::now() > deadline {
                 return Err(Error::Timeout(format!(
                     "MachineSet {set_name} never made {count} Machines"
@@ -540,25 +594,26 @@ impl Rancher {
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        Ok(())
     }
 
     async fn wait_for_vms(&self, cluster: &GuestCluster) -> Result<()> {
-        let harvester =
-            machine_provision::harvester_client(&self.client, &cluster.cloud_credential).await?;
-        let vms = kinds::namespaced(&harvester, &cluster.vm_namespace, &kinds::virtual_machine());
         let deadline = tokio::time::Instant::now() + PROVISION_TIMEOUT;
-        for vm in cluster.vms.values() {
+        for machine in &cluster.machines {
+            let harvester =
+                machine_provision::harvester_client(&self.client, &machine.cloud_credential)
+                    .await?;
+            let vms =
+                kinds::namespaced(&harvester, &cluster.vm_namespace, &kinds::virtual_machine());
             while vms
-                .get_opt(vm)
+                .get_opt(&machine.vm)
                 .await
-                .context(|| format!("cannot read VM {vm}"))?
+                .context(|| format!("cannot read VM {}", machine.vm))?
                 .is_none()
             {
                 if tokio::time::Instant::now() > deadline {
                     return Err(Error::Timeout(format!(
-                        "VM {vm} of {} was never created",
-                        cluster.name
+                        "VM {} of {} was never created",
+                        machine.vm, cluster.name
                     )));
                 }
                 tokio::time::sleep(Duration::from_millis(50)).await;

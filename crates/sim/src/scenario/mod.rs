@@ -1,67 +1,44 @@
-//! Scenarios: set up a world's Rancher, Harvester and guest clusters, run actions, then judge
-//! what is left against the ground truth the scenario itself recorded.
+//! Scenarios: set up a world's Rancher installations, Harvesters and guest clusters, run
+//! actions, then judge what is left against the ground truth the scenario itself recorded.
 
+mod plan;
 mod truth;
 
-use std::{collections::BTreeSet, time::Duration};
+use std::{collections::HashMap, time::Duration};
 
 use gleaner_world::{ClusterName, World};
 use k8s_openapi::api::core::v1::PersistentVolumeClaim;
-use kube::{Api, Client};
+use kube::{
+    Api, Client,
+    api::{DynamicObject, Patch, PatchParams, PostParams},
+};
+use serde_json::json;
 
-pub use truth::{Attachment, Class, ClassSummary, Report, TrackedObject, Traits};
+pub use plan::{ClusterPlan, VolumePlan};
+pub use truth::{Attachment, Class, ClassSummary, Relation, Report, TrackedObject, Traits};
 
 use crate::{
     Clock, Env, Error, Journal, Result,
+    cloud_provider::CloudProvider,
     controller::ensure_namespace,
-    csi::{Csi, Reclaim, VolumeRequest},
+    csi::{Csi, GuestVolume, HostObject, Reclaim, VolumeRequest},
     error::KubeContext,
-    harvester::{Harvester, HarvesterVersion},
+    harvester::{self, Harvester, HarvesterVersion},
     keys::VOLUME_CLAIM_TEMPLATES,
     kinds,
     rancher::{GuestCluster, GuestClusterSpec, PoolSpec, Rancher, RancherSettings},
+    snapshots,
 };
 
 /// The guest apiserver the scenario's guest clusters share (each in namespaces of its own).
 pub const GUEST: &str = "guest-1";
+/// gleaner's own protection annotation on a host PVC.
+pub const RETAIN: &str = "gleaner.io/retain";
 const POOL: &str = "pool1";
+const SECOND_POOL: &str = "pool2";
 const SETTLE: Duration = Duration::from_secs(5);
 const MIN_SETTLE: Duration = Duration::from_millis(300);
 const SETUP_TIMEOUT: Duration = Duration::from_secs(60);
-
-/// A guest cluster to create: one pool of `machines`, and its guest volumes.
-#[derive(Clone, Debug)]
-pub struct ClusterPlan {
-    pub name: String,
-    pub machines: usize,
-    pub volumes: Vec<VolumePlan>,
-}
-
-impl ClusterPlan {
-    pub fn new(name: &str, machines: usize) -> Self {
-        Self {
-            name: name.to_owned(),
-            machines,
-            volumes: Vec::new(),
-        }
-    }
-
-    pub fn volume(mut self, name: &str, reclaim: Reclaim, attachment: Attachment) -> Self {
-        self.volumes.push(VolumePlan {
-            name: name.to_owned(),
-            reclaim,
-            attachment,
-        });
-        self
-    }
-}
-
-#[derive(Clone, Debug)]
-pub struct VolumePlan {
-    pub name: String,
-    pub reclaim: Reclaim,
-    pub attachment: Attachment,
-}
 
 /// Sets up a scenario in namespaces named after `prefix`, so scenarios sharing a world keep
 /// apart.
@@ -70,6 +47,9 @@ pub struct ScenarioBuilder {
     rancher: RancherSettings,
     harvester: HarvesterVersion,
     clock: Clock,
+    csi_cluster_label: bool,
+    load_balancer_controller: bool,
+    lookalikes: usize,
     clusters: Vec<ClusterPlan>,
 }
 
@@ -80,6 +60,9 @@ impl ScenarioBuilder {
             rancher: RancherSettings::default(),
             harvester: HarvesterVersion::default(),
             clock: Clock::real(),
+            csi_cluster_label: false,
+            load_balancer_controller: true,
+            lookalikes: 0,
             clusters: Vec::new(),
         }
     }
@@ -94,88 +77,123 @@ impl ScenarioBuilder {
         self
     }
 
+    /// The unmerged CSI change: host PVCs labelled with their guest cluster's name.
+    pub fn csi_cluster_label(mut self, on: bool) -> Self {
+        self.csi_cluster_label = on;
+        self
+    }
+
+    /// Harvester v1.8's load-balancer cleanup on VM removal (on by default).
+    pub fn load_balancer_controller(mut self, on: bool) -> Self {
+        self.load_balancer_controller = on;
+        self
+    }
+
+    /// Host PVCs shaped like guest volumes, in the VM namespace, that no cluster made.
+    pub fn lookalikes(mut self, count: usize) -> Self {
+        self.lookalikes = count;
+        self
+    }
+
     pub fn cluster(mut self, plan: ClusterPlan) -> Self {
         self.clusters.push(plan);
         self
     }
 
-    /// Starts the simulators, provisions every cluster and its volumes, and records each host
-    /// object it made with the traits that decide its class.
+    /// Starts the simulators, provisions every cluster with its volumes, snapshots and load
+    /// balancers, and records each host object it made with the traits that decide its class.
     pub async fn start(self, world: &World) -> Result<Scenario> {
         let env = Env {
             clock: self.clock,
             journal: Journal::default(),
         };
         let vm_namespace = format!("{}-vms", self.prefix);
-        let harvester_client = world.client(ClusterName::HARVESTER).await?;
-        let guest_client = world.client(GUEST).await?;
-        ensure_namespace(&harvester_client, &vm_namespace).await?;
-        let harvester = Harvester::start(
-            world,
-            ClusterName::HARVESTER,
-            &vm_namespace,
-            self.harvester,
-            &env,
-        )
-        .await?;
-        let rancher = Rancher::start(
-            world,
-            &format!("{}-fleet", self.prefix),
-            self.rancher.clone(),
-            env.clone(),
-        )
-        .await?;
-        let csi = Csi::new(
-            guest_client.clone(),
-            harvester_client.clone(),
-            &vm_namespace,
-            env.clone(),
-        );
         let mut scenario = Scenario {
-            rancher,
-            _harvester: harvester,
-            csi,
-            harvester: harvester_client,
             env,
             vm_namespace,
+            prefix: self.prefix.clone(),
+            harvesters: HashMap::new(),
+            ranchers: Vec::new(),
             clusters: Vec::new(),
-            deleted: BTreeSet::new(),
             recorded: Vec::new(),
         };
+        let mut harvester_names = vec![ClusterName::HARVESTER.to_owned()];
         for plan in &self.clusters {
-            let guest_namespace = format!("{}-{}", self.prefix, plan.name);
-            ensure_namespace(&guest_client, &guest_namespace).await?;
-            scenario.create_cluster(plan, &guest_namespace).await?;
+            if let Some((harvester, _)) = &plan.second_pool
+                && !harvester_names.contains(harvester)
+            {
+                harvester_names.push(harvester.clone());
+            }
         }
+        for name in &harvester_names {
+            scenario
+                .start_harvester(world, name, self.harvester, self.load_balancer_controller)
+                .await?;
+        }
+        for plan in &self.clusters {
+            scenario.ensure_rancher(world, plan, &self.rancher).await?;
+        }
+        let guest = world.client(GUEST).await?;
+        for plan in &self.clusters {
+            scenario
+                .create_cluster(plan, &guest, self.csi_cluster_label)
+                .await?;
+        }
+        scenario.create_lookalikes(self.lookalikes).await?;
         Ok(scenario)
     }
+}
+
+/// Which guest cluster: the Rancher installation (its management cluster), namespace and name.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct ClusterKey {
+    pub installation: String,
+    pub namespace: String,
+    pub name: String,
 }
 
 /// A host object the scenario made, with what it knew when it made it.
 #[derive(Clone, Debug)]
 struct Recorded {
-    cluster: String,
+    owner: Option<ClusterKey>,
+    harvester: String,
+    object: HostObject,
     traits: Traits,
-    name: String,
-    uid: String,
+}
+
+struct SimulatedHarvester {
+    client: Client,
+    _simulators: Harvester,
+}
+
+struct SimulatedRancher {
+    installation: String,
+    namespace: String,
+    rancher: Rancher,
 }
 
 /// A running scenario: the simulators, the guest clusters, and the recorded ground truth.
 pub struct Scenario {
-    rancher: Rancher,
-    _harvester: Harvester,
-    csi: Csi,
-    harvester: Client,
     env: Env,
     vm_namespace: String,
-    clusters: Vec<GuestCluster>,
-    deleted: BTreeSet<String>,
+    prefix: String,
+    harvesters: HashMap<String, SimulatedHarvester>,
+    ranchers: Vec<SimulatedRancher>,
+    clusters: Vec<(ClusterKey, GuestCluster, bool)>,
     recorded: Vec<Recorded>,
 }
 
 impl Scenario {
-    pub fn rancher(&self) -> &Rancher {
-        &self.rancher
+    /// The Rancher of the cluster named `cluster` (the first one if several share the name).
+    pub fn rancher_of(&self, cluster: &str) -> Option<&Rancher> {
+        let (key, _, _) = self
+            .clusters
+            .iter()
+            .find(|(key, _, _)| key.name == cluster)?;
+        self.ranchers
+            .iter()
+            .find(|r| r.installation == key.installation && r.namespace == key.namespace)
+            .map(|r| &r.rancher)
     }
 
     pub fn journal(&self) -> &Journal {
@@ -186,15 +204,42 @@ impl Scenario {
         &self.vm_namespace
     }
 
+    /// The first cluster named `name`.
     pub fn cluster(&self, name: &str) -> Option<&GuestCluster> {
-        self.clusters.iter().find(|cluster| cluster.name == name)
+        self.clusters
+            .iter()
+            .find(|(key, _, _)| key.name == name)
+            .map(|(_, cluster, _)| cluster)
+    }
+
+    pub fn cluster_keys(&self) -> impl Iterator<Item = &ClusterKey> {
+        self.clusters.iter().map(|(key, _, _)| key)
     }
 
     /// The user deletes a guest cluster: from now on its objects are judged as a deleted
     /// cluster's.
-    pub async fn delete_cluster(&mut self, name: &str) -> Result<()> {
-        self.deleted.insert(name.to_owned());
-        self.rancher.delete_cluster(name).await
+    pub async fn delete_cluster(&mut self, key: &ClusterKey) -> Result<()> {
+        let entry = self
+            .clusters
+            .iter_mut()
+            .find(|(candidate, _, _)| candidate == key)
+            .ok_or_else(|| Error::Invalid(format!("no cluster {key:?} in this scenario")))?;
+        entry.2 = true;
+        let rancher = self
+            .ranchers
+            .iter()
+            .find(|r| r.installation == key.installation && r.namespace == key.namespace)
+            .ok_or_else(|| Error::Invalid(format!("no Rancher for {key:?}")))?;
+        rancher.rancher.delete_cluster(&key.name).await
+    }
+
+    /// The key of the first cluster named `name` in the default installation and namespace.
+    pub fn key(&self, name: &str) -> ClusterKey {
+        ClusterKey {
+            installation: ClusterName::RANCHER.to_owned(),
+            namespace: self.rancher_namespace(plan::DEFAULT_NAMESPACE),
+            name: name.to_owned(),
+        }
     }
 
     /// Waits until every VM of the deleted clusters is gone (or `timeout` passes), lets the
@@ -206,26 +251,30 @@ impl Scenario {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
         tokio::time::sleep(self.env.clock.scaled(SETTLE).max(MIN_SETTLE)).await;
-        let claims: Api<PersistentVolumeClaim> =
-            Api::namespaced(self.harvester.clone(), &self.vm_namespace);
         let mut objects = Vec::new();
         for recorded in &self.recorded {
-            let exists = claims
-                .get_opt(&recorded.name)
+            let object = &recorded.object;
+            let api: Api<DynamicObject> = Api::namespaced_with(
+                self.harvesters[&recorded.harvester].client.clone(),
+                &object.namespace,
+                &object.resource,
+            );
+            let exists = api
+                .get_opt(&object.name)
                 .await
-                .context(|| format!("cannot read PVC {}", recorded.name))?
-                .is_some_and(|claim| claim.metadata.uid.as_deref() == Some(&recorded.uid));
+                .context(|| format!("cannot read {} {}", object.resource.kind, object.name))?
+                .is_some_and(|found| found.metadata.uid.as_deref() == Some(&object.uid));
             let traits = Traits {
-                living_cluster: !self.deleted.contains(&recorded.cluster),
+                relation: self.relation(recorded.owner.as_ref()),
                 ..recorded.traits
             };
             let class = traits.class();
             objects.push(TrackedObject {
                 class,
-                kind: "PersistentVolumeClaim".into(),
-                namespace: self.vm_namespace.clone(),
-                name: recorded.name.clone(),
-                uid: recorded.uid.clone(),
+                kind: object.resource.kind.clone(),
+                namespace: object.namespace.clone(),
+                name: object.name.clone(),
+                uid: object.uid.clone(),
                 must_survive: class.must_survive(),
                 exists_at_end: exists,
             });
@@ -233,22 +282,41 @@ impl Scenario {
         Ok(Report::judge(objects))
     }
 
-    async fn deleted_vms_gone(&self) -> Result<bool> {
-        let vms = kinds::namespaced(
-            &self.harvester,
-            &self.vm_namespace,
-            &kinds::virtual_machine(),
-        );
-        for cluster in self
+    fn relation(&self, owner: Option<&ClusterKey>) -> Relation {
+        let Some(owner) = owner else {
+            return Relation::None;
+        };
+        let deleted: Vec<&ClusterKey> = self
             .clusters
             .iter()
-            .filter(|c| self.deleted.contains(&c.name))
-        {
-            for vm in cluster.vms.values() {
+            .filter(|(_, _, deleted)| *deleted)
+            .map(|(key, _, _)| key)
+            .collect();
+        if deleted.contains(&owner) {
+            Relation::Deleted
+        } else if let Some(namesake) = deleted.iter().find(|key| key.name == owner.name) {
+            if namesake.installation != owner.installation {
+                Relation::OtherInstallation
+            } else {
+                Relation::SameNameOtherNamespace
+            }
+        } else {
+            Relation::Living
+        }
+    }
+
+    async fn deleted_vms_gone(&self) -> Result<bool> {
+        for (_, cluster, _) in self.clusters.iter().filter(|(_, _, deleted)| *deleted) {
+            for machine in &cluster.machines {
+                let vms = kinds::namespaced(
+                    &self.harvesters[&machine.harvester].client,
+                    &self.vm_namespace,
+                    &kinds::virtual_machine(),
+                );
                 if vms
-                    .get_opt(vm)
+                    .get_opt(&machine.vm)
                     .await
-                    .context(|| format!("cannot read VM {vm}"))?
+                    .context(|| format!("cannot read VM {}", machine.vm))?
                     .is_some()
                 {
                     return Ok(false);
@@ -258,63 +326,264 @@ impl Scenario {
         Ok(true)
     }
 
-    async fn create_cluster(&mut self, plan: &ClusterPlan, guest_namespace: &str) -> Result<()> {
-        let cluster = self
-            .rancher
+    fn rancher_namespace(&self, suffix: &str) -> String {
+        format!("{}-{suffix}", self.prefix)
+    }
+
+    async fn start_harvester(
+        &mut self,
+        world: &World,
+        name: &str,
+        version: HarvesterVersion,
+        load_balancer_controller: bool,
+    ) -> Result<()> {
+        let client = world.client(name).await?;
+        ensure_namespace(&client, &self.vm_namespace).await?;
+        let mut simulators =
+            Harvester::start(world, name, &self.vm_namespace, version, &self.env).await?;
+        snapshots::spawn(
+            client.clone(),
+            &self.vm_namespace,
+            self.env.clone(),
+            &mut simulators.tasks,
+        );
+        if load_balancer_controller {
+            harvester::load_balancer::spawn(
+                client.clone(),
+                &self.vm_namespace,
+                self.env.clone(),
+                &mut simulators.tasks,
+            );
+        }
+        self.harvesters.insert(
+            name.to_owned(),
+            SimulatedHarvester {
+                client,
+                _simulators: simulators,
+            },
+        );
+        Ok(())
+    }
+
+    async fn ensure_rancher(
+        &mut self,
+        world: &World,
+        plan: &ClusterPlan,
+        settings: &RancherSettings,
+    ) -> Result<()> {
+        let namespace = self.rancher_namespace(&plan.rancher_namespace);
+        if self
+            .ranchers
+            .iter()
+            .any(|r| r.installation == plan.installation && r.namespace == namespace)
+        {
+            return Ok(());
+        }
+        let rancher = Rancher::start(
+            world,
+            &plan.installation,
+            &namespace,
+            settings.clone(),
+            self.env.clone(),
+        )
+        .await?;
+        self.ranchers.push(SimulatedRancher {
+            installation: plan.installation.clone(),
+            namespace,
+            rancher,
+        });
+        Ok(())
+    }
+
+    async fn create_cluster(
+        &mut self,
+        plan: &ClusterPlan,
+        guest: &Client,
+        csi_cluster_label: bool,
+    ) -> Result<()> {
+        let key = ClusterKey {
+            installation: plan.installation.clone(),
+            namespace: self.rancher_namespace(&plan.rancher_namespace),
+            name: plan.name.clone(),
+        };
+        let rancher = &self
+            .ranchers
+            .iter()
+            .find(|r| r.installation == key.installation && r.namespace == key.namespace)
+            .expect("every plan's Rancher was started")
+            .rancher;
+        let mut pools = vec![PoolSpec::new(POOL, plan.machines)];
+        if let Some((harvester, machines)) = &plan.second_pool {
+            let mut pool = PoolSpec::new(SECOND_POOL, *machines);
+            pool.harvester = Some(harvester.clone());
+            pools.push(pool);
+        }
+        let cluster = rancher
             .provision(&GuestClusterSpec {
                 name: plan.name.clone(),
                 harvester: ClusterName::HARVESTER.to_owned(),
                 vm_namespace: self.vm_namespace.clone(),
                 guest: Some(GUEST.to_owned()),
-                pools: vec![PoolSpec::new(POOL, plan.machines)],
+                pools,
             })
             .await?;
-        let mut vm_names: Vec<String> = cluster.vms.values().cloned().collect();
-        vm_names.sort();
-        for vm in &vm_names {
-            self.record_vm_disks(&plan.name, vm).await?;
+        for machine in &cluster.machines {
+            self.record_vm_disks(&key, &machine.harvester, &machine.vm)
+                .await?;
         }
+        let guest_namespace = format!(
+            "{}-{}-{}-{}",
+            self.prefix, key.installation, plan.rancher_namespace, plan.name
+        );
+        ensure_namespace(guest, &guest_namespace).await?;
+        let main_harvester = self.harvesters[ClusterName::HARVESTER].client.clone();
+        let mut csi = Csi::new(
+            guest.clone(),
+            main_harvester.clone(),
+            &self.vm_namespace,
+            self.env.clone(),
+        );
+        if csi_cluster_label {
+            csi = csi.with_cluster_label(&plan.name);
+        }
+        // Guest volumes are hot-plugged into the VMs on the cluster's own Harvester.
+        let mut attachable: Vec<String> = cluster
+            .machines
+            .iter()
+            .filter(|machine| machine.harvester == ClusterName::HARVESTER)
+            .map(|machine| machine.vm.clone())
+            .collect();
+        attachable.sort();
         for (index, volume) in plan.volumes.iter().enumerate() {
             let made = self
-                .csi
-                .create_volume(&VolumeRequest::rwo(
-                    guest_namespace,
-                    &volume.name,
-                    volume.reclaim,
-                ))
+                .create_volume(&csi, &guest_namespace, volume, &attachable, index)
                 .await?;
-            if volume.attachment != Attachment::NeverAttached {
-                let vm = &vm_names[index % vm_names.len()];
-                self.csi.attach(vm, &made).await?;
-                if volume.attachment == Attachment::Unattached {
-                    self.csi.detach(vm, &made).await?;
-                }
-            }
-            self.recorded.push(Recorded {
-                cluster: plan.name.clone(),
-                traits: Traits {
-                    retained: volume.reclaim == Reclaim::Retain,
-                    attachment: volume.attachment,
+            self.record_volume(&key, volume, &made, &csi).await?;
+        }
+        let provider = CloudProvider::new(
+            guest.clone(),
+            main_harvester,
+            &self.vm_namespace,
+            &plan.name,
+            self.env.clone(),
+        );
+        for service in &plan.load_balancers {
+            let made = provider
+                .create_load_balancer(&guest_namespace, service)
+                .await?;
+            let object = HostObject {
+                resource: kinds::load_balancer(),
+                namespace: made.host_namespace.clone(),
+                name: made.load_balancer.name.clone(),
+                uid: made.load_balancer.uid.clone(),
+            };
+            self.record(
+                &key,
+                ClusterName::HARVESTER,
+                object,
+                Traits {
+                    load_balancer: true,
                     ..Traits::default()
                 },
-                name: made.host_pvc.name.clone(),
-                uid: made.host_pvc.uid.clone(),
-            });
+            );
         }
-        self.clusters.push(cluster);
+        self.clusters.push((key, cluster, false));
         Ok(())
     }
 
+    async fn create_volume(
+        &self,
+        csi: &Csi,
+        guest_namespace: &str,
+        volume: &VolumePlan,
+        attachable: &[String],
+        index: usize,
+    ) -> Result<GuestVolume> {
+        let request = if volume.rwx {
+            VolumeRequest::rwx(guest_namespace, &volume.name, volume.reclaim)
+        } else {
+            VolumeRequest::rwo(guest_namespace, &volume.name, volume.reclaim)
+        };
+        let made = csi.create_volume(&request).await?;
+        if volume.annotated_retain {
+            let patch = json!({"metadata": {"annotations": {RETAIN: "true"}}});
+            Api::<PersistentVolumeClaim>::namespaced(
+                self.harvesters[ClusterName::HARVESTER].client.clone(),
+                &self.vm_namespace,
+            )
+            .patch(
+                &made.host_pvc.name,
+                &PatchParams::default(),
+                &Patch::Merge(&patch),
+            )
+            .await
+            .context(|| format!("cannot annotate {}", made.host_pvc.name))?;
+        }
+        if volume.attachment != Attachment::NeverAttached && !attachable.is_empty() {
+            let vm = &attachable[index % attachable.len()];
+            csi.attach(vm, &made).await?;
+            if volume.attachment == Attachment::Unattached {
+                csi.detach(vm, &made).await?;
+            }
+        }
+        Ok(made)
+    }
+
+    async fn record_volume(
+        &mut self,
+        key: &ClusterKey,
+        volume: &VolumePlan,
+        made: &GuestVolume,
+        csi: &Csi,
+    ) -> Result<()> {
+        let traits = Traits {
+            annotated_retain: volume.annotated_retain,
+            retained: volume.reclaim == Reclaim::Retain,
+            rwx: volume.rwx,
+            attachment: volume.attachment,
+            ..Traits::default()
+        };
+        for object in made.host_objects() {
+            self.record(key, ClusterName::HARVESTER, object, traits);
+        }
+        for index in 0..volume.snapshots {
+            let snapshot = csi
+                .snapshot(made, &format!("{}-snap-{index}", volume.name))
+                .await?;
+            self.record(
+                key,
+                ClusterName::HARVESTER,
+                snapshot.host_object(),
+                Traits {
+                    snapshot: true,
+                    ..traits
+                },
+            );
+        }
+        Ok(())
+    }
+
+    fn record(&mut self, owner: &ClusterKey, harvester: &str, object: HostObject, traits: Traits) {
+        self.recorded.push(Recorded {
+            owner: Some(owner.clone()),
+            harvester: harvester.to_owned(),
+            object,
+            traits,
+        });
+    }
+
     /// The VM's own disks are the PVCs Harvester creates from its volume claim templates.
-    async fn record_vm_disks(&mut self, cluster: &str, vm_name: &str) -> Result<()> {
-        let vm = kinds::namespaced(
-            &self.harvester,
-            &self.vm_namespace,
-            &kinds::virtual_machine(),
-        )
-        .get(vm_name)
-        .await
-        .context(|| format!("cannot read VM {vm_name}"))?;
+    async fn record_vm_disks(
+        &mut self,
+        key: &ClusterKey,
+        harvester: &str,
+        vm_name: &str,
+    ) -> Result<()> {
+        let client = self.harvesters[harvester].client.clone();
+        let vm = kinds::namespaced(&client, &self.vm_namespace, &kinds::virtual_machine())
+            .get(vm_name)
+            .await
+            .context(|| format!("cannot read VM {vm_name}"))?;
         let templates: Vec<serde_json::Value> = vm
             .metadata
             .annotations
@@ -322,8 +591,7 @@ impl Scenario {
             .and_then(|annotations| annotations.get(VOLUME_CLAIM_TEMPLATES))
             .and_then(|text| serde_json::from_str(text).ok())
             .unwrap_or_default();
-        let claims: Api<PersistentVolumeClaim> =
-            Api::namespaced(self.harvester.clone(), &self.vm_namespace);
+        let claims: Api<PersistentVolumeClaim> = Api::namespaced(client, &self.vm_namespace);
         for template in templates {
             let Some(name) = template["metadata"]["name"].as_str() else {
                 continue;
@@ -344,14 +612,59 @@ impl Scenario {
                 }
                 tokio::time::sleep(Duration::from_millis(50)).await;
             };
-            self.recorded.push(Recorded {
-                cluster: cluster.to_owned(),
-                traits: Traits {
+            let object = HostObject {
+                resource: kinds::persistent_volume_claim(),
+                namespace: self.vm_namespace.clone(),
+                name: name.to_owned(),
+                uid: claim.metadata.uid.unwrap_or_default(),
+            };
+            self.record(
+                key,
+                harvester,
+                object,
+                Traits {
                     vm_disk: true,
                     ..Traits::default()
                 },
-                name: name.to_owned(),
-                uid: claim.metadata.uid.unwrap_or_default(),
+            );
+        }
+        Ok(())
+    }
+
+    /// PVCs named and shaped like the CSI driver's (`pvc-<uuid>`, RWX, Block) that no guest
+    /// cluster made.
+    async fn create_lookalikes(&mut self, count: usize) -> Result<()> {
+        let client = self.harvesters[ClusterName::HARVESTER].client.clone();
+        let claims: Api<PersistentVolumeClaim> = Api::namespaced(client, &self.vm_namespace);
+        for _ in 0..count {
+            let name = format!("pvc-{}", uuid::Uuid::new_v4());
+            let claim: PersistentVolumeClaim = serde_json::from_value(json!({
+                "metadata": {"name": name},
+                "spec": {
+                    "accessModes": ["ReadWriteMany"],
+                    "volumeMode": "Block",
+                    "storageClassName": crate::csi::HOST_STORAGE_CLASS,
+                    "resources": {"requests": {"storage": "1Gi"}},
+                },
+            }))
+            .expect("a PVC is a valid object");
+            let created = claims
+                .create(&PostParams::default(), &claim)
+                .await
+                .context(|| format!("cannot create lookalike {name}"))?;
+            self.recorded.push(Recorded {
+                owner: None,
+                harvester: ClusterName::HARVESTER.to_owned(),
+                object: HostObject {
+                    resource: kinds::persistent_volume_claim(),
+                    namespace: self.vm_namespace.clone(),
+                    name,
+                    uid: created.metadata.uid.unwrap_or_default(),
+                },
+                traits: Traits {
+                    lookalike: true,
+                    ..Traits::default()
+                },
             });
         }
         Ok(())

@@ -72,14 +72,42 @@ impl fmt::Display for Class {
     }
 }
 
-/// What the scenario knows about a host volume when it records it; [`Traits::class`] turns it
-/// into the class by the first-match order.
+/// How the guest cluster that made an object relates to the deleted clusters, decided when the
+/// run is judged.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Relation {
+    /// Its cluster was deleted.
+    #[default]
+    Deleted,
+    /// Its cluster lives and shares no name with a deleted one.
+    Living,
+    /// Its cluster lives, in another Rancher installation, under a deleted cluster's name.
+    OtherInstallation,
+    /// Its cluster lives, in another namespace of the same installation, under a deleted
+    /// cluster's name.
+    SameNameOtherNamespace,
+    /// No guest cluster made it (a lookalike).
+    None,
+}
+
+/// What the scenario knows about a host object; [`Traits::class`] turns it into the class by the
+/// first-match order. A snapshot carries its volume's traits plus `snapshot`, so the snapshot of
+/// a protected volume takes that volume's class.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Traits {
-    /// The guest cluster that made it is not being deleted.
-    pub living_cluster: bool,
+    pub relation: Relation,
+    /// The host PVC carries `gleaner.io/retain: "true"`.
+    pub annotated_retain: bool,
     /// Its guest PV's reclaim policy is `Retain`.
     pub retained: bool,
+    /// Shaped like a guest volume, in the same namespace, made by no deleted cluster.
+    pub lookalike: bool,
+    /// A host VolumeSnapshot made for a guest snapshot.
+    pub snapshot: bool,
+    /// A Harvester LoadBalancer made for a guest LoadBalancer Service.
+    pub load_balancer: bool,
+    /// A guest RWX volume's host PVC or NetworkFilesystem.
+    pub rwx: bool,
     /// A VM's own disk (from the VM's volume claim templates).
     pub vm_disk: bool,
     pub attachment: Attachment,
@@ -97,18 +125,28 @@ pub enum Attachment {
 
 impl Traits {
     pub fn class(&self) -> Class {
-        if self.living_cluster {
-            Class::LivingCluster
-        } else if self.retained {
-            Class::Retained
-        } else if self.vm_disk {
-            Class::VmDisk
-        } else {
-            match self.attachment {
-                Attachment::Hotplugged => Class::Hotplugged,
-                Attachment::Unattached => Class::Unattached,
-                Attachment::NeverAttached => Class::NeverAttached,
-            }
+        match self.relation {
+            Relation::Living => return Class::LivingCluster,
+            Relation::OtherInstallation => return Class::OtherInstallation,
+            Relation::SameNameOtherNamespace => return Class::SameNameOtherNamespace,
+            Relation::Deleted | Relation::None => {}
+        }
+        let flags = [
+            (self.annotated_retain, Class::AnnotatedRetain),
+            (self.retained, Class::Retained),
+            (self.lookalike, Class::Lookalike),
+            (self.snapshot, Class::Snapshot),
+            (self.load_balancer, Class::LoadBalancer),
+            (self.rwx, Class::Rwx),
+            (self.vm_disk, Class::VmDisk),
+        ];
+        if let Some((_, class)) = flags.into_iter().find(|(set, _)| *set) {
+            return class;
+        }
+        match self.attachment {
+            Attachment::Hotplugged => Class::Hotplugged,
+            Attachment::Unattached => Class::Unattached,
+            Attachment::NeverAttached => Class::NeverAttached,
         }
     }
 }
@@ -221,11 +259,35 @@ mod tests {
         };
         assert_eq!(hotplugged_retain.class(), Class::Retained);
         let living_disk = Traits {
-            living_cluster: true,
+            relation: Relation::Living,
             vm_disk: true,
             ..Traits::default()
         };
         assert_eq!(living_disk.class(), Class::LivingCluster);
+        let snapshot_of_retained = Traits {
+            retained: true,
+            snapshot: true,
+            ..Traits::default()
+        };
+        assert_eq!(snapshot_of_retained.class(), Class::Retained);
+        let snapshot_of_rwx = Traits {
+            rwx: true,
+            snapshot: true,
+            ..Traits::default()
+        };
+        assert_eq!(snapshot_of_rwx.class(), Class::Snapshot);
+        let same_name_retained = Traits {
+            relation: Relation::SameNameOtherNamespace,
+            annotated_retain: true,
+            ..Traits::default()
+        };
+        assert_eq!(same_name_retained.class(), Class::SameNameOtherNamespace);
+        let lookalike = Traits {
+            relation: Relation::None,
+            lookalike: true,
+            ..Traits::default()
+        };
+        assert_eq!(lookalike.class(), Class::Lookalike);
         assert_eq!(Traits::default().class(), Class::NeverAttached);
     }
 

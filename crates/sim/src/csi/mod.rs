@@ -3,8 +3,19 @@
 //! and KubeVirt's hotplug do, as objects in the real apiservers. Neither the guest nor the
 //! Harvester apiserver runs a PV binder here, so binding and releasing are done by hand, with
 //! status written through the status subresource.
+//!
+//! Guest RWX volumes ([`GuestAccess::ReadWriteMany`]) also get their `NetworkFilesystem`;
+//! guest snapshots come with the host VolumeSnapshots CreateSnapshot makes ([`GuestSnapshot`]).
 
-use std::{collections::BTreeMap, fmt::Debug, time::Duration};
+pub(crate) mod api;
+mod hotplug;
+mod network_fs;
+mod snapshot;
+
+pub use network_fs::NETWORK_FILESYSTEM_NAMESPACE;
+pub use snapshot::{GUEST_SNAPSHOT_CLASS, GuestSnapshot, HOST_SNAPSHOT_CLASS};
+
+use std::collections::BTreeMap;
 
 use k8s_openapi::{
     api::{
@@ -18,12 +29,12 @@ use k8s_openapi::{
 };
 use kube::{
     Api, Client, Resource, ResourceExt as _,
-    api::{DeleteParams, ObjectMeta, Patch, PatchParams, PostParams},
+    api::{ApiResource, ObjectMeta, Patch, PatchParams},
 };
-use serde::{Serialize, de::DeserializeOwned};
-use serde_json::{Value, json};
+use serde_json::json;
 
-use crate::{Env, Error, Result, error::KubeContext, kinds};
+use crate::{Env, Error, Result, error::KubeContext, keys, kinds};
+use api::{create_or_get, delete, drop_finalizer, get_opt, patch_status, wait_gone};
 
 /// The guest's CSI driver: the provisioner of guest StorageClasses, the driver of guest PVs.
 pub const GUEST_DRIVER: &str = "driver.harvesterhci.io";
@@ -52,9 +63,6 @@ const HOTPLUG: &str = "kubevirt-hotplug";
 
 /// How many times an update is tried when others keep changing the object.
 const UPDATE_ATTEMPTS: usize = 10;
-/// How long a deleted PVC may take to go (the real protection controllers release it).
-const GONE_DEADLINE: Duration = Duration::from_secs(60);
-const GONE_POLL: Duration = Duration::from_millis(100);
 
 /// A guest StorageClass's reclaim policy, which its PVs inherit.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -88,24 +96,27 @@ impl Reclaim {
     }
 }
 
-/// A guest volume's access mode. Only RWO so far; RWX (served over NFS, never hot-plugged) will
-/// add a Filesystem host volume and the `NetworkFilesystem` that CreateVolume makes and
-/// DeleteVolume removes first.
+/// A guest volume's access mode. Every host PVC is ReadWriteMany; RWO guest volumes are Block
+/// host volumes, hot-plugged into the VM that runs the pod; RWX ones are Filesystem host volumes
+/// served over NFS through a `NetworkFilesystem`, never hot-plugged.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum GuestAccess {
     ReadWriteOnce,
+    ReadWriteMany,
 }
 
 impl GuestAccess {
     fn guest_mode(self) -> &'static str {
         match self {
             Self::ReadWriteOnce => "ReadWriteOnce",
+            Self::ReadWriteMany => "ReadWriteMany",
         }
     }
 
     fn host_volume_mode(self) -> &'static str {
         match self {
             Self::ReadWriteOnce => "Block",
+            Self::ReadWriteMany => "Filesystem",
         }
     }
 }
@@ -130,6 +141,14 @@ impl VolumeRequest {
             size: "1Gi".to_owned(),
             reclaim,
             access: GuestAccess::ReadWriteOnce,
+        }
+    }
+
+    /// A 1 GiB RWX volume.
+    pub fn rwx(namespace: &str, name: &str, reclaim: Reclaim) -> Self {
+        Self {
+            access: GuestAccess::ReadWriteMany,
+            ..Self::rwo(namespace, name, reclaim)
         }
     }
 }
@@ -170,6 +189,49 @@ pub struct GuestVolume {
     pub host_pvc: Named,
     /// `pvc-<host PVC uid>`.
     pub host_pv: Named,
+    /// RWX only: in [`NETWORK_FILESYSTEM_NAMESPACE`], named like the host PV.
+    pub network_filesystem: Option<Named>,
+}
+
+impl GuestVolume {
+    /// What the volume has on Harvester, as made: the host PVC and, for RWX, its
+    /// NetworkFilesystem. (The host PV is Longhorn's, which deletes it with the host PVC.)
+    pub fn host_objects(&self) -> Vec<HostObject> {
+        let claim = HostObject::new(
+            kinds::persistent_volume_claim(),
+            &self.host_namespace,
+            &self.host_pvc,
+        );
+        let network_fs = self.network_filesystem.as_ref().map(|named| {
+            HostObject::new(
+                kinds::network_filesystem(),
+                NETWORK_FILESYSTEM_NAMESPACE,
+                named,
+            )
+        });
+        std::iter::once(claim).chain(network_fs).collect()
+    }
+}
+
+/// An object made on Harvester, enough to look it up again (and tell a same-named successor
+/// apart by its UID).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HostObject {
+    pub resource: ApiResource,
+    pub namespace: String,
+    pub name: String,
+    pub uid: String,
+}
+
+impl HostObject {
+    fn new(resource: ApiResource, namespace: &str, named: &Named) -> Self {
+        Self {
+            resource,
+            namespace: namespace.to_owned(),
+            name: named.name.clone(),
+            uid: named.uid.clone(),
+        }
+    }
 }
 
 /// The Harvester CSI driver of one guest cluster, with its share of the guest's and Harvester's
@@ -180,6 +242,8 @@ pub struct Csi {
     harvester: Client,
     /// Where the driver's Harvester kubeconfig points: the VM namespace.
     host_namespace: String,
+    /// The unmerged CSI change: host PVCs labelled with their guest cluster.
+    cluster_label: Option<String>,
     env: Env,
 }
 
@@ -189,7 +253,17 @@ impl Csi {
             guest,
             harvester,
             host_namespace: host_namespace.to_owned(),
+            cluster_label: None,
             env,
+        }
+    }
+
+    /// Turns on the unmerged CSI change (off by default, as upstream ships): CreateVolume labels
+    /// host PVCs `guestcluster.harvesterhci.io/name=<cluster_name>`.
+    pub fn with_cluster_label(self, cluster_name: &str) -> Self {
+        Self {
+            cluster_label: Some(cluster_name.to_owned()),
+            ..self
         }
     }
 
@@ -202,6 +276,10 @@ impl Csi {
             .create_host_claim(&guest_claim, &class, request.access)
             .await?;
         let host_pv = self.provision_host_volume(&host_claim).await?;
+        let network_filesystem = match request.access {
+            GuestAccess::ReadWriteOnce => None,
+            GuestAccess::ReadWriteMany => Some(self.create_network_fs(&host_pv.name).await?),
+        };
         let guest_pv = self
             .provision_guest_volume(&guest_claim, &host_claim, &class)
             .await?;
@@ -214,43 +292,8 @@ impl Csi {
             host_namespace: self.host_namespace.clone(),
             host_pvc: Named::of(&host_claim)?,
             host_pv,
+            network_filesystem,
         })
-    }
-
-    /// Hot-plugs the volume's host PVC into a VM of the host namespace, as KubeVirt's
-    /// `addvolume` does. Idempotent.
-    pub async fn attach(&self, vm: &str, volume: &GuestVolume) -> Result<()> {
-        let claim = &volume.host_pvc.name;
-        match self.update_vm(vm, |data| plug(data, claim)).await? {
-            VmUpdate::Changed => {
-                self.env.journal.record(
-                    HOTPLUG,
-                    format!(
-                        "hot-plugged PVC {claim} into VM {}/{vm}",
-                        self.host_namespace
-                    ),
-                );
-                Ok(())
-            }
-            VmUpdate::Unchanged => Ok(()),
-            VmUpdate::Missing => Err(Error::Invalid(format!(
-                "no VM {}/{vm} to hot-plug PVC {claim} into",
-                self.host_namespace
-            ))),
-        }
-    }
-
-    /// Removes the volume's hot-plugged volume and disk from a VM, as KubeVirt's `removevolume`
-    /// does. Idempotent; a missing VM has nothing attached.
-    pub async fn detach(&self, vm: &str, volume: &GuestVolume) -> Result<()> {
-        let claim = &volume.host_pvc.name;
-        if let VmUpdate::Changed = self.update_vm(vm, |data| unplug(data, claim)).await? {
-            self.env.journal.record(
-                HOTPLUG,
-                format!("unplugged PVC {claim} from VM {}/{vm}", self.host_namespace),
-            );
-        }
-        Ok(())
     }
 
     /// A user deletes the guest PVC; then what follows by the guest PV's reclaim policy (read
@@ -323,7 +366,8 @@ impl Csi {
         Ok(claim)
     }
 
-    /// The driver's CreateVolume: a host PVC named like the guest PV.
+    /// The driver's CreateVolume: a host PVC named like the guest PV (labelled with the guest
+    /// cluster when the unmerged change is on).
     async fn create_host_claim(
         &self,
         guest_claim: &PersistentVolumeClaim,
@@ -335,8 +379,14 @@ impl Csi {
             .as_ref()
             .and_then(|parameters| parameters.get(HOST_STORAGE_CLASS_PARAMETER))
             .map_or(HOST_STORAGE_CLASS, String::as_str);
+        let labels = self.cluster_label.as_ref().map(|cluster| {
+            BTreeMap::from([(keys::LABEL_GUEST_CLUSTER.to_owned(), cluster.clone())])
+        });
         let claim = PersistentVolumeClaim {
-            metadata: named(&pv_name(guest_claim)?),
+            metadata: ObjectMeta {
+                labels,
+                ..named(&pv_name(guest_claim)?)
+            },
             spec: Some(claim_spec(
                 "ReadWriteMany",
                 access.host_volume_mode(),
@@ -447,13 +497,21 @@ impl Csi {
         wait_gone(volumes, name, "guest PV").await
     }
 
-    /// The driver's DeleteVolume: deletes the host PVC. Returns the host PV it was bound to.
+    /// The driver's DeleteVolume: deletes the NetworkFilesystem of an RWX volume, then the host
+    /// PVC. Returns the host PV it was bound to.
     async fn delete_host_volume(&self, handle: &str) -> Result<Option<String>> {
         let claims: Api<PersistentVolumeClaim> =
             Api::namespaced(self.harvester.clone(), &self.host_namespace);
         let Some(claim) = get_opt(&claims, handle, "host PVC").await? else {
             return Ok(None);
         };
+        let host_pv = claim
+            .spec
+            .as_ref()
+            .and_then(|spec| spec.volume_name.clone());
+        if let Some(host_pv) = host_pv.as_deref().filter(|_| network_fs::serves(&claim)) {
+            self.delete_network_fs(host_pv).await?;
+        }
         delete(&claims, handle, "host PVC").await?;
         self.env.journal.record(
             HARVESTER_CSI,
@@ -462,7 +520,7 @@ impl Csi {
                 self.host_namespace
             ),
         );
-        Ok(claim.spec.and_then(|spec| spec.volume_name))
+        Ok(host_pv)
     }
 
     /// Harvester's PV controller and Longhorn once the host PVC is gone: the host PV is Released,
@@ -484,111 +542,6 @@ impl Csi {
         }
         Ok(())
     }
-
-    async fn update_vm(
-        &self,
-        vm: &str,
-        change: impl Fn(&mut Value) -> Result<bool>,
-    ) -> Result<VmUpdate> {
-        let vms = kinds::namespaced(
-            &self.harvester,
-            &self.host_namespace,
-            &kinds::virtual_machine(),
-        );
-        let context = || format!("cannot update VM {}/{vm}", self.host_namespace);
-        for _ in 0..UPDATE_ATTEMPTS {
-            let Some(mut object) = vms.get_opt(vm).await.context(context)? else {
-                return Ok(VmUpdate::Missing);
-            };
-            if !change(&mut object.data)? {
-                return Ok(VmUpdate::Unchanged);
-            }
-            // The object carries the resourceVersion it was read at: a concurrent writer makes
-            // this a 409, and the change is made again on what that writer left.
-            match vms.replace(vm, &PostParams::default(), &object).await {
-                Ok(_) => return Ok(VmUpdate::Changed),
-                Err(kube::Error::Api(status)) if status.is_conflict() => continue,
-                Err(source) => {
-                    return Err(Error::Kube {
-                        context: context(),
-                        source,
-                    });
-                }
-            }
-        }
-        Err(Error::Timeout(format!(
-            "VM {}/{vm} changed under every one of {UPDATE_ATTEMPTS} updates",
-            self.host_namespace
-        )))
-    }
-}
-
-enum VmUpdate {
-    Changed,
-    Unchanged,
-    Missing,
-}
-
-const VOLUMES: &[&str] = &["spec", "template", "spec", "volumes"];
-const DISKS: &[&str] = &["spec", "template", "spec", "domain", "devices", "disks"];
-
-/// Adds the hotplug volume and its SCSI disk to a VM's data; whether anything was missing.
-fn plug(vm: &mut Value, claim: &str) -> Result<bool> {
-    let volume = json!({
-        "name": claim,
-        "persistentVolumeClaim": {"claimName": claim, "hotpluggable": true},
-    });
-    let disk = json!({"name": claim, "disk": {"bus": "scsi"}});
-    let added_volume = push_unless_named(array_entry(vm, VOLUMES)?, claim, volume);
-    let added_disk = push_unless_named(array_entry(vm, DISKS)?, claim, disk);
-    Ok(added_volume || added_disk)
-}
-
-/// Removes the hotplug volume and its disk from a VM's data; whether anything was there.
-fn unplug(vm: &mut Value, claim: &str) -> Result<bool> {
-    let removed_volume = remove_named(vm, VOLUMES, claim);
-    let removed_disk = remove_named(vm, DISKS, claim);
-    Ok(removed_volume || removed_disk)
-}
-
-fn push_unless_named(entries: &mut Vec<Value>, name: &str, entry: Value) -> bool {
-    if entries.iter().any(|existing| existing["name"] == name) {
-        return false;
-    }
-    entries.push(entry);
-    true
-}
-
-fn remove_named(vm: &mut Value, path: &[&str], name: &str) -> bool {
-    let pointer = format!("/{}", path.join("/"));
-    let Some(entries) = vm.pointer_mut(&pointer).and_then(Value::as_array_mut) else {
-        return false;
-    };
-    let before = entries.len();
-    entries.retain(|entry| entry["name"] != name);
-    entries.len() != before
-}
-
-/// The array at `path`, made (with the objects leading to it) if missing.
-fn array_entry<'a>(value: &'a mut Value, path: &[&str]) -> Result<&'a mut Vec<Value>> {
-    let mut current = value;
-    for (depth, key) in path.iter().enumerate() {
-        let empty = if depth + 1 == path.len() {
-            Value::Array(Vec::new())
-        } else {
-            Value::Object(serde_json::Map::new())
-        };
-        current = current
-            .as_object_mut()
-            .ok_or_else(|| not_shaped(path))?
-            .entry(*key)
-            .or_insert(empty);
-    }
-    current.as_array_mut().ok_or_else(|| not_shaped(path))
-}
-
-fn not_shaped(path: &[&str]) -> Error {
-    Error::Invalid(format!("the VM's {} is not a list", path.join(".")))
 }
 
 fn named(name: &str) -> ObjectMeta {
@@ -766,171 +719,4 @@ async fn release(
     patch_status(volumes, name, json!({"phase": "Released"}), "PV").await?;
     env.journal.record(actor, format!("released PV {name}"));
     Ok(())
-}
-
-async fn patch_status<K>(api: &Api<K>, name: &str, status: Value, what: &str) -> Result<()>
-where
-    K: Resource + Clone + DeserializeOwned + Debug,
-{
-    api.patch_status(
-        name,
-        &PatchParams::default(),
-        &Patch::Merge(json!({"status": status})),
-    )
-    .await
-    .context(|| format!("cannot set the status of {what} {name}"))?;
-    Ok(())
-}
-
-/// What a protection controller does once nothing uses the object: it takes its finalizer off,
-/// with optimistic concurrency so finalizers others add meanwhile stay.
-async fn drop_finalizer<K>(api: &Api<K>, name: &str, finalizer: &str, what: &str) -> Result<()>
-where
-    K: Resource + Clone + DeserializeOwned + Debug,
-{
-    let context = || format!("cannot remove finalizer {finalizer} from {what} {name}");
-    for _ in 0..UPDATE_ATTEMPTS {
-        let Some(object) = get_opt(api, name, what).await? else {
-            return Ok(());
-        };
-        let finalizers = object.finalizers();
-        if !finalizers.iter().any(|present| present == finalizer) {
-            return Ok(());
-        }
-        let kept: Vec<&String> = finalizers
-            .iter()
-            .filter(|present| *present != finalizer)
-            .collect();
-        let patch = json!({"metadata": {
-            "resourceVersion": object.resource_version(),
-            "finalizers": kept,
-        }});
-        match api
-            .patch(name, &PatchParams::default(), &Patch::Merge(&patch))
-            .await
-        {
-            Ok(_) => return Ok(()),
-            Err(kube::Error::Api(status)) if status.is_not_found() => return Ok(()),
-            Err(kube::Error::Api(status)) if status.is_conflict() => continue,
-            Err(source) => {
-                return Err(Error::Kube {
-                    context: context(),
-                    source,
-                });
-            }
-        }
-    }
-    Err(Error::Timeout(format!(
-        "{} ({what} changed under every one of {UPDATE_ATTEMPTS} updates)",
-        context()
-    )))
-}
-
-async fn create_or_get<K>(api: &Api<K>, object: &K, what: &str) -> Result<K>
-where
-    K: Resource + Clone + DeserializeOwned + Serialize + Debug,
-{
-    let name = object.meta().name.clone().unwrap_or_default();
-    match api.create(&PostParams::default(), object).await {
-        Err(kube::Error::Api(status)) if status.is_already_exists() => api.get(&name).await,
-        other => other,
-    }
-    .context(|| format!("cannot create {what} {name}"))
-}
-
-async fn get_opt<K>(api: &Api<K>, name: &str, what: &str) -> Result<Option<K>>
-where
-    K: Resource + Clone + DeserializeOwned + Debug,
-{
-    api.get_opt(name)
-        .await
-        .context(|| format!("cannot read {what} {name}"))
-}
-
-/// Deletes an object; one already gone counts as deleted.
-async fn delete<K>(api: &Api<K>, name: &str, what: &str) -> Result<()>
-where
-    K: Resource + Clone + DeserializeOwned + Debug,
-{
-    match api.delete(name, &DeleteParams::default()).await {
-        Ok(_) => Ok(()),
-        Err(kube::Error::Api(status)) if status.is_not_found() => Ok(()),
-        Err(source) => Err(Error::Kube {
-            context: format!("cannot delete {what} {name}"),
-            source,
-        }),
-    }
-}
-
-async fn wait_gone<K>(api: &Api<K>, name: &str, what: &str) -> Result<()>
-where
-    K: Resource + Clone + DeserializeOwned + Debug,
-{
-    let deadline = tokio::time::Instant::now() + GONE_DEADLINE;
-    while get_opt(api, name, what).await?.is_some() {
-        if tokio::time::Instant::now() >= deadline {
-            return Err(Error::Timeout(format!(
-                "{what} {name} still exists {}s after its deletion",
-                GONE_DEADLINE.as_secs()
-            )));
-        }
-        tokio::time::sleep(GONE_POLL).await;
-    }
-    Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn vm() -> Value {
-        json!({"spec": {"template": {"spec": {
-            "domain": {"devices": {"disks": [{"name": "disk-0", "disk": {"bus": "virtio"}}]}},
-            "volumes": [{"name": "disk-0", "persistentVolumeClaim": {"claimName": "vm-disk-0"}}],
-        }}}})
-    }
-
-    #[test]
-    fn plugging_adds_a_hotpluggable_volume_and_a_scsi_disk_once() {
-        let mut data = vm();
-        assert!(plug(&mut data, "pvc-1").unwrap());
-        assert!(!plug(&mut data, "pvc-1").unwrap());
-        let spec = &data["spec"]["template"]["spec"];
-        assert_eq!(
-            spec["volumes"][1],
-            json!({"name": "pvc-1", "persistentVolumeClaim": {"claimName": "pvc-1", "hotpluggable": true}})
-        );
-        assert_eq!(
-            spec["domain"]["devices"]["disks"][1],
-            json!({"name": "pvc-1", "disk": {"bus": "scsi"}})
-        );
-    }
-
-    #[test]
-    fn unplugging_restores_the_vm() {
-        let mut data = vm();
-        plug(&mut data, "pvc-1").unwrap();
-        assert!(unplug(&mut data, "pvc-1").unwrap());
-        assert!(!unplug(&mut data, "pvc-1").unwrap());
-        assert_eq!(data, vm());
-    }
-
-    #[test]
-    fn plugging_into_a_vm_without_lists_makes_them() {
-        let mut data = json!({"spec": {"template": {"spec": {}}}});
-        assert!(plug(&mut data, "pvc-1").unwrap());
-        assert_eq!(
-            data["spec"]["template"]["spec"]["volumes"]
-                .as_array()
-                .unwrap()
-                .len(),
-            1
-        );
-    }
-
-    #[test]
-    fn a_misshapen_vm_is_an_error_not_a_panic() {
-        let mut data = json!({"spec": {"template": {"spec": {"volumes": "nope"}}}});
-        assert!(matches!(plug(&mut data, "pvc-1"), Err(Error::Invalid(_))));
-    }
 }

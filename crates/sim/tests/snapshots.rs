@@ -1,0 +1,375 @@
+//! Guest snapshots and the snapshot-controller stand-in against real apiservers: a Harvester and
+//! one guest cluster.
+
+use std::time::Duration;
+
+use gleaner_sim::{
+    Clock, Env, Journal,
+    csi::{
+        Csi, GUEST_DRIVER, GUEST_SNAPSHOT_CLASS, GuestSnapshot, GuestVolume, HOST_SNAPSHOT_CLASS,
+        LONGHORN_DRIVER, Reclaim, VolumeRequest,
+    },
+    keys::{
+        FINALIZER_SNAPSHOT_AS_SOURCE, FINALIZER_SNAPSHOT_BOUND, FINALIZER_SNAPSHOT_CONTENT_BOUND,
+        LABEL_SNAP_HOST_SC, LABEL_SNAP_HOST_VOLUME_MODE,
+    },
+    kinds, snapshots,
+    tasks::Tasks,
+};
+use gleaner_world::{ClusterName, Role, World, WorldBuilder};
+use k8s_openapi::api::core::v1::{Namespace, PersistentVolumeClaim};
+use kube::{
+    Api, Client,
+    api::{DynamicObject, ObjectMeta, PostParams},
+};
+use tokio::sync::OnceCell;
+
+const HARVESTER: &str = ClusterName::HARVESTER;
+const GUEST: &str = "guest-1";
+
+/// One world for every test of this binary; tests stay apart by namespace.
+async fn world() -> &'static World {
+    static WORLD: OnceCell<World> = OnceCell::const_new();
+    WORLD
+        .get_or_init(|| async {
+            WorldBuilder::empty()
+                .cluster(HARVESTER, Role::Harvester)
+                .guests(1)
+                .start()
+                .await
+                .expect("the snapshot test world starts")
+        })
+        .await
+}
+
+/// A guest namespace and a Harvester namespace named after the test, a driver between them, and
+/// the snapshot-controller stand-in on both.
+struct Fixture {
+    csi: Csi,
+    guest: Client,
+    harvester: Client,
+    namespace: String,
+    journal: Journal,
+    _tasks: Tasks,
+}
+
+impl Fixture {
+    async fn new(namespace: &str) -> Self {
+        let world = world().await;
+        let guest = world.client(GUEST).await.unwrap();
+        let harvester = world.client(HARVESTER).await.unwrap();
+        create_namespace(&guest, namespace).await;
+        create_namespace(&harvester, namespace).await;
+        let journal = Journal::default();
+        let env = Env {
+            clock: Clock::new(0.01),
+            journal: journal.clone(),
+        };
+        let mut tasks = Tasks::default();
+        snapshots::spawn(guest.clone(), namespace, env.clone(), &mut tasks);
+        snapshots::spawn(harvester.clone(), namespace, env.clone(), &mut tasks);
+        Self {
+            csi: Csi::new(guest.clone(), harvester.clone(), namespace, env),
+            guest,
+            harvester,
+            namespace: namespace.to_owned(),
+            journal,
+            _tasks: tasks,
+        }
+    }
+
+    async fn volume(&self, request: VolumeRequest) -> GuestVolume {
+        self.csi.create_volume(&request).await.unwrap()
+    }
+
+    fn guest_snapshots(&self) -> Api<DynamicObject> {
+        kinds::namespaced(&self.guest, &self.namespace, &kinds::volume_snapshot())
+    }
+
+    fn host_snapshots(&self) -> Api<DynamicObject> {
+        kinds::namespaced(&self.harvester, &self.namespace, &kinds::volume_snapshot())
+    }
+
+    fn host_contents(&self) -> Api<DynamicObject> {
+        Api::all_with(self.harvester.clone(), &kinds::volume_snapshot_content())
+    }
+
+    fn host_pvcs(&self) -> Api<PersistentVolumeClaim> {
+        Api::namespaced(self.harvester.clone(), &self.namespace)
+    }
+
+    /// Waits until the stand-in has bound the snapshot and protected it, then returns it.
+    async fn ready(&self, api: &Api<DynamicObject>, name: &str) -> DynamicObject {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            let snapshot = api.get(name).await.unwrap();
+            let protected = finalizers(&snapshot).len() == 2;
+            if snapshot.data["status"]["readyToUse"] == true && protected {
+                return snapshot;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "VolumeSnapshot {name} never got ready: {snapshot:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
+async fn create_namespace(client: &Client, name: &str) {
+    let namespace = Namespace {
+        metadata: ObjectMeta {
+            name: Some(name.to_owned()),
+            ..ObjectMeta::default()
+        },
+        ..Namespace::default()
+    };
+    Api::<Namespace>::all(client.clone())
+        .create(&PostParams::default(), &namespace)
+        .await
+        .unwrap();
+}
+
+async fn eventually<F, Fut>(what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while !check().await {
+        assert!(tokio::time::Instant::now() < deadline, "timed out: {what}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn gone(api: &Api<DynamicObject>, name: &str) -> bool {
+    api.get_opt(name).await.unwrap().is_none()
+}
+
+fn finalizers(object: &DynamicObject) -> Vec<&str> {
+    object
+        .metadata
+        .finalizers
+        .iter()
+        .flatten()
+        .map(String::as_str)
+        .collect()
+}
+
+fn label<'a>(object: &'a DynamicObject, key: &str) -> Option<&'a str> {
+    object
+        .metadata
+        .labels
+        .as_ref()?
+        .get(key)
+        .map(String::as_str)
+}
+
+async fn snapshot_of_rwo(fixture: &Fixture) -> (GuestVolume, GuestSnapshot) {
+    let request = VolumeRequest::rwo(&fixture.namespace, "data", Reclaim::Delete);
+    let volume = fixture.volume(request).await;
+    let snapshot = fixture.csi.snapshot(&volume, "data-snap").await.unwrap();
+    (volume, snapshot)
+}
+
+#[tokio::test]
+async fn a_guest_snapshot_makes_a_labelled_host_snapshot_of_the_host_pvc() {
+    let fixture = Fixture::new("snap-create").await;
+    let (volume, snapshot) = snapshot_of_rwo(&fixture).await;
+
+    let guest = fixture.ready(&fixture.guest_snapshots(), "data-snap").await;
+    assert_eq!(
+        guest.data["spec"]["source"]["persistentVolumeClaimName"],
+        "data"
+    );
+    assert_eq!(
+        guest.data["spec"]["volumeSnapshotClassName"],
+        GUEST_SNAPSHOT_CLASS
+    );
+    assert_eq!(
+        guest.metadata.uid.as_deref(),
+        Some(snapshot.guest.uid.as_str())
+    );
+
+    let host_name = format!("snapshot-{}", snapshot.guest.uid);
+    assert_eq!(snapshot.host.name, host_name);
+    assert_eq!(snapshot.host_namespace, "snap-create");
+    let host = fixture.ready(&fixture.host_snapshots(), &host_name).await;
+    assert_eq!(
+        host.metadata.uid.as_deref(),
+        Some(snapshot.host.uid.as_str())
+    );
+    assert_eq!(
+        host.data["spec"]["source"]["persistentVolumeClaimName"],
+        volume.host_pvc.name.as_str()
+    );
+    assert_eq!(
+        host.data["spec"]["volumeSnapshotClassName"],
+        HOST_SNAPSHOT_CLASS
+    );
+    assert_eq!(label(&host, LABEL_SNAP_HOST_SC), Some("longhorn"));
+    assert_eq!(label(&host, LABEL_SNAP_HOST_VOLUME_MODE), Some("Block"));
+    let mut protection = finalizers(&host);
+    protection.sort_unstable();
+    assert_eq!(
+        protection,
+        [FINALIZER_SNAPSHOT_AS_SOURCE, FINALIZER_SNAPSHOT_BOUND]
+    );
+
+    let content_name = format!("snapcontent-{}", snapshot.host.uid);
+    assert_eq!(
+        host.data["status"]["boundVolumeSnapshotContentName"],
+        content_name.as_str()
+    );
+    let content = fixture.host_contents().get(&content_name).await.unwrap();
+    assert_eq!(content.data["spec"]["driver"], LONGHORN_DRIVER);
+    assert_eq!(content.data["spec"]["deletionPolicy"], "Delete");
+    assert_eq!(
+        content.data["spec"]["source"]["volumeHandle"],
+        volume.host_pv.name.as_str()
+    );
+    let reference = &content.data["spec"]["volumeSnapshotRef"];
+    assert_eq!(reference["name"], host_name.as_str());
+    assert_eq!(reference["namespace"], "snap-create");
+    assert_eq!(reference["uid"], snapshot.host.uid.as_str());
+    assert_eq!(finalizers(&content), [FINALIZER_SNAPSHOT_CONTENT_BOUND]);
+    assert_eq!(content.data["status"]["readyToUse"], true);
+
+    let guest_content =
+        Api::<DynamicObject>::all_with(fixture.guest.clone(), &kinds::volume_snapshot_content())
+            .get(&format!("snapcontent-{}", snapshot.guest.uid))
+            .await
+            .unwrap();
+    assert_eq!(guest_content.data["spec"]["driver"], GUEST_DRIVER);
+    assert_eq!(
+        guest_content.data["spec"]["source"]["volumeHandle"],
+        volume.host_pvc.name.as_str(),
+        "a guest PV's volume handle is its host PVC"
+    );
+
+    let object = snapshot.host_object();
+    assert_eq!(object.resource.kind, "VolumeSnapshot");
+    assert_eq!(
+        (object.name, object.uid),
+        (host_name, snapshot.host.uid.clone())
+    );
+    assert_eq!(
+        fixture.csi.snapshot(&volume, "data-snap").await.unwrap(),
+        snapshot,
+        "snapshotting again changes nothing"
+    );
+}
+
+#[tokio::test]
+async fn a_host_snapshot_of_an_rwx_volume_is_labelled_filesystem() {
+    let fixture = Fixture::new("snap-rwx").await;
+    let request = VolumeRequest::rwx(&fixture.namespace, "shared", Reclaim::Delete);
+    let volume = fixture.volume(request).await;
+    let snapshot = fixture.csi.snapshot(&volume, "shared-snap").await.unwrap();
+    let listed = kubectl(
+        HARVESTER,
+        &[
+            "get",
+            "volumesnapshots.snapshot.storage.k8s.io",
+            "-n",
+            "snap-rwx",
+            "-o",
+            "custom-columns=NAME:.metadata.name,MODE:.metadata.labels.harvesterhci\\.io/snapHostVolumeMode,SOURCE:.spec.source.persistentVolumeClaimName",
+            "--no-headers",
+        ],
+    )
+    .await;
+    assert_eq!(
+        listed.split_whitespace().collect::<Vec<_>>(),
+        [
+            snapshot.host.name.as_str(),
+            "Filesystem",
+            volume.host_pvc.name.as_str()
+        ]
+    );
+}
+
+#[tokio::test]
+async fn deleting_a_guest_snapshot_completes_on_both_clusters() {
+    let fixture = Fixture::new("snap-delete").await;
+    let (_, snapshot) = snapshot_of_rwo(&fixture).await;
+    let host = fixture
+        .ready(&fixture.host_snapshots(), &snapshot.host.name)
+        .await;
+    fixture.ready(&fixture.guest_snapshots(), "data-snap").await;
+    let content = host.data["status"]["boundVolumeSnapshotContentName"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+
+    fixture.csi.delete_snapshot(&snapshot).await.unwrap();
+
+    assert!(gone(&fixture.guest_snapshots(), "data-snap").await);
+    eventually("the host VolumeSnapshot is gone", || {
+        gone_owned(fixture.host_snapshots(), snapshot.host.name.clone())
+    })
+    .await;
+    eventually("the host VolumeSnapshotContent is gone", || {
+        gone_owned(fixture.host_contents(), content.clone())
+    })
+    .await;
+    let journal = &fixture.journal;
+    let deleted = journal.position("harvester-csi", "DeleteSnapshot");
+    let released = journal.position(
+        "snapshot-controller",
+        &format!("from VolumeSnapshot snap-delete/{}", snapshot.host.name),
+    );
+    assert!(
+        deleted.is_some() && deleted < released,
+        "{:?}",
+        journal.entries()
+    );
+}
+
+#[tokio::test]
+async fn deleting_a_host_pvc_with_a_snapshot_leaves_the_host_snapshot_behind() {
+    let fixture = Fixture::new("snap-leak").await;
+    let (volume, snapshot) = snapshot_of_rwo(&fixture).await;
+    fixture
+        .ready(&fixture.host_snapshots(), &snapshot.host.name)
+        .await;
+
+    fixture.csi.delete_volume(&volume).await.unwrap();
+    eventually("the host PVC is gone", || async {
+        fixture
+            .host_pvcs()
+            .get_opt(&volume.host_pvc.name)
+            .await
+            .unwrap()
+            .is_none()
+    })
+    .await;
+
+    let host = fixture
+        .host_snapshots()
+        .get(&snapshot.host.name)
+        .await
+        .unwrap();
+    assert!(host.metadata.deletion_timestamp.is_none());
+    assert_eq!(
+        host.metadata.uid.as_deref(),
+        Some(snapshot.host.uid.as_str())
+    );
+    assert_eq!(host.data["status"]["readyToUse"], true);
+    assert!(
+        fixture
+            .journal
+            .position("harvester-csi", "DeleteSnapshot")
+            .is_none()
+    );
+}
+
+async fn gone_owned(api: Api<DynamicObject>, name: String) -> bool {
+    gone(&api, &name).await
+}
+
+async fn kubectl(cluster: &str, args: &[&str]) -> String {
+    let output = world().await.kubectl(cluster, args).unwrap();
+    assert!(output.status.success(), "kubectl {args:?}: {output:?}");
+    String::from_utf8(output.stdout).unwrap()
+}

@@ -1,0 +1,25 @@
+//! A management cluster serving Cluster API v1beta2 (Rancher 2.14) behaves as a v1beta1 one.
+
+mod common;
+
+use common::{assert_upstream_outcome, delete_doomed, doomed, living};
+use gleaner_sim::scenario::ScenarioBuilder;
+use gleaner_world::{CapiVersion, World};
+
+#[tokio::test]
+async fn cluster_deletion_in_a_v1beta2_world_matches_v1beta1() {
+    let world = World::builder()
+        .capi(CapiVersion::V1beta2)
+        .guests(1)
+        .start()
+        .await
+        .unwrap();
+    let report = delete_doomed(
+        &world,
+        ScenarioBuilder::new("v1beta2")
+            .cluster(doomed())
+            .cluster(living()),
+    )
+    .await;
+    assert_upstream_outcome(&report);
+}
