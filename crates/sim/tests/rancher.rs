@@ -315,3 +315,77 @@ async fn with_no_remove_job_delay_the_handler_loses_the_race() {
         .unwrap();
     assert!(marked.what.contains("removeAll=false"), "{}", marked.what);
 }
+
+#[tokio::test]
+async fn a_paused_cluster_holds_its_deleting_machines_until_resumed() {
+    let setup = setup("pause", RancherSettings::default()).await;
+    let cluster = setup
+        .rancher
+        .provision(&spec(
+            "c1",
+            &setup.vm_namespace,
+            vec![PoolSpec::new("pool1", 1)],
+        ))
+        .await
+        .unwrap();
+    let vm_name = &cluster.machines[0].vm;
+    setup.rancher.set_paused("c1", true).await.unwrap();
+    setup
+        .rancher
+        .reprovision(&cluster.machines[0].name)
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    assert!(vms(&setup).get_opt(vm_name).await.unwrap().is_some());
+    assert_eq!(
+        setup.journal.position("capi", "deleted HarvesterMachine"),
+        None
+    );
+    setup.rancher.set_paused("c1", false).await.unwrap();
+    eventually("the VM goes once the cluster is resumed", || async {
+        vms(&setup).get_opt(vm_name).await.unwrap().is_none()
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn every_machine_has_its_machine_state_secret() {
+    let setup = setup("state", RancherSettings::default()).await;
+    let cluster = setup
+        .rancher
+        .provision(&spec(
+            "c1",
+            &setup.vm_namespace,
+            vec![PoolSpec::new("pool1", 1)],
+        ))
+        .await
+        .unwrap();
+    let secrets: Api<k8s_openapi::api::core::v1::Secret> =
+        Api::namespaced(setup.rancher.client().clone(), setup.rancher.namespace());
+    let name = format!("{}-machine-state", cluster.machines[0].name);
+    let secret = secrets.get(&name).await.unwrap();
+    assert_eq!(
+        secret.metadata.owner_references.unwrap()[0].kind,
+        "HarvesterMachine"
+    );
+}
+
+#[tokio::test]
+async fn an_invalid_cluster_name_is_refused_by_the_schema_with_a_clear_error() {
+    let setup = setup("invalid", RancherSettings::default()).await;
+    let error = setup
+        .rancher
+        .provision(&spec(
+            "Not_A_Name",
+            &setup.vm_namespace,
+            vec![PoolSpec::new("pool1", 1)],
+        ))
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(error.contains("Not_A_Name"), "{error}");
+    assert!(
+        error.contains("422") || error.contains("Invalid"),
+        "{error}"
+    );
+}

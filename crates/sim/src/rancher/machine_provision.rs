@@ -275,7 +275,7 @@ pub(crate) async fn create_harvester_machine(
         "spec": template.data["spec"]["template"]["spec"],
     }))
     .expect("a HarvesterMachine is a valid object");
-    kinds::namespaced(
+    let created = kinds::namespaced(
         &context.client,
         &context.namespace,
         &kinds::harvester_machine(),
@@ -283,6 +283,26 @@ pub(crate) async fn create_harvester_machine(
     .create(&PostParams::default(), &harvester_machine)
     .await
     .context(|| format!("cannot create HarvesterMachine {machine_name}"))?;
+    create_machine_state(context, &created).await
+}
+
+/// The Secret `<machine>-machine-state` where Rancher keeps the driver's state (there is none in
+/// the HarvesterMachine's status); owned by the HarvesterMachine, so it goes with it.
+async fn create_machine_state(context: &CapiContext, machine: &DynamicObject) -> Result<()> {
+    let name = format!("{}-machine-state", controller::name(machine));
+    let secret: Secret = serde_json::from_value(json!({
+        "metadata": {
+            "name": name,
+            "ownerReferences": [owner(machine, "HarvesterMachine", context)],
+        },
+        "type": "rke.cattle.io/machine-state",
+        "data": {},
+    }))
+    .expect("a Secret is a valid object");
+    Api::<Secret>::namespaced(context.client.clone(), &context.namespace)
+        .create(&PostParams::default(), &secret)
+        .await
+        .context(|| format!("cannot create Secret {name}"))?;
     Ok(())
 }
 
