@@ -290,6 +290,7 @@ async fn cluster_deletion_lets_the_handler_mark_every_vm_before_the_driver_reads
 async fn with_no_remove_job_delay_the_handler_loses_the_race() {
     let settings = RancherSettings {
         remove_job_delay: Duration::ZERO,
+        handler_latency: Duration::from_secs(30),
         ..RancherSettings::default()
     };
     let setup = setup("race", settings).await;

@@ -43,8 +43,11 @@ async fn driver_1_0_3_reclaims_disks_and_hotplugged_volumes_but_leaks_the_rest()
 
 #[tokio::test]
 async fn without_the_remove_job_delay_the_handler_loses_and_hotplugged_volumes_leak() {
+    // The job starts at once; the handler takes its (generous, so the test is deterministic)
+    // time to read the credential and build a client.
     let settings = RancherSettings {
         remove_job_delay: Duration::ZERO,
+        handler_latency: Duration::from_secs(30),
         ..RancherSettings::default()
     };
     let report = delete_doomed(
@@ -200,22 +203,14 @@ async fn scale_down_and_reprovision_keep_guest_volumes() {
     let mut machines = scenario.cluster("c1").unwrap().machines.clone();
     machines.sort_by(|a, b| a.name.cmp(&b.name));
     let rancher = scenario.rancher_of("c1").unwrap();
+    // One after the other: CAPI counts a deleting Machine towards the replicas.
     rancher
         .scale_down("c1", "pool1", &machines[0].name)
         .await
         .unwrap();
+    wait_gone(&scenario, &machines[0].vm).await;
     rancher.reprovision(&machines[1].name).await.unwrap();
-    for machine in &machines[..2] {
-        let gone = format!("VM {}/{} is gone", scenario.vm_namespace(), machine.vm);
-        let deadline = tokio::time::Instant::now() + MEASURE_TIMEOUT;
-        while scenario.journal().position("node-driver", &gone).is_none() {
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "{gone} never happened"
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
+    wait_gone(&scenario, &machines[1].vm).await;
     // Nothing deleted the cluster: VMs went and came, every guest volume stays.
     let report = scenario.measure(Duration::from_secs(5)).await.unwrap();
     let living = report.class(Class::LivingCluster);
@@ -230,4 +225,16 @@ async fn scale_down_and_reprovision_keep_guest_volumes() {
         guest_volumes.iter().all(|object| object.exists_at_end),
         "{report}"
     );
+}
+
+async fn wait_gone(scenario: &gleaner_sim::scenario::Scenario, vm: &str) {
+    let gone = format!("VM {}/{vm} is gone", scenario.vm_namespace());
+    let deadline = tokio::time::Instant::now() + MEASURE_TIMEOUT;
+    while scenario.journal().position("node-driver", &gone).is_none() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{gone} never happened"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }

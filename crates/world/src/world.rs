@@ -9,6 +9,7 @@ use k8s_openapi::api::{
     authentication::v1::{TokenRequest, TokenRequestSpec},
     core::v1::ServiceAccount,
 };
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::{
     Api, Client,
     api::{ObjectMeta, PostParams},
@@ -37,6 +38,7 @@ pub struct WorldBuilder {
     capi: CapiVersion,
     crd_source: Option<CrdSource>,
     binaries: Option<Binaries>,
+    extra_crds: Vec<(Role, CustomResourceDefinition)>,
 }
 
 impl Default for WorldBuilder {
@@ -49,6 +51,7 @@ impl Default for WorldBuilder {
             capi: CapiVersion::default(),
             crd_source: None,
             binaries: None,
+            extra_crds: Vec::new(),
         }
     }
 }
@@ -86,6 +89,13 @@ impl WorldBuilder {
         self
     }
 
+    /// Also installs `crds` in every cluster of `role` (e.g. gleaner's own, from `gleaner crd`).
+    pub fn with_crds(mut self, role: Role, crds: Vec<CustomResourceDefinition>) -> Self {
+        self.extra_crds
+            .extend(crds.into_iter().map(|crd| (role, crd)));
+        self
+    }
+
     pub fn binaries(mut self, binaries: Binaries) -> Self {
         self.binaries = Some(binaries);
         self
@@ -119,10 +129,17 @@ impl WorldBuilder {
             )
         }))
         .await?;
+        let extra_crds = &self.extra_crds;
         let installed = try_join_all(clusters.iter().zip(&crd_files).map(|(plane, files)| {
             let supervisor = &supervisor;
             async move {
-                let crds = crds::load(files)?;
+                let mut crds = crds::load(files)?;
+                crds.extend(
+                    extra_crds
+                        .iter()
+                        .filter(|(role, _)| *role == plane.role)
+                        .map(|(_, crd)| crd.clone()),
+                );
                 let client = kubeconfig::client(&plane.name, &plane.kubeconfig).await?;
                 crds::install(&client, &crds).await?;
                 plane.start_controller_manager(supervisor).await?;

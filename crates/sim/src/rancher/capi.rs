@@ -182,9 +182,12 @@ async fn reconcile_machine_set(set: &DynamicObject, context: &CapiContext) -> Re
             format!("MachineSet {} created Machine {machine}", name(set)),
         );
     } else if owned.len() > wanted {
-        let mut live: Vec<&DynamicObject> = owned.iter().filter(|m| !is_deleting(m)).collect();
-        live.sort_by_key(|machine| {
+        // CAPI's deletion priority: Machines already deleting first, then the ones marked
+        // `delete-machine`, then the oldest; deleting an already deleting one is a no-op.
+        let mut candidates: Vec<&DynamicObject> = owned.iter().collect();
+        candidates.sort_by_key(|machine| {
             (
+                !is_deleting(machine),
                 annotation(machine, DELETE_MACHINE).is_none(),
                 machine
                     .metadata
@@ -193,7 +196,11 @@ async fn reconcile_machine_set(set: &DynamicObject, context: &CapiContext) -> Re
                     .map(|time| time.0),
             )
         });
-        if let Some(victim) = live.first().map(|machine| name(machine).to_owned()) {
+        for victim in candidates[..owned.len() - wanted]
+            .iter()
+            .filter(|m| !is_deleting(m))
+        {
+            let victim = name(victim).to_owned();
             machines
                 .delete(&victim, &DeleteParams::background())
                 .await
@@ -247,14 +254,20 @@ async fn reconcile_machine(machine: &DynamicObject, context: &CapiContext) -> Re
         .context(|| format!("cannot read HarvesterMachine {infra_name}"))?
     {
         Some(infra) if !is_deleting(&infra) => {
-            infrastructure
+            let deleted = infrastructure
                 .delete(infra_name, &DeleteParams::background())
                 .await
                 .context(|| format!("cannot delete HarvesterMachine {infra_name}"))?;
-            context
-                .env
-                .journal
-                .record(ACTOR, format!("deleted HarvesterMachine {infra_name}"));
+            // The revision of the deletion lets tests order it against writes in other
+            // clusters of the world, which share one etcd.
+            let revision = deleted
+                .left()
+                .and_then(|machine| machine.metadata.resource_version)
+                .unwrap_or_default();
+            context.env.journal.record(
+                ACTOR,
+                format!("deleted HarvesterMachine {infra_name} at revision {revision}"),
+            );
             Ok(poll_again(&context.env.clock, WAIT))
         }
         Some(_) => Ok(poll_again(&context.env.clock, WAIT)),

@@ -1,0 +1,317 @@
+//! Command line: `clap` derives, flattened per concern, every flag with a `GLEANER_*` env twin.
+
+use std::{net::SocketAddr, path::PathBuf, time::Duration};
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use kube::{
+    Client, Config,
+    config::{KubeConfigOptions, Kubeconfig},
+};
+
+use crate::{Error, Result};
+
+/// Reclaims the Harvester storage that deleted Rancher guest clusters leave behind.
+#[derive(Debug, Parser)]
+#[command(version, about)]
+pub struct Cli {
+    #[command(flatten)]
+    pub log: LogArgs,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// What gleaner does this time.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Runs the controllers against the management cluster (Rancher's local cluster).
+    Run(RunArgs),
+    /// Prints gleaner's CRDs as YAML (`gleaner crd | kubectl apply -f -`).
+    Crd,
+    /// Removes gleaner's hook from every CAPI Machine, so uninstalling gleaner never blocks
+    /// Rancher. Run it after stopping gleaner, before uninstalling it.
+    Unhook(UnhookArgs),
+}
+
+/// `gleaner unhook`.
+#[derive(Debug, Args)]
+pub struct UnhookArgs {
+    #[command(flatten)]
+    pub kube: KubeArgs,
+
+    /// A namespace of Machines to unhook (repeatable, or comma-separated); none = all.
+    #[arg(
+        long = "watch-namespace",
+        env = "GLEANER_WATCH_NAMESPACES",
+        value_name = "NAMESPACE",
+        value_delimiter = ','
+    )]
+    pub watch_namespaces: Vec<String>,
+}
+
+/// How gleaner logs.
+#[derive(Debug, Args)]
+pub struct LogArgs {
+    /// Log format; the level comes from RUST_LOG (default `info`).
+    #[arg(
+        long,
+        env = "GLEANER_LOG_FORMAT",
+        value_enum,
+        default_value_t = LogFormat::Plain,
+        global = true
+    )]
+    pub log_format: LogFormat,
+}
+
+/// Log line format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Plain,
+    /// One JSON object per line.
+    Json,
+}
+
+/// `gleaner run`.
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    #[command(flatten)]
+    pub kube: KubeArgs,
+
+    #[command(flatten)]
+    pub controller: ControllerArgs,
+
+    #[command(flatten)]
+    pub lease: LeaseArgs,
+
+    #[command(flatten)]
+    pub admin: AdminArgs,
+}
+
+/// How to reach the management cluster.
+#[derive(Debug, Clone, Args)]
+pub struct KubeArgs {
+    /// Kubeconfig of the management cluster; without it, the in-cluster configuration or
+    /// KUBECONFIG / ~/.kube/config is used.
+    #[arg(long, env = "GLEANER_KUBECONFIG", value_name = "PATH")]
+    pub kubeconfig: Option<PathBuf>,
+}
+
+impl KubeArgs {
+    /// A client for the management cluster, from `--kubeconfig` or inferred.
+    pub async fn client(&self) -> Result<Client> {
+        let config = match &self.kubeconfig {
+            Some(path) => {
+                let kubeconfig_error = |source| Error::Kubeconfig {
+                    path: path.clone(),
+                    source,
+                };
+                let kubeconfig = Kubeconfig::read_from(path).map_err(kubeconfig_error)?;
+                Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
+                    .await
+                    .map_err(kubeconfig_error)?
+            }
+            None => Config::infer().await.map_err(Error::InferConfig)?,
+        };
+        tracing::info!(server = %config.cluster_url, "management cluster");
+        Client::try_from(config).map_err(Error::Client)
+    }
+}
+
+/// What the controllers watch and how they act.
+#[derive(Debug, Clone, Args)]
+pub struct ControllerArgs {
+    /// gleaner's own namespace: its Footprints and its Lease live there.
+    #[arg(
+        long,
+        env = "GLEANER_NAMESPACE",
+        value_name = "NAMESPACE",
+        default_value_t = own_namespace_default()
+    )]
+    pub namespace: String,
+
+    /// A namespace of Rancher objects to watch (repeatable, or comma-separated); none = all.
+    #[arg(
+        long = "watch-namespace",
+        env = "GLEANER_WATCH_NAMESPACES",
+        value_name = "NAMESPACE",
+        value_delimiter = ','
+    )]
+    pub watch_namespaces: Vec<String>,
+
+    /// Removes a ClusterDeletion hook after this long even if the intent could not be written
+    /// (e.g. `30m`, `2h`), setting ProtectionLapsed; by default the hook waits.
+    #[arg(long, env = "GLEANER_HOOK_TIMEOUT", value_name = "DURATION", value_parser = humantime::parse_duration)]
+    pub hook_timeout: Option<Duration>,
+
+    /// How many objects each controller reconciles at once.
+    #[arg(
+        long,
+        env = "GLEANER_CONCURRENCY",
+        default_value_t = 4,
+        value_parser = clap::value_parser!(u16).range(1..)
+    )]
+    pub concurrency: u16,
+
+    /// Writes only hooks, Footprints ("would delete") and Events; nothing on VMs or host objects.
+    #[arg(long, env = "GLEANER_DRY_RUN", value_parser = clap::builder::BoolishValueParser::new())]
+    pub dry_run: bool,
+}
+
+/// `POD_NAMESPACE` (the downward API), else `gleaner-system`.
+fn own_namespace_default() -> String {
+    std::env::var("POD_NAMESPACE")
+        .ok()
+        .filter(|namespace| !namespace.is_empty())
+        .unwrap_or_else(|| "gleaner-system".to_owned())
+}
+
+/// The Lease that elects the one replica that writes.
+#[derive(Debug, Clone, Args)]
+pub struct LeaseArgs {
+    /// Name of the `coordination.k8s.io` Lease in gleaner's namespace.
+    #[arg(
+        long,
+        env = "GLEANER_LEASE_NAME",
+        default_value = "gleaner",
+        value_name = "NAME"
+    )]
+    pub lease_name: String,
+
+    /// How long a leader's claim lasts without renewal: a standby takes over at most this long
+    /// after the leader dies. Whole seconds, at least 2s.
+    #[arg(
+        long,
+        env = "GLEANER_LEASE_DURATION",
+        default_value = "15s",
+        value_name = "DURATION",
+        value_parser = parse_lease_duration
+    )]
+    pub lease_duration: Duration,
+}
+
+/// A whole number of seconds, at least two (the holder renews a third of the way before expiry).
+fn parse_lease_duration(value: &str) -> Result<Duration, String> {
+    let duration = humantime::parse_duration(value).map_err(|error| error.to_string())?;
+    if duration.subsec_nanos() != 0 || duration < Duration::from_secs(2) {
+        return Err(format!(
+            "must be a whole number of seconds, at least 2s (got {})",
+            humantime::format_duration(duration)
+        ));
+    }
+    Ok(duration)
+}
+
+/// The admin HTTP server.
+#[derive(Debug, Clone, Args)]
+pub struct AdminArgs {
+    /// Address of the admin server (/livez, /readyz, /metrics).
+    #[arg(
+        long,
+        env = "GLEANER_ADMIN_ADDR",
+        default_value = "0.0.0.0:9090",
+        value_name = "ADDR"
+    )]
+    pub admin_addr: SocketAddr,
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    use super::*;
+
+    fn run_args(args: &[&str]) -> Result<RunArgs, clap::Error> {
+        let cli = Cli::try_parse_from(["gleaner", "run"].iter().chain(args))?;
+        match cli.command {
+            Command::Run(run) => Ok(run),
+            other => panic!("parsed {other:?}, not run"),
+        }
+    }
+
+    #[test]
+    fn every_flag_has_a_gleaner_env_twin() {
+        let mut command = Cli::command();
+        command.build();
+        let mut flags = command.get_arguments().collect::<Vec<_>>();
+        for subcommand in command.get_subcommands() {
+            flags.extend(subcommand.get_arguments());
+        }
+        let flags = flags.into_iter().filter(|arg| {
+            arg.get_long()
+                .is_some_and(|long| !matches!(long, "help" | "version"))
+        });
+        let mut checked = 0;
+        for flag in flags {
+            let env = flag.get_env().and_then(|env| env.to_str()).unwrap_or("");
+            assert!(
+                env.starts_with("GLEANER_"),
+                "--{} has no GLEANER_ env twin",
+                flag.get_long().unwrap_or_default()
+            );
+            checked += 1;
+        }
+        assert!(checked >= 10, "only {checked} flags checked");
+    }
+
+    #[test]
+    fn flags_parse_into_their_settings() {
+        let run = run_args(&[
+            "--kubeconfig=/tmp/kc",
+            "--namespace=ops",
+            "--watch-namespace=fleet-a",
+            "--watch-namespace=fleet-b,fleet-c",
+            "--hook-timeout=1h 30m",
+            "--concurrency=8",
+            "--dry-run",
+            "--lease-name=gl",
+            "--lease-duration=2s",
+            "--admin-addr=127.0.0.1:9999",
+        ])
+        .unwrap();
+        assert_eq!(run.kube.kubeconfig, Some(PathBuf::from("/tmp/kc")));
+        assert_eq!(run.controller.namespace, "ops");
+        assert_eq!(
+            run.controller.watch_namespaces,
+            ["fleet-a", "fleet-b", "fleet-c"]
+        );
+        assert_eq!(
+            run.controller.hook_timeout,
+            Some(Duration::from_secs(90 * 60))
+        );
+        assert_eq!(run.controller.concurrency, 8);
+        assert!(run.controller.dry_run);
+        assert_eq!(run.lease.lease_name, "gl");
+        assert_eq!(run.lease.lease_duration, Duration::from_secs(2));
+        assert_eq!(run.admin.admin_addr, "127.0.0.1:9999".parse().unwrap());
+    }
+
+    #[test]
+    fn defaults_watch_everything_and_wait_for_hooks() {
+        let run = run_args(&[]).unwrap();
+        assert_eq!(run.kube.kubeconfig, None);
+        assert!(run.controller.watch_namespaces.is_empty());
+        assert_eq!(run.controller.hook_timeout, None);
+        assert!(!run.controller.dry_run);
+        assert_eq!(run.lease.lease_duration, Duration::from_secs(15));
+        assert_eq!(run.admin.admin_addr, "0.0.0.0:9090".parse().unwrap());
+    }
+
+    #[test]
+    fn bad_values_are_refused_with_the_flag_named() {
+        for (args, flag) in [
+            (&["--lease-duration=1s"][..], "--lease-duration"),
+            (&["--lease-duration=2500ms"], "--lease-duration"),
+            (&["--concurrency=0"], "--concurrency"),
+            (&["--hook-timeout=soon"], "--hook-timeout"),
+            (&["--admin-addr=localhost"], "--admin-addr"),
+        ] {
+            let error = run_args(args).unwrap_err().to_string();
+            assert!(error.contains(flag), "{args:?}: {error}");
+        }
+        let error = Cli::try_parse_from(["gleaner", "--log-format=xml", "run"])
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("--log-format"), "{error}");
+    }
+}

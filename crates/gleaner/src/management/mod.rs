@@ -1,0 +1,330 @@
+//! The management-side controllers: hooks and intent on CAPI Machines, and one Footprint per
+//! Harvester-backed guest cluster.
+
+pub mod capi;
+mod footprints;
+mod harvesters;
+mod hooks;
+mod observe;
+
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
+
+use futures::{
+    FutureExt, StreamExt,
+    future::{BoxFuture, try_join_all},
+};
+use gleaner_core::{Reachability, Reason, keys};
+use k8s_openapi::api::core::v1::ObjectReference;
+use kube::{
+    Api, Resource, ResourceExt,
+    api::{DynamicObject, ListParams, Patch, PatchParams},
+    runtime::{
+        Controller,
+        controller::Action,
+        events::{Event, EventType, Recorder, Reporter},
+        watcher,
+    },
+};
+use serde_json::json;
+
+use crate::{
+    Error, Result,
+    admin::WatchSynced,
+    footprint::Footprint,
+    leadership,
+    metrics::{DecisionReason, Kind},
+};
+
+pub use capi::Capi;
+use harvesters::HarvesterClients;
+
+/// How often a watch's readiness is asked for again.
+const SYNC_POLL: Duration = Duration::from_millis(200);
+
+/// What every management controller shares.
+pub struct Context {
+    runtime: crate::Context,
+    client: kube::Client,
+    capi: Capi,
+    harvesters: HarvesterClients,
+    recorder: Recorder,
+    namespace: String,
+    dry_run: bool,
+    hook_timeout: Option<Duration>,
+    /// When writing on each Machine's Harvester first failed (by Machine UID).
+    unreachable_since: Mutex<HashMap<String, Instant>>,
+}
+
+impl Context {
+    pub async fn new(runtime: crate::Context) -> Result<Self> {
+        let client = runtime.client.clone();
+        let capi = Capi::discover(&client).await?;
+        tracing::info!(version = capi.version(), "Cluster API");
+        let recorder = Recorder::new(
+            client.clone(),
+            Reporter {
+                controller: "gleaner".into(),
+                instance: Some(leadership::identity()),
+            },
+        );
+        Ok(Self {
+            harvesters: HarvesterClients::new(client.clone()),
+            namespace: runtime.config.namespace.clone(),
+            dry_run: runtime.config.dry_run,
+            hook_timeout: runtime.config.hook_timeout,
+            client,
+            capi,
+            recorder,
+            unreachable_since: Mutex::default(),
+            runtime,
+        })
+    }
+
+    fn footprints(&self) -> Api<Footprint> {
+        Api::namespaced(self.client.clone(), &self.namespace)
+    }
+
+    /// Only the Lease holder writes.
+    fn may_write(&self) -> bool {
+        *self.runtime.leader.borrow()
+    }
+
+    async fn event(&self, about: &ObjectReference, reason: &str, note: String) {
+        self.publish(about, EventType::Normal, reason, note).await;
+    }
+
+    async fn warn(&self, about: &ObjectReference, reason: &str, note: String) {
+        tracing::warn!(%reason, %note, "warning");
+        self.publish(about, EventType::Warning, reason, note).await;
+    }
+
+    async fn publish(&self, about: &ObjectReference, type_: EventType, reason: &str, note: String) {
+        let note = if self.dry_run {
+            format!("[dry run] {note}")
+        } else {
+            note
+        };
+        let event = Event {
+            type_,
+            reason: reason.to_owned(),
+            note: Some(note),
+            action: "Decide".into(),
+            secondary: None,
+        };
+        if let Err(error) = self.recorder.publish(&event, about).await {
+            tracing::warn!(%error, "cannot publish an Event");
+        }
+    }
+
+    fn decided(&self, reason: Reason) {
+        self.runtime.metrics.decided(match reason {
+            Reason::ClusterDeletion => DecisionReason::ClusterDeletion,
+            Reason::ScaleDown => DecisionReason::ScaleDown,
+            Reason::Unknown => DecisionReason::Unknown,
+        });
+    }
+
+    fn reachability(&self, machine: &DynamicObject) -> Reachability {
+        match self.unreachable().get(&machine.uid().unwrap_or_default()) {
+            Some(since) => Reachability::Unreachable {
+                unreachable_for: since.elapsed(),
+            },
+            None => Reachability::Reachable,
+        }
+    }
+
+    fn mark_unreachable(&self, machine: &DynamicObject) {
+        self.unreachable()
+            .entry(machine.uid().unwrap_or_default())
+            .or_insert_with(Instant::now);
+        self.report_hooks();
+    }
+
+    fn mark_reachable(&self, machine: &DynamicObject) {
+        self.unreachable()
+            .remove(&machine.uid().unwrap_or_default());
+        self.report_hooks();
+    }
+
+    /// Hooks waiting on an unreachable Harvester and the oldest one's age.
+    fn report_hooks(&self) {
+        let waiting = self.unreachable();
+        let oldest = waiting.values().map(Instant::elapsed).max();
+        self.runtime.metrics.hooks_held(waiting.len(), oldest);
+    }
+
+    fn unreachable(&self) -> std::sync::MutexGuard<'_, HashMap<String, Instant>> {
+        self.unreachable_since
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+/// Runs the hook, Footprint-tracking and Footprint-phase controllers until one fails. Each
+/// watch flips its readiness once its cache has synced; `started` flips once they are all
+/// registered.
+pub async fn run(context: Arc<Context>, started: WatchSynced) -> Result<()> {
+    let scopes = scopes(&context);
+    let mut controllers: Vec<BoxFuture<'static, Result<()>>> = Vec::new();
+    for scope in &scopes {
+        let machines = capi::scoped(&context.client, scope.as_deref(), &context.capi.machine());
+        controllers.push(drive(
+            &context,
+            format!("machines{}", suffix(scope)),
+            Controller::new_with(machines, watcher::Config::default(), context.capi.machine()),
+            Kind::Machine,
+            hooks::reconcile,
+        ));
+        let clusters = capi::scoped(
+            &context.client,
+            scope.as_deref(),
+            &observe::provisioning_cluster(),
+        );
+        controllers.push(drive(
+            &context,
+            format!("clusters{}", suffix(scope)),
+            Controller::new_with(
+                clusters,
+                watcher::Config::default(),
+                observe::provisioning_cluster(),
+            ),
+            Kind::Cluster,
+            footprints::track,
+        ));
+    }
+    controllers.push(drive(
+        &context,
+        "footprints".into(),
+        Controller::new(context.footprints(), watcher::Config::default()),
+        Kind::Footprint,
+        footprints::phase,
+    ));
+    started.synced();
+    try_join_all(controllers).await?;
+    Ok(())
+}
+
+fn scopes(context: &Context) -> Vec<Option<String>> {
+    let namespaces = &context.runtime.config.watch_namespaces;
+    if namespaces.is_empty() {
+        vec![None]
+    } else {
+        namespaces.iter().cloned().map(Some).collect()
+    }
+}
+
+fn suffix(scope: &Option<String>) -> String {
+    scope
+        .as_ref()
+        .map(|namespace| format!(" in {namespace}"))
+        .unwrap_or_default()
+}
+
+/// Runs one controller: readiness (registered now) flips once its store is ready; every
+/// reconcile is counted by kind, every failure by kind and error.
+fn drive<K, F, Fut>(
+    context: &Arc<Context>,
+    watch: String,
+    controller: Controller<K>,
+    kind: Kind,
+    reconcile: F,
+) -> BoxFuture<'static, Result<()>>
+where
+    K: Resource + Clone + std::fmt::Debug + serde::de::DeserializeOwned + Send + Sync + 'static,
+    K::DynamicType: Clone + std::fmt::Debug + Eq + std::hash::Hash + Unpin,
+    F: FnMut(Arc<K>, Arc<Context>) -> Fut + Send + 'static,
+    Fut: Future<Output = Result<Action>> + Send + 'static,
+{
+    let synced = context.runtime.readiness.register(watch);
+    let store = controller.store();
+    let metrics = context.runtime.metrics.clone();
+    let concurrency = context.runtime.config.concurrency;
+    let context = context.clone();
+    tokio::spawn(async move {
+        // A `wait_until_ready` that starts waiting before the store's first list is in was never
+        // woken here (kube-runtime 5, seen in this project's tests), while a fresh call after it
+        // returns at once: so ask again every so often.
+        loop {
+            match tokio::time::timeout(SYNC_POLL, store.wait_until_ready()).await {
+                Ok(Ok(())) => break synced.synced(),
+                Ok(Err(_)) => break,
+                Err(_) => {}
+            }
+        }
+    });
+    async move {
+        controller
+            .with_config(kube::runtime::controller::Config::default().concurrency(concurrency))
+            .run(
+                reconcile,
+                move |_object, error: &Error, _context| {
+                    tracing::warn!(%error, "reconcile failed; retrying");
+                    Action::requeue(Duration::from_secs(5))
+                },
+                context,
+            )
+            .for_each(move |result| {
+                match &result {
+                    Ok(_) => metrics.reconciled(kind),
+                    Err(kube::runtime::controller::Error::ReconcilerFailed(error, _)) => {
+                        metrics.failed(kind, error)
+                    }
+                    Err(_) => {}
+                }
+                async {}
+            })
+            .await;
+        Ok(())
+    }
+    .boxed()
+}
+
+/// Removes gleaner's hook from every Machine it can see, so uninstalling gleaner never blocks
+/// Rancher. Returns how many Machines it unhooked.
+pub async fn unhook(client: &kube::Client, watch_namespaces: &[String]) -> Result<usize> {
+    let capi = Capi::discover(client).await?;
+    let scopes: Vec<Option<&str>> = if watch_namespaces.is_empty() {
+        vec![None]
+    } else {
+        watch_namespaces
+            .iter()
+            .map(|ns| Some(ns.as_str()))
+            .collect()
+    };
+    let mut unhooked = 0;
+    for scope in scopes {
+        let machines = capi::scoped(client, scope, &capi.machine());
+        let listed = machines
+            .list(&ListParams::default())
+            .await
+            .map_err(|source| Error::Kube {
+                context: "cannot list Machines".into(),
+                source,
+            })?;
+        for machine in listed {
+            if !machine.annotations().contains_key(keys::HOOK_ANNOTATION) {
+                continue;
+            }
+            let namespace = machine.namespace().unwrap_or_default();
+            let patch = json!({"metadata": {"annotations": {keys::HOOK_ANNOTATION: null}}});
+            capi::scoped(client, Some(&namespace), &capi.machine())
+                .patch(
+                    &machine.name_any(),
+                    &PatchParams::default(),
+                    &Patch::Merge(&patch),
+                )
+                .await
+                .map_err(|source| Error::Kube {
+                    context: format!("cannot unhook Machine {namespace}/{}", machine.name_any()),
+                    source,
+                })?;
+            tracing::info!(machine = %machine.name_any(), %namespace, "unhooked");
+            unhooked += 1;
+        }
+    }
+    Ok(unhooked)
+}

@@ -1,0 +1,257 @@
+//! Prometheus metrics. Every label takes its values from a closed set, so the number of series
+//! is fixed whatever the clusters look like.
+
+use std::{
+    fmt,
+    sync::{Arc, atomic::AtomicU64},
+    time::Duration,
+};
+
+use prometheus_client::{
+    encoding::{EncodeLabelSet, EncodeLabelValue, text::encode},
+    metrics::{counter::Counter, family::Family, gauge::Gauge},
+    registry::{Registry, Unit},
+};
+
+use crate::Error;
+
+/// The kind of object a controller reconciles: the `kind` label.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, EncodeLabelValue)]
+pub enum Kind {
+    /// CAPI Machines (hooks and intent).
+    Machine,
+    /// Rancher provisioning Clusters (Footprint tracking).
+    Cluster,
+    /// Footprints (attribution and reclaiming).
+    Footprint,
+}
+
+impl Kind {
+    const ALL: [Kind; 3] = [Kind::Machine, Kind::Cluster, Kind::Footprint];
+}
+
+/// Why a machine is going away, as decided: the `reason` label.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, EncodeLabelValue)]
+pub enum DecisionReason {
+    ClusterDeletion,
+    ScaleDown,
+    Unknown,
+}
+
+impl DecisionReason {
+    const ALL: [DecisionReason; 3] = [
+        DecisionReason::ClusterDeletion,
+        DecisionReason::ScaleDown,
+        DecisionReason::Unknown,
+    ];
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct KindLabels {
+    kind: Kind,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct ErrorLabels {
+    kind: Kind,
+    error: &'static str,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct ReasonLabels {
+    reason: DecisionReason,
+}
+
+/// gleaner's metrics; cheap to clone, every clone records into the same registry.
+#[derive(Clone)]
+pub struct Metrics {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    registry: Registry,
+    reconciles: Family<KindLabels, Counter>,
+    errors: Family<ErrorLabels, Counter>,
+    hooks_held: Gauge,
+    oldest_hook_age: Gauge<f64, AtomicU64>,
+    decisions: Family<ReasonLabels, Counter>,
+    leader: Gauge,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let reconciles = Family::<KindLabels, Counter>::default();
+        let errors = Family::<ErrorLabels, Counter>::default();
+        let hooks_held = Gauge::default();
+        let oldest_hook_age = Gauge::<f64, AtomicU64>::default();
+        let decisions = Family::<ReasonLabels, Counter>::default();
+        let leader = Gauge::default();
+        // Every series that can exist without an error starts at zero, so dashboards and
+        // alerts see it at once.
+        for kind in Kind::ALL {
+            drop(reconciles.get_or_create(&KindLabels { kind }));
+        }
+        for reason in DecisionReason::ALL {
+            drop(decisions.get_or_create(&ReasonLabels { reason }));
+        }
+        let mut registry = Registry::with_prefix("gleaner");
+        registry.register(
+            "reconciles",
+            "Reconciliations, by kind of object",
+            reconciles.clone(),
+        );
+        registry.register(
+            "reconcile_errors",
+            "Failed reconciliations, by kind of object and error",
+            errors.clone(),
+        );
+        registry.register(
+            "hooks_held",
+            "Machines on which gleaner's pre-terminate hook is holding deletion",
+            hooks_held.clone(),
+        );
+        registry.register_with_unit(
+            "oldest_hook_age",
+            "How long the oldest held hook has been holding its Machine",
+            Unit::Seconds,
+            oldest_hook_age.clone(),
+        );
+        registry.register(
+            "decisions",
+            "Why machines went away, as decided",
+            decisions.clone(),
+        );
+        registry.register(
+            "leader",
+            "1 while this replica holds the Lease and may write, else 0",
+            leader.clone(),
+        );
+        Self {
+            inner: Arc::new(Inner {
+                registry,
+                reconciles,
+                errors,
+                hooks_held,
+                oldest_hook_age,
+                decisions,
+                leader,
+            }),
+        }
+    }
+}
+
+impl Metrics {
+    /// One reconciliation of an object of `kind` finished.
+    pub fn reconciled(&self, kind: Kind) {
+        self.inner
+            .reconciles
+            .get_or_create(&KindLabels { kind })
+            .inc();
+    }
+
+    /// One reconciliation of an object of `kind` failed with `error`.
+    pub fn failed(&self, kind: Kind, error: &Error) {
+        let labels = ErrorLabels {
+            kind,
+            error: error.metric_label(),
+        };
+        self.inner.errors.get_or_create(&labels).inc();
+    }
+
+    /// `count` hooks are held now, the oldest since `oldest_age` (`None` when none is held).
+    pub fn hooks_held(&self, count: usize, oldest_age: Option<Duration>) {
+        self.inner
+            .hooks_held
+            .set(i64::try_from(count).unwrap_or(i64::MAX));
+        self.inner
+            .oldest_hook_age
+            .set(oldest_age.unwrap_or_default().as_secs_f64());
+    }
+
+    /// A machine's departure was classified as `reason`.
+    pub fn decided(&self, reason: DecisionReason) {
+        self.inner
+            .decisions
+            .get_or_create(&ReasonLabels { reason })
+            .inc();
+    }
+
+    /// Whether this replica holds the Lease.
+    pub fn leader(&self, leading: bool) {
+        self.inner.leader.set(i64::from(leading));
+    }
+
+    /// The OpenMetrics text exposition of every metric.
+    pub fn encode(&self) -> Result<String, fmt::Error> {
+        let mut text = String::new();
+        encode(&mut text, &self.inner.registry)?;
+        Ok(text)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn samples(text: &str) -> Vec<&str> {
+        text.lines().filter(|line| !line.starts_with('#')).collect()
+    }
+
+    #[test]
+    fn every_bounded_series_is_exposed_from_the_start() {
+        let text = Metrics::default().encode().unwrap();
+        let series = samples(&text);
+        for expected in [
+            r#"gleaner_reconciles_total{kind="Machine"} 0"#,
+            r#"gleaner_reconciles_total{kind="Cluster"} 0"#,
+            r#"gleaner_reconciles_total{kind="Footprint"} 0"#,
+            r#"gleaner_decisions_total{reason="ClusterDeletion"} 0"#,
+            r#"gleaner_decisions_total{reason="ScaleDown"} 0"#,
+            r#"gleaner_decisions_total{reason="Unknown"} 0"#,
+            "gleaner_hooks_held 0",
+            "gleaner_oldest_hook_age_seconds 0.0",
+            "gleaner_leader 0",
+        ] {
+            assert!(
+                series.contains(&expected),
+                "{expected} missing from\n{text}"
+            );
+        }
+        assert!(text.ends_with("# EOF\n"), "{text}");
+    }
+
+    #[test]
+    fn recordings_show_up_under_their_labels() {
+        let metrics = Metrics::default();
+        metrics.reconciled(Kind::Machine);
+        metrics.reconciled(Kind::Machine);
+        metrics.failed(
+            Kind::Footprint,
+            &Error::Signal(std::io::Error::other("test")),
+        );
+        metrics.hooks_held(3, Some(Duration::from_millis(1500)));
+        metrics.decided(DecisionReason::ScaleDown);
+        metrics.leader(true);
+        let text = metrics.encode().unwrap();
+        let series = samples(&text);
+        for expected in [
+            r#"gleaner_reconciles_total{kind="Machine"} 2"#,
+            r#"gleaner_reconcile_errors_total{kind="Footprint",error="signal"} 1"#,
+            "gleaner_hooks_held 3",
+            "gleaner_oldest_hook_age_seconds 1.5",
+            r#"gleaner_decisions_total{reason="ScaleDown"} 1"#,
+            "gleaner_leader 1",
+        ] {
+            assert!(
+                series.contains(&expected),
+                "{expected} missing from\n{text}"
+            );
+        }
+        metrics.leader(false);
+        metrics.hooks_held(0, None);
+        let text = metrics.encode().unwrap();
+        let series = samples(&text);
+        assert!(series.contains(&"gleaner_leader 0"), "{text}");
+        assert!(series.contains(&"gleaner_hooks_held 0"), "{text}");
+    }
+}
