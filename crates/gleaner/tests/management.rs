@@ -40,6 +40,17 @@ struct Gleaner {
 
 impl Gleaner {
     async fn start(world: &World, name: &str, watch: &str) -> Self {
+        Self::start_with(world, name, name, watch, &[]).await
+    }
+
+    /// `instance` names the log; replicas of one gleaner share `name` (its namespace and Lease).
+    async fn start_with(
+        world: &World,
+        name: &str,
+        instance: &str,
+        watch: &str,
+        extra: &[&str],
+    ) -> Self {
         let client = world.client(ClusterName::RANCHER).await.unwrap();
         let namespace = format!("gleaner-{name}");
         create_namespace(&client, &namespace).await;
@@ -59,6 +70,8 @@ impl Gleaner {
                 "--admin-addr",
                 &admin_addr.to_string(),
             ])
+            .args(extra)
+            .env("POD_NAME", instance)
             .env("RUST_LOG", "info,gleaner=debug")
             .stdout(Stdio::null())
             .stderr(log)
@@ -276,4 +289,206 @@ async fn cluster_deletion_writes_the_intent_before_each_harvester_machine_goes()
     assert_eq!(report.class(Class::VmDisk).reclaimed, 2, "{report}");
     assert_eq!(report.class(Class::Hotplugged).leaked, 1, "{report}");
     assert_eq!(report.class(Class::Retained).kept, 1, "{report}");
+}
+
+/// A scenario with one cluster `c1` of `machines` Machines and a hot-plugged volume, watched by
+/// a gleaner that has hooked every Machine.
+async fn hooked(prefix: &str, machines: usize, extra: &[&str]) -> (Scenario, Gleaner) {
+    let world = world().await;
+    let scenario = ScenarioBuilder::new(prefix)
+        .clock(Clock::new(TIME_SCALE))
+        .cluster(ClusterPlan::new("c1", machines).volume(VolumePlan::new("data").hotplugged()))
+        .start(world)
+        .await
+        .unwrap();
+    let fleet = scenario.key("c1").namespace;
+    let gleaner = Gleaner::start_with(world, prefix, prefix, &fleet, extra).await;
+    wait_for_hooks(world, &scenario, "c1").await;
+    (scenario, gleaner)
+}
+
+#[tokio::test]
+async fn machines_wait_on_the_hook_while_gleaner_is_down_and_the_order_holds() {
+    let world = world().await;
+    let (mut scenario, gleaner) = hooked("g-restart", 1, &[]).await;
+    drop(gleaner);
+    let key = scenario.key("c1");
+    scenario.delete_cluster(&key).await.unwrap();
+    eventually("the Machine waits on gleaner's hook", || async {
+        scenario
+            .journal()
+            .position("capi", "waits on hooks")
+            .is_some()
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(
+        scenario
+            .journal()
+            .position("capi", "deleted HarvesterMachine"),
+        None
+    );
+    let harvester = world.client(ClusterName::HARVESTER).await.unwrap();
+    let (intents, watcher) = IntentLog::watch(harvester, scenario.vm_namespace());
+    let _gleaner = Gleaner::start(world, "g-restart", &key.namespace).await;
+    scenario.measure(DEADLINE).await.unwrap();
+    watcher.abort();
+    let machine = &scenario.cluster("c1").unwrap().machines[0];
+    let (written, intent, _) = intents
+        .get(&machine.vm)
+        .expect("the intent, once gleaner is back");
+    assert_eq!(intent["reason"], "ClusterDeletion");
+    let deleted = scenario
+        .journal()
+        .entries()
+        .iter()
+        .find_map(|entry| {
+            entry
+                .what
+                .strip_prefix(&format!(
+                    "deleted HarvesterMachine {} at revision ",
+                    machine.name
+                ))
+                .map(|revision| revision.parse::<u64>().unwrap())
+        })
+        .expect("the HarvesterMachine went");
+    assert!(written < deleted);
+}
+
+#[tokio::test]
+async fn an_opted_out_cluster_gets_no_intent_and_its_hooks_go() {
+    let world = world().await;
+    let (mut scenario, _gleaner) = hooked("g-optout", 1, &[]).await;
+    let key = scenario.key("c1");
+    let clusters = kinds::namespaced(
+        &world.client(ClusterName::RANCHER).await.unwrap(),
+        &key.namespace,
+        &kinds::provisioning_cluster(),
+    );
+    let opt_out = serde_json::json!({"metadata": {"annotations": {
+        "harvesterhci.io/skipHarvesterMachineProvisionCleanup": "true"
+    }}});
+    clusters
+        .patch(
+            "c1",
+            &Default::default(),
+            &kube::api::Patch::Merge(&opt_out),
+        )
+        .await
+        .unwrap();
+    let harvester = world.client(ClusterName::HARVESTER).await.unwrap();
+    let (intents, watcher) = IntentLog::watch(harvester, scenario.vm_namespace());
+    scenario.delete_cluster(&key).await.unwrap();
+    scenario.measure(DEADLINE).await.unwrap();
+    watcher.abort();
+    let machine = &scenario.cluster("c1").unwrap().machines[0];
+    assert!(
+        intents.get(&machine.vm).is_none(),
+        "nothing written on an opted-out cluster's VM"
+    );
+    assert!(
+        scenario
+            .journal()
+            .position(
+                "capi",
+                &format!("Machine {} finished deleting", machine.name)
+            )
+            .is_some()
+    );
+}
+
+#[tokio::test]
+async fn a_dry_run_hooks_but_writes_nothing_on_harvester() {
+    let world = world().await;
+    let (mut scenario, _gleaner) = hooked("g-dry", 1, &["--dry-run"]).await;
+    let harvester = world.client(ClusterName::HARVESTER).await.unwrap();
+    let (intents, watcher) = IntentLog::watch(harvester, scenario.vm_namespace());
+    let key = scenario.key("c1");
+    scenario.delete_cluster(&key).await.unwrap();
+    let report = scenario.measure(DEADLINE).await.unwrap();
+    watcher.abort();
+    let machine = &scenario.cluster("c1").unwrap().machines[0];
+    assert!(intents.get(&machine.vm).is_none());
+    // Upstream behaves as without gleaner: the handler's "true" wins, hot-plugged volumes go.
+    assert_eq!(report.class(Class::Hotplugged).reclaimed, 1, "{report}");
+}
+
+#[tokio::test]
+async fn gleaner_unhook_leaves_no_gleaner_hook() {
+    let world = world().await;
+    let (scenario, gleaner) = hooked("g-unhook", 2, &[]).await;
+    drop(gleaner);
+    let fleet = scenario.key("c1").namespace;
+    let output = Command::new(env!("CARGO_BIN_EXE_gleaner"))
+        .args(["unhook", "--kubeconfig"])
+        .arg(world.kubeconfig(ClusterName::RANCHER).unwrap())
+        .args(["--watch-namespace", &fleet])
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{output:?}");
+    assert!(String::from_utf8_lossy(&output.stdout).contains("from 2 Machine(s)"));
+    let machines = scenario
+        .rancher_of("c1")
+        .unwrap()
+        .machines("c1")
+        .await
+        .unwrap();
+    assert!(
+        machines
+            .iter()
+            .all(|machine| !machine.annotations().contains_key(HOOK))
+    );
+}
+
+#[tokio::test]
+async fn of_two_replicas_one_writes_and_the_other_takes_over_when_it_dies() {
+    let world = world().await;
+    let scenario = ScenarioBuilder::new("g-replicas")
+        .clock(Clock::new(TIME_SCALE))
+        .cluster(ClusterPlan::new("c1", 1))
+        .start(world)
+        .await
+        .unwrap();
+    let fleet = scenario.key("c1").namespace;
+    let first = Gleaner::start_with(world, "replicas", "replica-a", &fleet, &[]).await;
+    wait_for_hooks(world, &scenario, "c1").await;
+    let second = Gleaner::start_with(world, "replicas", "replica-b", &fleet, &[]).await;
+    let client = world.client(ClusterName::RANCHER).await.unwrap();
+    let leases: Api<k8s_openapi::api::coordination::v1::Lease> =
+        Api::namespaced(client, "gleaner-replicas");
+    let holder = || async {
+        leases
+            .get_opt("gleaner")
+            .await
+            .unwrap()
+            .and_then(|lease| lease.spec)
+            .and_then(|spec| spec.holder_identity)
+    };
+    assert_eq!(holder().await.as_deref(), Some("replica-a"));
+    drop(first);
+    eventually("replica-b takes the Lease", || async {
+        holder().await.as_deref() == Some("replica-b")
+    })
+    .await;
+    // The new leader writes: a replacement Machine gets its hook.
+    let machine = scenario.cluster("c1").unwrap().machines[0].name.clone();
+    scenario
+        .rancher_of("c1")
+        .unwrap()
+        .reprovision(&machine)
+        .await
+        .unwrap();
+    eventually("the replacement Machine is hooked by replica-b", || async {
+        let machines = scenario
+            .rancher_of("c1")
+            .unwrap()
+            .machines("c1")
+            .await
+            .unwrap();
+        machines
+            .iter()
+            .any(|m| m.name_any() != machine && m.annotations().get(HOOK).is_some())
+    })
+    .await;
+    drop(second);
 }

@@ -152,6 +152,11 @@ async fn on_deletion(machine: &DynamicObject, context: &Context) -> Result<Actio
     }
     let (footprint, reason, explanation) =
         decide(capi_cluster.as_ref(), &namespace, &cluster_name, context).await?;
+    if footprint.is_none() && provisioning.is_some() {
+        // The Footprint tracker has not recorded this cluster yet (gleaner just started):
+        // wait for it rather than decide without the recorded identity.
+        return Ok(Action::requeue(STANDBY));
+    }
     let facts = DeletingMachine {
         reason,
         opt_out,
@@ -261,7 +266,7 @@ async fn decide(
     };
     let Some(footprint) = footprint else {
         return Ok((
-            provisioning_uid,
+            None,
             Reason::Unknown,
             "gleaner has no Footprint for this cluster".into(),
         ));
