@@ -492,3 +492,117 @@ async fn of_two_replicas_one_writes_and_the_other_takes_over_when_it_dies() {
     .await;
     drop(second);
 }
+
+#[tokio::test]
+async fn cluster_deletion_passes_in_a_v1beta2_world() {
+    let world = World::builder()
+        .capi(gleaner_world::CapiVersion::V1beta2)
+        .with_crds(gleaner_world::Role::Management, gleaner::footprint::crds())
+        .guests(1)
+        .start()
+        .await
+        .unwrap();
+    let mut scenario = ScenarioBuilder::new("g-v1beta2")
+        .clock(Clock::new(TIME_SCALE))
+        .cluster(ClusterPlan::new("c1", 1).volume(VolumePlan::new("data").hotplugged()))
+        .start(&world)
+        .await
+        .unwrap();
+    let key = scenario.key("c1");
+    let _gleaner = Gleaner::start(&world, "v1beta2", &key.namespace).await;
+    wait_for_hooks(&world, &scenario, "c1").await;
+    let harvester = world.client(ClusterName::HARVESTER).await.unwrap();
+    let (intents, watcher) = IntentLog::watch(harvester, scenario.vm_namespace());
+    scenario.delete_cluster(&key).await.unwrap();
+    let report = scenario.measure(DEADLINE).await.unwrap();
+    watcher.abort();
+    let machine = &scenario.cluster("c1").unwrap().machines[0];
+    let (_, intent, remove_all) = intents.get(&machine.vm).expect("an intent on the VM");
+    assert_eq!(intent["reason"], "ClusterDeletion");
+    assert_eq!(remove_all.as_deref(), Some("false"));
+    assert_eq!(report.class(Class::Hotplugged).leaked, 1, "{report}");
+}
+
+#[tokio::test]
+async fn a_broken_credential_holds_the_hook_with_a_warning_and_no_write() {
+    let world = world().await;
+    let (mut scenario, _gleaner) = hooked("g-broken", 1, &[]).await;
+    let footprints: Api<Footprint> = Api::namespaced(
+        world.client(ClusterName::RANCHER).await.unwrap(),
+        "gleaner-g-broken",
+    );
+    let uid = scenario.cluster("c1").unwrap().uid.clone();
+    eventually("gleaner made the cluster's Footprint", || async {
+        footprints.get_opt(&uid).await.unwrap().is_some()
+    })
+    .await;
+    let cluster = scenario.cluster("c1").unwrap().clone();
+    let (namespace, name) = cluster.cloud_credential.split_once(':').unwrap();
+    let rancher = world.client(ClusterName::RANCHER).await.unwrap();
+    let secrets: Api<k8s_openapi::api::core::v1::Secret> =
+        Api::namespaced(rancher.clone(), namespace);
+    let original = secrets.get(name).await.unwrap();
+    let broken = serde_json::json!({"data": {
+        "harvestercredentialConfig-kubeconfigContent": "bm90IGEga3ViZWNvbmZpZw=="
+    }});
+    secrets
+        .patch(name, &Default::default(), &kube::api::Patch::Merge(&broken))
+        .await
+        .unwrap();
+    // Rancher's own remove job reads the same credential, so upstream is stuck too: the point is
+    // that gleaner neither panics nor guesses.
+    let key = scenario.key("c1");
+    scenario.delete_cluster(&key).await.unwrap();
+    let events: Api<k8s_openapi::api::events::v1::Event> = Api::namespaced(rancher, &key.namespace);
+    eventually(
+        "a Warning Event says the hook waits for Harvester",
+        || async {
+            events
+                .list(&Default::default())
+                .await
+                .unwrap()
+                .items
+                .iter()
+                .any(|event| {
+                    event.type_.as_deref() == Some("Warning")
+                        && event.reason.as_deref() == Some("HarvesterUnreachable")
+                        && event
+                            .note
+                            .as_deref()
+                            .is_some_and(|note| note.contains("does not parse"))
+                })
+        },
+    )
+    .await;
+    let machines = scenario
+        .rancher_of("c1")
+        .unwrap()
+        .machines("c1")
+        .await
+        .unwrap();
+    assert!(
+        machines
+            .iter()
+            .all(|machine| machine.annotations().contains_key(HOOK))
+    );
+    assert!(
+        !std::fs::read_to_string(world.dir().join("logs/gleaner-g-broken.log"))
+            .unwrap()
+            .contains("bm90IGEga3ViZWNvbmZpZw")
+    );
+    // Mended, the deletion completes in order.
+    let mended = serde_json::json!({"data": {
+        "harvestercredentialConfig-kubeconfigContent": original.data.unwrap()["harvestercredentialConfig-kubeconfigContent"]
+    }});
+    secrets
+        .patch(name, &Default::default(), &kube::api::Patch::Merge(&mended))
+        .await
+        .unwrap();
+    eventually("the cluster finishes deleting", || async {
+        scenario
+            .journal()
+            .position("capi", "Cluster c1 finished deleting")
+            .is_some()
+    })
+    .await;
+}

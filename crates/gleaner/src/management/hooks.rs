@@ -6,11 +6,11 @@ use std::{sync::Arc, time::Duration};
 
 use gleaner_core::{
     AddHook, ClusterIdentity, DeletingMachine, HookDecision, InfrastructureRef, Intent,
-    MachineFacts, OptOut, PauseFacts, Reason, add_hook, deleting_machine_hook,
+    MachineFacts, OptOut, PauseFacts, Reachability, Reason, add_hook, deleting_machine_hook,
     hooks::{HARVESTER_MACHINE_GROUP, HARVESTER_MACHINE_KIND},
     keys, machine_reason, opt_out, paused_by, vm_name,
 };
-use k8s_openapi::jiff::Timestamp;
+use k8s_openapi::{api::core::v1::ObjectReference, jiff::Timestamp};
 use kube::{
     Api, Resource, ResourceExt,
     api::{DynamicObject, Patch, PatchParams},
@@ -161,7 +161,9 @@ async fn on_deletion(machine: &DynamicObject, context: &Context) -> Result<Actio
         reason,
         opt_out,
         paused_by: paused_by(&pause_facts(machine, capi_cluster.as_ref())),
-        harvester: context.reachability(machine),
+        // Reachability is learnt by trying: every attempt writes, and only a failed write asks
+        // the core again, with how long Harvester has been unreachable.
+        harvester: Reachability::Reachable,
         hook_timeout: context.hook_timeout,
     };
     let intent = Intent {
@@ -199,10 +201,11 @@ async fn on_deletion(machine: &DynamicObject, context: &Context) -> Result<Actio
         HookDecision::WriteIntentThenRemoveHook => {
             if let Err(error) = write_intent(machine, &intent, context).await {
                 context.mark_unreachable(machine);
-                let note =
-                    format!("the hook on Machine {machine_name} waits for Harvester: {error}");
-                context.warn(&about, "HarvesterUnreachable", note).await;
-                return Ok(Action::requeue(WAIT));
+                let retry = DeletingMachine {
+                    harvester: context.reachability(machine),
+                    ..facts
+                };
+                return lapse_or_wait(machine, &about, &retry, &error, context).await;
             }
             context.mark_reachable(machine);
             context.decided(Reason::ClusterDeletion);
@@ -213,17 +216,34 @@ async fn on_deletion(machine: &DynamicObject, context: &Context) -> Result<Actio
             remove_hook(machine, context).await?;
             Ok(Action::await_change())
         }
-        HookDecision::RemoveHookLapsed { unreachable_for } => {
-            remove_hook(machine, context).await?;
-            context.mark_reachable(machine);
-            let note = format!(
-                "Harvester unreachable for {}s: the hook timeout removed the hook from Machine {machine_name}; protection lapsed",
-                unreachable_for.as_secs()
-            );
-            context.warn(&about, "ProtectionLapsed", note).await;
-            Ok(Action::await_change())
-        }
+        // Only a failed write asks with Harvester unreachable (see `lapse_or_wait`).
+        HookDecision::RemoveHookLapsed { .. } => Ok(Action::requeue(WAIT)),
     }
+}
+
+/// After a failed write for a cluster deletion: the hook waits (a Warning Event and the held
+/// hooks metric say so), unless the hook timeout has passed, which removes it anyway.
+async fn lapse_or_wait(
+    machine: &DynamicObject,
+    about: &ObjectReference,
+    facts: &DeletingMachine,
+    error: &Error,
+    context: &Context,
+) -> Result<Action> {
+    let machine_name = machine.name_any();
+    if let HookDecision::RemoveHookLapsed { unreachable_for } = deleting_machine_hook(facts) {
+        remove_hook(machine, context).await?;
+        context.mark_reachable(machine);
+        let note = format!(
+            "Harvester unreachable for {}s ({error}): the hook timeout removed the hook from Machine {machine_name}; protection lapsed",
+            unreachable_for.as_secs()
+        );
+        context.warn(about, "ProtectionLapsed", note).await;
+        return Ok(Action::await_change());
+    }
+    let note = format!("the hook on Machine {machine_name} waits for Harvester: {error}");
+    context.warn(about, "HarvesterUnreachable", note).await;
+    Ok(Action::requeue(WAIT))
 }
 
 fn pause_facts(machine: &DynamicObject, cluster: Option<&DynamicObject>) -> PauseFacts {
