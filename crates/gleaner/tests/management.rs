@@ -376,6 +376,25 @@ async fn an_opted_out_cluster_gets_no_intent_and_its_hooks_go() {
         )
         .await
         .unwrap();
+    let footprints: Api<Footprint> = Api::namespaced(
+        world.client(ClusterName::RANCHER).await.unwrap(),
+        "gleaner-g-optout",
+    );
+    let uid = scenario.cluster("c1").unwrap().uid.clone();
+    eventually("the Footprint says OptedOut", || async {
+        footprints
+            .get_opt(&uid)
+            .await
+            .unwrap()
+            .and_then(|footprint| footprint.status)
+            .is_some_and(|status| {
+                status
+                    .conditions
+                    .iter()
+                    .any(|c| c.type_ == "OptedOut" && c.status == "True")
+            })
+    })
+    .await;
     let harvester = world.client(ClusterName::HARVESTER).await.unwrap();
     let (intents, watcher) = IntentLog::watch(harvester, scenario.vm_namespace());
     scenario.delete_cluster(&key).await.unwrap();

@@ -3,7 +3,9 @@
 
 use std::{sync::Arc, time::Duration};
 
-use gleaner_core::{ClusterIdentity, Deletion, confirm_deletion};
+use gleaner_core::{
+    ClusterIdentity, Deletion, OptOut, PauseFacts, confirm_deletion, keys, opt_out, paused_by,
+};
 use k8s_openapi::{
     apimachinery::pkg::apis::meta::v1::{Condition, Time},
     jiff::Timestamp,
@@ -204,12 +206,6 @@ pub async fn phase(footprint: Arc<Footprint>, context: Arc<Context>) -> Result<A
         Deletion::Confirmed => Phase::Reclaiming,
         Deletion::NotConfirmed(_) => Phase::Tracking,
     };
-    if status.phase == Some(phase) {
-        return Ok(Action::requeue(RECHECK));
-    }
-    if !context.may_write() {
-        return Ok(Action::requeue(STANDBY));
-    }
     let mut conditions = status.conditions.clone();
     if phase == Phase::Reclaiming {
         set_condition(
@@ -219,6 +215,14 @@ pub async fn phase(footprint: Arc<Footprint>, context: Arc<Context>) -> Result<A
             "BothClustersGone",
             "a live read showed both Cluster objects gone or deleting, in the recorded installation",
         );
+    }
+    set_cluster_conditions(&mut conditions, &recorded, &context).await?;
+    let unchanged = status.phase == Some(phase) && same_conditions(&status.conditions, &conditions);
+    if unchanged {
+        return Ok(Action::requeue(RECHECK));
+    }
+    if !context.may_write() {
+        return Ok(Action::requeue(STANDBY));
     }
     let patch = json!({"status": FootprintStatus {
         phase: Some(phase),
@@ -239,6 +243,103 @@ pub async fn phase(footprint: Arc<Footprint>, context: Arc<Context>) -> Result<A
         })?;
     tracing::info!(footprint = %footprint.name_any(), cluster = %recorded.readable(), ?phase, "footprint phase");
     Ok(Action::requeue(RECHECK))
+}
+
+/// `OptedOut` and `Frozen`, from the two Cluster objects as they are now.
+async fn set_cluster_conditions(
+    conditions: &mut Vec<Condition>,
+    recorded: &ClusterIdentity,
+    context: &Context,
+) -> Result<()> {
+    let read = |api: Api<DynamicObject>| async move {
+        api.get_opt(&recorded.name)
+            .await
+            .map_err(|source| Error::Kube {
+                context: format!(
+                    "cannot read Cluster {}/{}",
+                    recorded.namespace, recorded.name
+                ),
+                source,
+            })
+    };
+    let provisioning = read(Api::namespaced_with(
+        context.client.clone(),
+        &recorded.namespace,
+        &provisioning_cluster(),
+    ))
+    .await?;
+    let capi = read(context.capi.clusters(&context.client, &recorded.namespace)).await?;
+    let skip = |cluster: &Option<DynamicObject>| {
+        cluster.as_ref().and_then(|cluster| {
+            cluster
+                .annotations()
+                .get(keys::SKIP_CLEANUP_ANNOTATION)
+                .cloned()
+        })
+    };
+    let (status, reason, message) =
+        match opt_out(skip(&provisioning).as_deref(), skip(&capi).as_deref()) {
+            OptOut::No => (
+                "False",
+                "NotOptedOut",
+                "no Cluster object opts out".to_owned(),
+            ),
+            OptOut::OptedOut { object } => (
+                "True",
+                "SkipCleanupAnnotation",
+                format!(
+                    "the {object:?} Cluster carries {}",
+                    keys::SKIP_CLEANUP_ANNOTATION
+                ),
+            ),
+            OptOut::Malformed { object, value } => (
+                "False",
+                "MalformedAnnotation",
+                format!(
+                    "the {object:?} Cluster's {} is {value:?}, not a boolean",
+                    keys::SKIP_CLEANUP_ANNOTATION
+                ),
+            ),
+        };
+    set_condition(conditions, "OptedOut", status, reason, &message);
+    let paused = paused_by(&PauseFacts {
+        cluster_spec_paused: capi
+            .as_ref()
+            .is_some_and(|cluster| cluster.data["spec"]["paused"] == serde_json::Value::Bool(true)),
+        cluster_annotated: capi
+            .as_ref()
+            .is_some_and(|cluster| cluster.annotations().contains_key(keys::PAUSED_ANNOTATION)),
+        machine_annotated: false,
+    });
+    match paused {
+        Some(by) => set_condition(
+            conditions,
+            "Frozen",
+            "True",
+            "Paused",
+            &format!("paused by {by:?}"),
+        ),
+        None => set_condition(
+            conditions,
+            "Frozen",
+            "False",
+            "NotPaused",
+            "the cluster is not paused",
+        ),
+    }
+    Ok(())
+}
+
+fn same_conditions(before: &[Condition], after: &[Condition]) -> bool {
+    let key = |conditions: &[Condition]| {
+        let mut keys: Vec<(String, String, String)> = conditions
+            .iter()
+            .map(|c| (c.type_.clone(), c.status.clone(), c.reason.clone()))
+            .collect();
+        keys.sort();
+        keys
+    };
+    key(before) == key(after)
 }
 
 /// Sets a condition, keeping its transition time when its status does not change.

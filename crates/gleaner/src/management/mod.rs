@@ -26,6 +26,7 @@ use kube::{
         Controller,
         controller::Action,
         events::{Event, EventType, Recorder, Reporter},
+        reflector::ObjectRef,
         watcher,
     },
 };
@@ -196,10 +197,32 @@ pub async fn run(context: Arc<Context>, started: WatchSynced) -> Result<()> {
             footprints::track,
         ));
     }
+    // A Footprint is looked at again whenever its provisioning Cluster changes (its name is
+    // that Cluster's UID), so opt-out, pause and deletion show at once.
+    let mut footprint_controller =
+        Controller::new(context.footprints(), watcher::Config::default());
+    for scope in &scopes {
+        let clusters = capi::scoped(
+            &context.client,
+            scope.as_deref(),
+            &observe::provisioning_cluster(),
+        );
+        let namespace = context.namespace.clone();
+        footprint_controller = footprint_controller.watches_with(
+            clusters,
+            observe::provisioning_cluster(),
+            watcher::Config::default(),
+            move |cluster| {
+                cluster
+                    .uid()
+                    .map(|uid| ObjectRef::new(&uid).within(&namespace))
+            },
+        );
+    }
     controllers.push(drive(
         &context,
         "footprints".into(),
-        Controller::new(context.footprints(), watcher::Config::default()),
+        footprint_controller,
         Kind::Footprint,
         footprints::phase,
     ));
