@@ -18,11 +18,10 @@ use gleaner_sim::{
     Clock, kinds,
     scenario::{Class, ClusterPlan, Scenario, ScenarioBuilder, VolumePlan},
 };
+use gleaner_world::testing::{ensure_namespace, eventually};
 use gleaner_world::{ClusterName, World};
-use k8s_openapi::api::core::v1::Namespace;
 use kube::{
     Api, Client, ResourceExt,
-    api::{ObjectMeta, PostParams},
     runtime::{WatchStreamExt, watcher},
 };
 use serde_json::Value;
@@ -53,7 +52,7 @@ impl Gleaner {
     ) -> Self {
         let client = world.client(ClusterName::RANCHER).await.unwrap();
         let namespace = format!("gleaner-{name}");
-        create_namespace(&client, &namespace).await;
+        ensure_namespace(&client, &namespace).await.unwrap();
         let log =
             std::fs::File::create(world.dir().join("logs").join(format!("gleaner-{name}.log")))
                 .unwrap();
@@ -85,36 +84,6 @@ impl Drop for Gleaner {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
-    }
-}
-
-async fn create_namespace(client: &Client, name: &str) {
-    let namespace = Namespace {
-        metadata: ObjectMeta {
-            name: Some(name.to_owned()),
-            ..ObjectMeta::default()
-        },
-        ..Namespace::default()
-    };
-    match Api::<Namespace>::all(client.clone())
-        .create(&PostParams::default(), &namespace)
-        .await
-    {
-        Ok(_) => {}
-        Err(kube::Error::Api(status)) if status.is_already_exists() => {}
-        Err(error) => panic!("cannot create namespace {name}: {error}"),
-    }
-}
-
-async fn eventually<F, Fut>(what: &str, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = bool>,
-{
-    let deadline = tokio::time::Instant::now() + DEADLINE;
-    while !check().await {
-        assert!(tokio::time::Instant::now() < deadline, "timed out: {what}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 

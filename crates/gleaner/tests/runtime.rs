@@ -10,11 +10,8 @@ use std::{
 
 use gleaner::{cli::LeaseArgs, leadership::Leadership, metrics::Metrics};
 use gleaner_world::ClusterName;
-use k8s_openapi::api::{coordination::v1::Lease, core::v1::Namespace};
-use kube::{
-    Api, Client,
-    api::{ObjectMeta, PostParams},
-};
+use k8s_openapi::api::coordination::v1::Lease;
+use kube::{Api, Client};
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
     net::TcpStream,
@@ -26,16 +23,7 @@ const BINARY: &str = env!("CARGO_BIN_EXE_gleaner");
 
 /// A namespace of its own for each test in the shared world.
 async fn namespace(client: &Client, name: &str) -> String {
-    let namespaces: Api<Namespace> = Api::all(client.clone());
-    let namespace = Namespace {
-        metadata: ObjectMeta {
-            name: Some(name.to_owned()),
-            ..ObjectMeta::default()
-        },
-        ..Namespace::default()
-    };
-    namespaces
-        .create(&PostParams::default(), &namespace)
+    gleaner_world::testing::ensure_namespace(client, name)
         .await
         .unwrap();
     name.to_owned()

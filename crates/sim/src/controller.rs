@@ -1,10 +1,9 @@
 use std::{sync::Arc, time::Duration};
 
 use futures::StreamExt;
-use k8s_openapi::api::core::v1::Namespace;
 use kube::{
-    Api, Client,
-    api::{ApiResource, DynamicObject, ObjectMeta, Patch, PatchParams, PostParams},
+    Api,
+    api::{ApiResource, DynamicObject, Patch, PatchParams},
     runtime::{Controller, controller::Action, watcher},
 };
 use serde_json::json;
@@ -95,23 +94,5 @@ pub(crate) async fn remove_finalizer(
         Err(kube::Error::Api(status)) if status.is_not_found() => Ok(()),
         Err(error) => Err(error)
             .context(|| format!("cannot remove finalizer {finalizer} from {}", name(object))),
-    }
-}
-
-pub(crate) async fn ensure_namespace(client: &Client, name: &str) -> Result<()> {
-    let namespace = Namespace {
-        metadata: ObjectMeta {
-            name: Some(name.to_owned()),
-            ..ObjectMeta::default()
-        },
-        ..Namespace::default()
-    };
-    match Api::<Namespace>::all(client.clone())
-        .create(&PostParams::default(), &namespace)
-        .await
-    {
-        Ok(_) => Ok(()),
-        Err(kube::Error::Api(status)) if status.is_already_exists() => Ok(()),
-        Err(error) => Err(error).context(|| format!("cannot create namespace {name}")),
     }
 }

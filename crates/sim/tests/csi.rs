@@ -1,7 +1,5 @@
 //! The CSI simulator against real apiservers: a Harvester and one guest cluster.
 
-use std::time::Duration;
-
 use futures::future::try_join_all;
 use gleaner_sim::{
     Clock, Env, Error, Journal,
@@ -11,14 +9,15 @@ use gleaner_sim::{
     },
     keys, kinds,
 };
+use gleaner_world::testing::{ensure_namespace, eventually};
 use gleaner_world::{ClusterName, Role, World, WorldBuilder};
 use k8s_openapi::api::{
-    core::v1::{Namespace, PersistentVolume, PersistentVolumeClaim},
+    core::v1::{PersistentVolume, PersistentVolumeClaim},
     storage::v1::StorageClass,
 };
 use kube::{
     Api, Client,
-    api::{DynamicObject, ObjectMeta, Patch, PatchParams, PostParams},
+    api::{DynamicObject, Patch, PatchParams, PostParams},
 };
 use serde_json::{Value, json};
 use tokio::sync::OnceCell;
@@ -56,8 +55,8 @@ impl Fixture {
         let world = world().await;
         let guest = world.client(GUEST).await.unwrap();
         let harvester = world.client(HARVESTER).await.unwrap();
-        create_namespace(&guest, namespace).await;
-        create_namespace(&harvester, namespace).await;
+        ensure_namespace(&guest, namespace).await.unwrap();
+        ensure_namespace(&harvester, namespace).await.unwrap();
         let journal = Journal::default();
         let env = Env {
             clock: Clock::new(0.01),
@@ -141,32 +140,6 @@ impl Fixture {
             .create(&PostParams::default(), &vm)
             .await
             .unwrap()
-    }
-}
-
-async fn create_namespace(client: &Client, name: &str) {
-    let namespace = Namespace {
-        metadata: ObjectMeta {
-            name: Some(name.to_owned()),
-            ..ObjectMeta::default()
-        },
-        ..Namespace::default()
-    };
-    Api::<Namespace>::all(client.clone())
-        .create(&PostParams::default(), &namespace)
-        .await
-        .unwrap();
-}
-
-async fn eventually<F, Fut>(what: &str, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = bool>,
-{
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    while !check().await {
-        assert!(tokio::time::Instant::now() < deadline, "timed out: {what}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
 

@@ -1,8 +1,6 @@
 //! The simulated Harvester against the real harvester apiserver and controller-manager of the
 //! shared world: what a user would see with kubectl.
 
-use std::time::Duration;
-
 use gleaner_sim::{
     Clock, Env, Journal,
     harvester::{Harvester, HarvesterVersion, PVC_CONTROLLER, PVC_WEBHOOK, VM_CONTROLLER},
@@ -12,6 +10,7 @@ use gleaner_sim::{
     },
     kinds::{namespaced, virtual_machine, virtual_machine_instance},
 };
+use gleaner_world::testing::eventually;
 use gleaner_world::{ClusterName, World};
 use k8s_openapi::{
     api::{
@@ -128,18 +127,6 @@ impl Site {
 
     async fn shutdown(self) {
         self.harvester.shutdown().await.unwrap();
-    }
-}
-
-async fn eventually<F, Fut>(what: &str, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = bool>,
-{
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    while !check().await {
-        assert!(tokio::time::Instant::now() < deadline, "timed out: {what}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
 

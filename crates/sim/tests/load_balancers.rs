@@ -1,8 +1,6 @@
 //! The guest cloud provider and Harvester's load-balancer controllers against the real
 //! harvester and guest apiservers of the shared world.
 
-use std::time::Duration;
-
 use gleaner_sim::{
     Clock, Env, Journal,
     cloud_provider::{CLOUD_PROVIDER, CloudProvider, GuestLoadBalancer, load_balancer_name},
@@ -18,11 +16,12 @@ use gleaner_sim::{
     kinds::{load_balancer as load_balancer_kind, namespaced, virtual_machine},
     tasks::Tasks,
 };
+use gleaner_world::testing::{ensure_namespace, eventually};
 use gleaner_world::{ClusterName, World};
-use k8s_openapi::api::core::v1::{Namespace, Service};
+use k8s_openapi::api::core::v1::Service;
 use kube::{
     Api, Client, ResourceExt,
-    api::{DeleteParams, DynamicObject, ObjectMeta, PostParams},
+    api::{DeleteParams, DynamicObject, PostParams},
 };
 use serde_json::{Value, json};
 
@@ -45,8 +44,10 @@ impl Site {
         let world = World::shared().await;
         let harvester_client = world.client(HARVESTER).await.unwrap();
         let guest_client = world.client(GUEST).await.unwrap();
-        create_namespace(&harvester_client, namespace).await;
-        create_namespace(&guest_client, namespace).await;
+        ensure_namespace(&harvester_client, namespace)
+            .await
+            .unwrap();
+        ensure_namespace(&guest_client, namespace).await.unwrap();
         let env = Env {
             clock: Clock::new(0.01),
             journal: Journal::default(),
@@ -120,7 +121,9 @@ impl Site {
         service: &str,
     ) -> GuestLoadBalancer {
         let guest_namespace = self.guest_namespace(suffix);
-        create_namespace(&self.guest_client, &guest_namespace).await;
+        ensure_namespace(&self.guest_client, &guest_namespace)
+            .await
+            .unwrap();
         self.cloud_provider(cluster)
             .create_load_balancer(&guest_namespace, service)
             .await
@@ -203,35 +206,6 @@ impl Site {
 
     async fn shutdown(self) {
         self.harvester.shutdown().await.unwrap();
-    }
-}
-
-async fn create_namespace(client: &Client, name: &str) {
-    let namespace = Namespace {
-        metadata: ObjectMeta {
-            name: Some(name.to_owned()),
-            ..ObjectMeta::default()
-        },
-        ..Namespace::default()
-    };
-    Api::<Namespace>::all(client.clone())
-        .create(&PostParams::default(), &namespace)
-        .await
-        .unwrap();
-}
-
-async fn eventually<F, Fut>(what: &str, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = bool>,
-{
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    while !check().await {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out waiting until {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 

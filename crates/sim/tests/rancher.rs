@@ -8,6 +8,7 @@ use gleaner_sim::{
     kinds,
     rancher::{GuestClusterSpec, PoolSpec, Rancher, RancherSettings},
 };
+use gleaner_world::testing::eventually;
 use gleaner_world::{ClusterName, World};
 use k8s_openapi::api::core::v1::Namespace;
 use kube::{
@@ -71,18 +72,6 @@ fn spec(name: &str, vm_namespace: &str, pools: Vec<PoolSpec>) -> GuestClusterSpe
         vm_namespace: vm_namespace.to_owned(),
         guest: None,
         pools,
-    }
-}
-
-async fn eventually<F, Fut>(what: &str, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = bool>,
-{
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    while !check().await {
-        assert!(tokio::time::Instant::now() < deadline, "timed out: {what}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 

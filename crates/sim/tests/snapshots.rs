@@ -16,12 +16,10 @@ use gleaner_sim::{
     kinds, snapshots,
     tasks::Tasks,
 };
+use gleaner_world::testing::{ensure_namespace, eventually};
 use gleaner_world::{ClusterName, Role, World, WorldBuilder};
-use k8s_openapi::api::core::v1::{Namespace, PersistentVolumeClaim};
-use kube::{
-    Api, Client,
-    api::{DynamicObject, ObjectMeta, PostParams},
-};
+use k8s_openapi::api::core::v1::PersistentVolumeClaim;
+use kube::{Api, Client, api::DynamicObject};
 use tokio::sync::OnceCell;
 
 const HARVESTER: &str = ClusterName::HARVESTER;
@@ -58,8 +56,8 @@ impl Fixture {
         let world = world().await;
         let guest = world.client(GUEST).await.unwrap();
         let harvester = world.client(HARVESTER).await.unwrap();
-        create_namespace(&guest, namespace).await;
-        create_namespace(&harvester, namespace).await;
+        ensure_namespace(&guest, namespace).await.unwrap();
+        ensure_namespace(&harvester, namespace).await.unwrap();
         let journal = Journal::default();
         let env = Env {
             clock: Clock::new(0.01),
@@ -113,32 +111,6 @@ impl Fixture {
             );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
-    }
-}
-
-async fn create_namespace(client: &Client, name: &str) {
-    let namespace = Namespace {
-        metadata: ObjectMeta {
-            name: Some(name.to_owned()),
-            ..ObjectMeta::default()
-        },
-        ..Namespace::default()
-    };
-    Api::<Namespace>::all(client.clone())
-        .create(&PostParams::default(), &namespace)
-        .await
-        .unwrap();
-}
-
-async fn eventually<F, Fut>(what: &str, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = bool>,
-{
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    while !check().await {
-        assert!(tokio::time::Instant::now() < deadline, "timed out: {what}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
 

@@ -19,6 +19,7 @@ mod layout;
 mod pki;
 mod ports;
 mod process;
+pub mod testing;
 mod world;
 
 pub use binaries::{Binaries, ETCD_VERSION, KUBERNETES_VERSION};

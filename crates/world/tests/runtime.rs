@@ -2,11 +2,12 @@
 
 use std::time::Duration;
 
+use gleaner_world::testing::eventually;
 use gleaner_world::{
     Binaries, CapiVersion, ClusterName, CrdSource, Error, KUBERNETES_VERSION, Role, World,
     WorldBuilder,
 };
-use k8s_openapi::api::core::v1::{ConfigMap, Namespace, PersistentVolumeClaim, Pod};
+use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Pod};
 use kube::{
     Api, Client,
     api::{DeleteParams, DynamicObject, GroupVersionKind, ObjectMeta, PostParams},
@@ -20,31 +21,10 @@ const RANCHER: &str = ClusterName::RANCHER;
 
 /// A namespace of its own for each test in the shared world.
 async fn namespace(client: &Client, name: &str) -> String {
-    let namespaces: Api<Namespace> = Api::all(client.clone());
-    let namespace = Namespace {
-        metadata: ObjectMeta {
-            name: Some(name.to_owned()),
-            ..ObjectMeta::default()
-        },
-        ..Namespace::default()
-    };
-    namespaces
-        .create(&PostParams::default(), &namespace)
+    gleaner_world::testing::ensure_namespace(client, name)
         .await
         .unwrap();
     name.to_owned()
-}
-
-async fn eventually<F, Fut>(what: &str, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = bool>,
-{
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    while !check().await {
-        assert!(tokio::time::Instant::now() < deadline, "timed out: {what}");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
 }
 
 fn api_error(error: kube::Error) -> Status {

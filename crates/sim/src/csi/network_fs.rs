@@ -11,7 +11,9 @@ use super::{
     Csi, HARVESTER_CSI, LONGHORN_DRIVER, Named,
     api::{create_or_get, delete},
 };
-use crate::{Result, controller::ensure_namespace, kinds};
+use gleaner_world::testing::ensure_namespace;
+
+use crate::{Result, kinds};
 
 /// Where the driver makes every NetworkFilesystem.
 pub const NETWORK_FILESYSTEM_NAMESPACE: &str = "harvester-system";

@@ -4,6 +4,7 @@
 
 use std::{collections::HashMap, sync::Arc, time::Duration};
 
+use gleaner_world::testing::ensure_namespace;
 use gleaner_world::{Role, World};
 use k8s_openapi::{ByteString, api::core::v1::Secret};
 use kube::{
@@ -15,7 +16,7 @@ use serde_json::json;
 
 use crate::{
     Env, Error, Result,
-    controller::{self, ensure_namespace, is_deleting, name, poll_again, remove_finalizer},
+    controller::{self, is_deleting, name, poll_again, remove_finalizer},
     error::KubeContext,
     keys::{
         CLOUD_CREDENTIAL_KUBECONFIG, CLOUD_CREDENTIAL_NAMESPACE, FINALIZER_CAPI_CLUSTER,

@@ -6,6 +6,7 @@ mod truth;
 
 use std::{collections::HashMap, time::Duration};
 
+use gleaner_world::testing::ensure_namespace;
 use gleaner_world::{ClusterName, World};
 use k8s_openapi::api::core::v1::PersistentVolumeClaim;
 use kube::{
@@ -20,7 +21,6 @@ pub use truth::{Attachment, Class, ClassSummary, Relation, Report, TrackedObject
 use crate::{
     Clock, Env, Error, Journal, Result,
     cloud_provider::CloudProvider,
-    controller::ensure_namespace,
     csi::{Csi, GuestVolume, HostObject, Reclaim, VolumeRequest},
     error::KubeContext,
     harvester::{self, Harvester, HarvesterVersion},
