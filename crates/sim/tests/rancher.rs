@@ -6,7 +6,7 @@ use gleaner_sim::{
     Clock, Env, Journal,
     keys::PRE_TERMINATE_HOOK_PREFIX,
     kinds,
-    rancher::{GuestClusterSpec, PoolSpec, Rancher, RancherSettings},
+    rancher::{GuestCluster, GuestClusterSpec, PoolSpec, Rancher, RancherSettings},
 };
 use gleaner_world::testing::eventually;
 use gleaner_world::{ClusterName, World};
@@ -65,6 +65,19 @@ async fn setup(test: &str, settings: RancherSettings) -> Setup {
     }
 }
 
+impl Setup {
+    /// A cluster with one pool, `pool1`, of `machines` Machines.
+    async fn provision(&self, name: &str, machines: usize) -> gleaner_sim::Result<GuestCluster> {
+        self.rancher
+            .provision(&spec(
+                name,
+                &self.vm_namespace,
+                vec![PoolSpec::new("pool1", machines)],
+            ))
+            .await
+    }
+}
+
 fn spec(name: &str, vm_namespace: &str, pools: Vec<PoolSpec>) -> GuestClusterSpec {
     GuestClusterSpec {
         name: name.to_owned(),
@@ -119,15 +132,7 @@ async fn provisioning_creates_labelled_vms_named_by_the_driver_rule() {
 #[tokio::test]
 async fn scale_down_removes_one_vm_and_the_handler_leaves_it_alone() {
     let setup = setup("scale-down", RancherSettings::default()).await;
-    let cluster = setup
-        .rancher
-        .provision(&spec(
-            "c1",
-            &setup.vm_namespace,
-            vec![PoolSpec::new("pool1", 2)],
-        ))
-        .await
-        .unwrap();
+    let cluster = setup.provision("c1", 2).await.unwrap();
     let (machine, vm_name) = (&cluster.machines[0].name, &cluster.machines[0].vm);
     setup
         .rancher
@@ -160,15 +165,7 @@ async fn scale_down_removes_one_vm_and_the_handler_leaves_it_alone() {
 #[tokio::test]
 async fn reprovisioning_replaces_the_machine_and_its_vm() {
     let setup = setup("reprovision", RancherSettings::default()).await;
-    let cluster = setup
-        .rancher
-        .provision(&spec(
-            "c1",
-            &setup.vm_namespace,
-            vec![PoolSpec::new("pool1", 1)],
-        ))
-        .await
-        .unwrap();
+    let cluster = setup.provision("c1", 1).await.unwrap();
     let (machine, vm_name) = (&cluster.machines[0].name, &cluster.machines[0].vm);
     setup.rancher.reprovision(machine).await.unwrap();
     eventually("the old VM is gone and a new one runs", || async {
@@ -188,15 +185,7 @@ async fn reprovisioning_replaces_the_machine_and_its_vm() {
 #[tokio::test]
 async fn a_pre_terminate_hook_holds_the_vm_until_it_is_removed() {
     let setup = setup("hook", RancherSettings::default()).await;
-    let cluster = setup
-        .rancher
-        .provision(&spec(
-            "c1",
-            &setup.vm_namespace,
-            vec![PoolSpec::new("pool1", 1)],
-        ))
-        .await
-        .unwrap();
+    let cluster = setup.provision("c1", 1).await.unwrap();
     let (machine, vm_name) = (&cluster.machines[0].name, &cluster.machines[0].vm);
     let hook = format!("{PRE_TERMINATE_HOOK_PREFIX}test");
     let machines = kinds::namespaced(
@@ -233,15 +222,7 @@ async fn a_pre_terminate_hook_holds_the_vm_until_it_is_removed() {
 #[tokio::test]
 async fn cluster_deletion_lets_the_handler_mark_every_vm_before_the_driver_reads_it() {
     let setup = setup("delete", RancherSettings::default()).await;
-    let cluster = setup
-        .rancher
-        .provision(&spec(
-            "c1",
-            &setup.vm_namespace,
-            vec![PoolSpec::new("pool1", 2)],
-        ))
-        .await
-        .unwrap();
+    let cluster = setup.provision("c1", 2).await.unwrap();
     setup.rancher.delete_cluster("c1").await.unwrap();
     let clusters = kinds::namespaced(
         setup.rancher.client(),
@@ -283,15 +264,7 @@ async fn with_no_remove_job_delay_the_handler_loses_the_race() {
         ..RancherSettings::default()
     };
     let setup = setup("race", settings).await;
-    setup
-        .rancher
-        .provision(&spec(
-            "c1",
-            &setup.vm_namespace,
-            vec![PoolSpec::new("pool1", 1)],
-        ))
-        .await
-        .unwrap();
+    setup.provision("c1", 1).await.unwrap();
     setup.rancher.delete_cluster("c1").await.unwrap();
     eventually("the driver has read the VM", || async {
         setup.journal.position("node-driver", "marked VM").is_some()
@@ -309,15 +282,7 @@ async fn with_no_remove_job_delay_the_handler_loses_the_race() {
 #[tokio::test]
 async fn a_paused_cluster_holds_its_deleting_machines_until_resumed() {
     let setup = setup("pause", RancherSettings::default()).await;
-    let cluster = setup
-        .rancher
-        .provision(&spec(
-            "c1",
-            &setup.vm_namespace,
-            vec![PoolSpec::new("pool1", 1)],
-        ))
-        .await
-        .unwrap();
+    let cluster = setup.provision("c1", 1).await.unwrap();
     let vm_name = &cluster.machines[0].vm;
     setup.rancher.set_paused("c1", true).await.unwrap();
     setup
@@ -341,15 +306,7 @@ async fn a_paused_cluster_holds_its_deleting_machines_until_resumed() {
 #[tokio::test]
 async fn every_machine_has_its_machine_state_secret() {
     let setup = setup("state", RancherSettings::default()).await;
-    let cluster = setup
-        .rancher
-        .provision(&spec(
-            "c1",
-            &setup.vm_namespace,
-            vec![PoolSpec::new("pool1", 1)],
-        ))
-        .await
-        .unwrap();
+    let cluster = setup.provision("c1", 1).await.unwrap();
     let secrets: Api<k8s_openapi::api::core::v1::Secret> =
         Api::namespaced(setup.rancher.client().clone(), setup.rancher.namespace());
     let name = format!("{}-machine-state", cluster.machines[0].name);
@@ -364,12 +321,7 @@ async fn every_machine_has_its_machine_state_secret() {
 async fn an_invalid_cluster_name_is_refused_by_the_schema_with_a_clear_error() {
     let setup = setup("invalid", RancherSettings::default()).await;
     let error = setup
-        .rancher
-        .provision(&spec(
-            "Not_A_Name",
-            &setup.vm_namespace,
-            vec![PoolSpec::new("pool1", 1)],
-        ))
+        .provision("Not_A_Name", 1)
         .await
         .unwrap_err()
         .to_string();
