@@ -3,144 +3,17 @@
 
 mod common;
 
-use std::{
-    collections::HashMap,
-    process::{Child, Command, Stdio},
-    sync::{Arc, Mutex},
-    time::Duration,
-};
+use std::{process::Command, time::Duration};
 
-use futures::StreamExt;
-
-use common::world;
+use common::{DEADLINE, Gleaner, HOOK, IntentLog, TIME_SCALE, hooked, wait_for_hooks, world};
 use gleaner::footprint::{Footprint, Phase};
 use gleaner_sim::{
     Clock, kinds,
-    scenario::{Class, ClusterPlan, Scenario, ScenarioBuilder, VolumePlan},
+    scenario::{Class, ClusterPlan, ScenarioBuilder, VolumePlan},
 };
-use gleaner_world::testing::{ensure_namespace, eventually};
+use gleaner_world::testing::eventually;
 use gleaner_world::{ClusterName, World};
-use kube::{
-    Api, Client, ResourceExt,
-    runtime::{WatchStreamExt, watcher},
-};
-use serde_json::Value;
-
-const HOOK: &str = "pre-terminate.delete.hook.machine.cluster.x-k8s.io/gleaner";
-const INTENT: &str = "gleaner.io/intent";
-const REMOVE_ALL: &str = "harvesterhci.io/removeAllPersistentVolumeClaims";
-const TIME_SCALE: f64 = 0.05;
-const DEADLINE: Duration = Duration::from_secs(60);
-
-/// The real gleaner binary, killed when dropped; its log stays under the world's folder.
-struct Gleaner {
-    child: Child,
-}
-
-impl Gleaner {
-    async fn start(world: &World, name: &str, watch: &str) -> Self {
-        Self::start_with(world, name, name, watch, &[]).await
-    }
-
-    /// `instance` names the log; replicas of one gleaner share `name` (its namespace and Lease).
-    async fn start_with(
-        world: &World,
-        name: &str,
-        instance: &str,
-        watch: &str,
-        extra: &[&str],
-    ) -> Self {
-        let client = world.client(ClusterName::RANCHER).await.unwrap();
-        let namespace = format!("gleaner-{name}");
-        ensure_namespace(&client, &namespace).await.unwrap();
-        let log =
-            std::fs::File::create(world.dir().join("logs").join(format!("gleaner-{name}.log")))
-                .unwrap();
-        let admin = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let admin_addr = admin.local_addr().unwrap();
-        drop(admin);
-        let child = Command::new(env!("CARGO_BIN_EXE_gleaner"))
-            .args(["run", "--kubeconfig"])
-            .arg(world.kubeconfig(ClusterName::RANCHER).unwrap())
-            .args(["--namespace", &namespace, "--watch-namespace", watch])
-            .args([
-                "--lease-duration",
-                "2s",
-                "--admin-addr",
-                &admin_addr.to_string(),
-            ])
-            .args(extra)
-            .env("POD_NAME", instance)
-            .env("RUST_LOG", "info,gleaner=debug")
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .unwrap();
-        Self { child }
-    }
-}
-
-impl Drop for Gleaner {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// Every Machine of the scenario's cluster carries gleaner's hook.
-async fn wait_for_hooks(world: &World, scenario: &Scenario, cluster: &str) {
-    let rancher = scenario.rancher_of(cluster).unwrap();
-    let _ = world;
-    eventually("gleaner hooks every Machine", || async {
-        let machines = rancher.machines(cluster).await.unwrap();
-        !machines.is_empty()
-            && machines.iter().all(|machine| {
-                machine.annotations().get(HOOK).map(String::as_str) == Some("gleaner")
-            })
-    })
-    .await;
-}
-
-/// What each VM of the namespace carried when gleaner's intent first appeared, and the etcd
-/// revision of that write. A watch delivers every change in order, so the first event with
-/// the intent carries exactly the write's revision; all apiservers of a world share one etcd,
-/// so revisions order writes across clusters.
-#[derive(Clone, Default)]
-struct IntentLog {
-    seen: Arc<Mutex<HashMap<String, SeenIntent>>>,
-}
-
-/// The revision of the write, the intent, and the removeAll value beside it.
-type SeenIntent = (u64, Value, Option<String>);
-
-impl IntentLog {
-    fn watch(harvester: Client, namespace: &str) -> (Self, tokio::task::JoinHandle<()>) {
-        let log = Self::default();
-        let vms = kinds::namespaced(&harvester, namespace, &kinds::virtual_machine());
-        let seen = log.seen.clone();
-        let task = tokio::spawn(async move {
-            let mut events =
-                std::pin::pin!(watcher(vms, watcher::Config::default()).touched_objects());
-            while let Some(Ok(vm)) = events.next().await {
-                let annotations = vm.annotations();
-                if let Some(intent) = annotations.get(INTENT) {
-                    let intent: Value = serde_json::from_str(intent).unwrap();
-                    let remove_all = annotations.get(REMOVE_ALL).cloned();
-                    let revision = vm.resource_version().unwrap_or_default().parse().unwrap();
-                    seen.lock()
-                        .unwrap()
-                        .entry(vm.name_any())
-                        .or_insert((revision, intent, remove_all));
-                }
-            }
-        });
-        (log, task)
-    }
-
-    fn get(&self, vm: &str) -> Option<SeenIntent> {
-        self.seen.lock().unwrap().get(vm).cloned()
-    }
-}
+use kube::{Api, ResourceExt};
 
 #[tokio::test]
 async fn scale_down_writes_scale_down_and_false_and_lets_the_machine_go() {
@@ -258,22 +131,6 @@ async fn cluster_deletion_writes_the_intent_before_each_harvester_machine_goes()
     assert_eq!(report.class(Class::VmDisk).reclaimed, 2, "{report}");
     assert_eq!(report.class(Class::Hotplugged).leaked, 1, "{report}");
     assert_eq!(report.class(Class::Retained).kept, 1, "{report}");
-}
-
-/// A scenario with one cluster `c1` of `machines` Machines and a hot-plugged volume, watched by
-/// a gleaner that has hooked every Machine.
-async fn hooked(prefix: &str, machines: usize, extra: &[&str]) -> (Scenario, Gleaner) {
-    let world = world().await;
-    let scenario = ScenarioBuilder::new(prefix)
-        .clock(Clock::new(TIME_SCALE))
-        .cluster(ClusterPlan::new("c1", machines).volume(VolumePlan::new("data").hotplugged()))
-        .start(world)
-        .await
-        .unwrap();
-    let fleet = scenario.key("c1").namespace;
-    let gleaner = Gleaner::start_with(world, prefix, prefix, &fleet, extra).await;
-    wait_for_hooks(world, &scenario, "c1").await;
-    (scenario, gleaner)
 }
 
 #[tokio::test]

@@ -1,6 +1,25 @@
-//! What gleaner's integration tests share.
+//! What gleaner's integration tests share. Each test binary uses a part of it.
+#![allow(dead_code)]
 
-use gleaner_world::{Role, World};
+use std::{
+    collections::HashMap,
+    process::{Child, Command, Stdio},
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use futures::StreamExt;
+use gleaner_sim::{
+    Clock, kinds,
+    scenario::{ClusterPlan, Scenario, ScenarioBuilder, VolumePlan},
+};
+use gleaner_world::testing::{ensure_namespace, eventually};
+use gleaner_world::{ClusterName, Role, World};
+use kube::{
+    Client, ResourceExt,
+    runtime::{WatchStreamExt, watcher},
+};
+use serde_json::Value;
 use tokio::sync::OnceCell;
 
 /// This test binary's world: the default one plus a guest apiserver, with gleaner's CRDs in
@@ -17,4 +36,136 @@ pub async fn world() -> &'static World {
                 .unwrap()
         })
         .await
+}
+
+pub const HOOK: &str = "pre-terminate.delete.hook.machine.cluster.x-k8s.io/gleaner";
+pub const INTENT: &str = "gleaner.io/intent";
+pub const REMOVE_ALL: &str = "harvesterhci.io/removeAllPersistentVolumeClaims";
+pub const TIME_SCALE: f64 = 0.05;
+pub const DEADLINE: Duration = Duration::from_secs(60);
+
+/// The real gleaner binary, killed when dropped; its log stays under the world's folder.
+pub struct Gleaner {
+    child: Child,
+}
+
+impl Gleaner {
+    pub async fn start(world: &World, name: &str, watch: &str) -> Self {
+        Self::start_with(world, name, name, watch, &[]).await
+    }
+
+    /// `instance` names the log; replicas of one gleaner share `name` (its namespace and Lease).
+    pub async fn start_with(
+        world: &World,
+        name: &str,
+        instance: &str,
+        watch: &str,
+        extra: &[&str],
+    ) -> Self {
+        let client = world.client(ClusterName::RANCHER).await.unwrap();
+        let namespace = format!("gleaner-{name}");
+        ensure_namespace(&client, &namespace).await.unwrap();
+        let log =
+            std::fs::File::create(world.dir().join("logs").join(format!("gleaner-{name}.log")))
+                .unwrap();
+        let admin = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let admin_addr = admin.local_addr().unwrap();
+        drop(admin);
+        let child = Command::new(env!("CARGO_BIN_EXE_gleaner"))
+            .args(["run", "--kubeconfig"])
+            .arg(world.kubeconfig(ClusterName::RANCHER).unwrap())
+            .args(["--namespace", &namespace, "--watch-namespace", watch])
+            .args([
+                "--lease-duration",
+                "2s",
+                "--admin-addr",
+                &admin_addr.to_string(),
+            ])
+            .args(extra)
+            .env("POD_NAME", instance)
+            .env("RUST_LOG", "info,gleaner=debug")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        Self { child }
+    }
+}
+
+impl Drop for Gleaner {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Every Machine of the scenario's cluster carries gleaner's hook.
+pub async fn wait_for_hooks(world: &World, scenario: &Scenario, cluster: &str) {
+    let rancher = scenario.rancher_of(cluster).unwrap();
+    let _ = world;
+    eventually("gleaner hooks every Machine", || async {
+        let machines = rancher.machines(cluster).await.unwrap();
+        !machines.is_empty()
+            && machines.iter().all(|machine| {
+                machine.annotations().get(HOOK).map(String::as_str) == Some("gleaner")
+            })
+    })
+    .await;
+}
+
+/// What each VM of the namespace carried when gleaner's intent first appeared, and the etcd
+/// revision of that write. A watch delivers every change in order, so the first event with
+/// the intent carries exactly the write's revision; all apiservers of a world share one etcd,
+/// so revisions order writes across clusters.
+#[derive(Clone, Default)]
+pub struct IntentLog {
+    seen: Arc<Mutex<HashMap<String, SeenIntent>>>,
+}
+
+/// The revision of the write, the intent, and the removeAll value beside it.
+pub type SeenIntent = (u64, Value, Option<String>);
+
+impl IntentLog {
+    pub fn watch(harvester: Client, namespace: &str) -> (Self, tokio::task::JoinHandle<()>) {
+        let log = Self::default();
+        let vms = kinds::namespaced(&harvester, namespace, &kinds::virtual_machine());
+        let seen = log.seen.clone();
+        let task = tokio::spawn(async move {
+            let mut events =
+                std::pin::pin!(watcher(vms, watcher::Config::default()).touched_objects());
+            while let Some(Ok(vm)) = events.next().await {
+                let annotations = vm.annotations();
+                if let Some(intent) = annotations.get(INTENT) {
+                    let intent: Value = serde_json::from_str(intent).unwrap();
+                    let remove_all = annotations.get(REMOVE_ALL).cloned();
+                    let revision = vm.resource_version().unwrap_or_default().parse().unwrap();
+                    seen.lock()
+                        .unwrap()
+                        .entry(vm.name_any())
+                        .or_insert((revision, intent, remove_all));
+                }
+            }
+        });
+        (log, task)
+    }
+
+    pub fn get(&self, vm: &str) -> Option<SeenIntent> {
+        self.seen.lock().unwrap().get(vm).cloned()
+    }
+}
+
+/// A scenario with one cluster `c1` of `machines` Machines and a hot-plugged volume, watched by
+/// a gleaner that has hooked every Machine.
+pub async fn hooked(prefix: &str, machines: usize, extra: &[&str]) -> (Scenario, Gleaner) {
+    let world = world().await;
+    let scenario = ScenarioBuilder::new(prefix)
+        .clock(Clock::new(TIME_SCALE))
+        .cluster(ClusterPlan::new("c1", machines).volume(VolumePlan::new("data").hotplugged()))
+        .start(world)
+        .await
+        .unwrap();
+    let fleet = scenario.key("c1").namespace;
+    let gleaner = Gleaner::start_with(world, prefix, prefix, &fleet, extra).await;
+    wait_for_hooks(world, &scenario, "c1").await;
+    (scenario, gleaner)
 }
