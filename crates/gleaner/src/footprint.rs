@@ -94,10 +94,21 @@ pub enum Phase {
 #[derive(Clone, Debug, Default, Deserialize, Serialize, JsonSchema, PartialEq, Eq)]
 #[serde(rename_all = "camelCase")]
 pub struct VmRecord {
+    /// The CAPI Machine that last named it.
     pub machine: String,
+    /// `namespace:name` of the cloud credential that reaches its Harvester.
     pub cloud_credential: String,
     pub namespace: String,
     pub name: String,
+    /// Its UID on Harvester, once seen there.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uid: Option<String>,
+    /// The reason of gleaner's intent on it, if it carries one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub intent: Option<String>,
+    /// Why its intent annotation could not be read, if it cannot.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub intent_problem: Option<String>,
 }
 
 /// A host object and why gleaner believes it is the cluster's.

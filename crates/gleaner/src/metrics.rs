@@ -46,6 +46,28 @@ impl DecisionReason {
     ];
 }
 
+/// How gleaner's watch on a Harvester fares: the `state` label.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, EncodeLabelValue)]
+pub enum HarvesterState {
+    /// Listing for the first time.
+    Syncing,
+    Reachable,
+    Unreachable,
+}
+
+impl HarvesterState {
+    const ALL: [HarvesterState; 3] = [
+        HarvesterState::Syncing,
+        HarvesterState::Reachable,
+        HarvesterState::Unreachable,
+    ];
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct StateLabels {
+    state: HarvesterState,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 struct KindLabels {
     kind: Kind,
@@ -76,6 +98,7 @@ struct Inner {
     oldest_hook_age: Gauge<f64, AtomicU64>,
     decisions: Family<ReasonLabels, Counter>,
     leader: Gauge,
+    harvesters: Family<StateLabels, Gauge>,
 }
 
 impl Default for Metrics {
@@ -86,6 +109,7 @@ impl Default for Metrics {
         let oldest_hook_age = Gauge::<f64, AtomicU64>::default();
         let decisions = Family::<ReasonLabels, Counter>::default();
         let leader = Gauge::default();
+        let harvesters = Family::<StateLabels, Gauge>::default();
         // Every series that can exist without an error starts at zero, so dashboards and
         // alerts see it at once.
         for kind in Kind::ALL {
@@ -93,6 +117,9 @@ impl Default for Metrics {
         }
         for reason in DecisionReason::ALL {
             drop(decisions.get_or_create(&ReasonLabels { reason }));
+        }
+        for state in HarvesterState::ALL {
+            drop(harvesters.get_or_create(&StateLabels { state }));
         }
         let mut registry = Registry::with_prefix("gleaner");
         registry.register(
@@ -126,6 +153,11 @@ impl Default for Metrics {
             "1 while this replica holds the Lease and may write, else 0",
             leader.clone(),
         );
+        registry.register(
+            "harvesters",
+            "Harvesters gleaner watches, by how their watch fares",
+            harvesters.clone(),
+        );
         Self {
             inner: Arc::new(Inner {
                 registry,
@@ -135,6 +167,7 @@ impl Default for Metrics {
                 oldest_hook_age,
                 decisions,
                 leader,
+                harvesters,
             }),
         }
     }
@@ -181,6 +214,18 @@ impl Metrics {
         self.inner.leader.set(i64::from(leading));
     }
 
+    /// The state of every watched Harvester, counted by state.
+    pub fn harvesters(&self, states: impl IntoIterator<Item = HarvesterState>) {
+        let states: Vec<HarvesterState> = states.into_iter().collect();
+        for state in HarvesterState::ALL {
+            let count = states.iter().filter(|each| **each == state).count();
+            self.inner
+                .harvesters
+                .get_or_create(&StateLabels { state })
+                .set(i64::try_from(count).unwrap_or(i64::MAX));
+        }
+    }
+
     /// The OpenMetrics text exposition of every metric.
     pub fn encode(&self) -> Result<String, fmt::Error> {
         let mut text = String::new();
@@ -211,6 +256,9 @@ mod tests {
             "gleaner_hooks_held 0",
             "gleaner_oldest_hook_age_seconds 0.0",
             "gleaner_leader 0",
+            r#"gleaner_harvesters{state="Syncing"} 0"#,
+            r#"gleaner_harvesters{state="Reachable"} 0"#,
+            r#"gleaner_harvesters{state="Unreachable"} 0"#,
         ] {
             assert!(
                 series.contains(&expected),
@@ -232,6 +280,11 @@ mod tests {
         metrics.hooks_held(3, Some(Duration::from_millis(1500)));
         metrics.decided(DecisionReason::ScaleDown);
         metrics.leader(true);
+        metrics.harvesters([
+            HarvesterState::Reachable,
+            HarvesterState::Unreachable,
+            HarvesterState::Reachable,
+        ]);
         let text = metrics.encode().unwrap();
         let series = samples(&text);
         for expected in [
@@ -241,6 +294,9 @@ mod tests {
             "gleaner_oldest_hook_age_seconds 1.5",
             r#"gleaner_decisions_total{reason="ScaleDown"} 1"#,
             "gleaner_leader 1",
+            r#"gleaner_harvesters{state="Reachable"} 2"#,
+            r#"gleaner_harvesters{state="Unreachable"} 1"#,
+            r#"gleaner_harvesters{state="Syncing"} 0"#,
         ] {
             assert!(
                 series.contains(&expected),

@@ -5,7 +5,10 @@ mod common;
 
 use std::{process::Command, time::Duration};
 
-use common::{DEADLINE, Gleaner, HOOK, IntentLog, TIME_SCALE, hooked, wait_for_hooks, world};
+use common::{
+    DEADLINE, Gleaner, HOOK, INTENT, IntentLog, REMOVE_ALL, TIME_SCALE, hooked, wait_for_hooks,
+    world,
+};
 use gleaner::footprint::{Footprint, Phase};
 use gleaner_sim::{
     Clock, kinds,
@@ -31,6 +34,36 @@ async fn scale_down_writes_scale_down_and_false_and_lets_the_machine_go() {
     let (intents, watcher) = IntentLog::watch(harvester, scenario.vm_namespace());
     let mut machines = scenario.cluster("c1").unwrap().machines.clone();
     machines.sort_by(|a, b| a.name.cmp(&b.name));
+    let footprints: Api<Footprint> = Api::namespaced(
+        world.client(ClusterName::RANCHER).await.unwrap(),
+        "gleaner-scale",
+    );
+    let uid = scenario.cluster("c1").unwrap().uid.clone();
+    let recorded_vms = || async {
+        let mut vms: Vec<String> = footprints
+            .get_opt(&uid)
+            .await
+            .unwrap()
+            .and_then(|footprint| footprint.status)
+            .map(|status| {
+                status
+                    .vms
+                    .into_iter()
+                    .filter(|vm| vm.uid.is_some())
+                    .map(|vm| vm.name)
+                    .collect()
+            })
+            .unwrap_or_default();
+        vms.sort();
+        vms
+    };
+    let mut all_vms: Vec<String> = machines.iter().map(|machine| machine.vm.clone()).collect();
+    all_vms.sort();
+    eventually(
+        "the Footprint records both VMs as seen on Harvester",
+        || async { recorded_vms().await == all_vms },
+    )
+    .await;
     let going = &machines[0];
     scenario
         .rancher_of("c1")
@@ -46,6 +79,10 @@ async fn scale_down_writes_scale_down_and_false_and_lets_the_machine_go() {
     watcher.abort();
     let (_, intent, remove_all) = intents.get(&going.vm).expect("gleaner wrote an intent");
     assert_eq!(intent["reason"], "ScaleDown");
+    eventually("the Footprint drops the VM that is gone", || async {
+        recorded_vms().await == [machines[1].vm.clone()]
+    })
+    .await;
     assert_eq!(remove_all.as_deref(), Some("false"));
     assert!(
         intents.get(&machines[1].vm).is_none(),
@@ -256,6 +293,19 @@ async fn a_dry_run_hooks_but_writes_nothing_on_harvester() {
     assert!(intents.get(&machine.vm).is_none());
     // Upstream behaves as without gleaner: the handler's "true" wins, hot-plugged volumes go.
     assert_eq!(report.class(Class::Hotplugged).reclaimed, 1, "{report}");
+    // The Footprint says what gleaner would have done.
+    let footprints: Api<Footprint> = Api::namespaced(
+        world.client(ClusterName::RANCHER).await.unwrap(),
+        "gleaner-g-dry",
+    );
+    let uid = scenario.cluster("c1").unwrap().uid.clone();
+    let status = footprints.get(&uid).await.unwrap().status.unwrap();
+    let expected = format!(
+        "would write intent ClusterDeletion and {REMOVE_ALL}: \"false\" on VM {}/{}",
+        scenario.vm_namespace(),
+        machine.vm
+    );
+    assert_eq!(status.would, [expected]);
 }
 
 #[tokio::test]
@@ -450,4 +500,163 @@ async fn a_broken_credential_holds_the_hook_with_a_warning_and_no_write() {
             .is_some()
     })
     .await;
+}
+
+/// The Footprint's condition `type_`, as `(status, reason)`.
+async fn condition(
+    footprints: &Api<Footprint>,
+    uid: &str,
+    type_: &str,
+) -> Option<(String, String)> {
+    footprints
+        .get_opt(uid)
+        .await
+        .unwrap()
+        .and_then(|footprint| footprint.status)
+        .and_then(|status| {
+            status
+                .conditions
+                .into_iter()
+                .find(|condition| condition.type_ == type_)
+        })
+        .map(|condition| (condition.status, condition.reason))
+}
+
+/// A Warning Event with `reason` in `namespace` of the Rancher cluster.
+async fn warned(world: &World, namespace: &str, reason: &str) -> bool {
+    let rancher = world.client(ClusterName::RANCHER).await.unwrap();
+    Api::<k8s_openapi::api::events::v1::Event>::namespaced(rancher, namespace)
+        .list(&Default::default())
+        .await
+        .unwrap()
+        .items
+        .iter()
+        .any(|event| {
+            event.type_.as_deref() == Some("Warning") && event.reason.as_deref() == Some(reason)
+        })
+}
+
+#[tokio::test]
+async fn an_unreachable_harvester_holds_the_hook_until_the_hook_timeout_lapses_it() {
+    // Its own world: stopping the Harvester would disturb every other test.
+    let world = World::builder()
+        .with_crds(gleaner_world::Role::Management, gleaner::footprint::crds())
+        .guests(1)
+        .start()
+        .await
+        .unwrap();
+    let mut scenario = ScenarioBuilder::new("g-unreachable")
+        .clock(Clock::new(TIME_SCALE))
+        .cluster(ClusterPlan::new("c1", 1).volume(VolumePlan::new("data").hotplugged()))
+        .start(&world)
+        .await
+        .unwrap();
+    let key = scenario.key("c1");
+    let uid = scenario.cluster("c1").unwrap().uid.clone();
+    let footprints: Api<Footprint> = Api::namespaced(
+        world.client(ClusterName::RANCHER).await.unwrap(),
+        "gleaner-unreachable",
+    );
+    let waiting = Gleaner::start(&world, "unreachable", &key.namespace).await;
+    wait_for_hooks(&world, &scenario, "c1").await;
+    eventually("the Footprint sees its Harvester answer", || async {
+        condition(&footprints, &uid, "HarvesterUnreachable")
+            .await
+            .is_some_and(|(status, _)| status == "False")
+    })
+    .await;
+    world.stop_apiserver(ClusterName::HARVESTER).unwrap();
+    eventually(
+        "the Footprint says its Harvester is unreachable",
+        || async {
+            condition(&footprints, &uid, "HarvesterUnreachable").await
+                == Some(("True".into(), "WatchFailing".into()))
+        },
+    )
+    .await;
+    scenario.delete_cluster(&key).await.unwrap();
+    eventually(
+        "a Warning Event says the hook waits for Harvester",
+        || async { warned(&world, &key.namespace, "HarvesterUnreachable").await },
+    )
+    .await;
+    // Without a hook timeout the hook waits as long as Harvester is away.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let rancher = scenario.rancher_of("c1").unwrap();
+    let hooked = |machines: Vec<kube::api::DynamicObject>| {
+        machines
+            .iter()
+            .all(|machine| machine.annotations().contains_key(HOOK))
+    };
+    assert!(hooked(rancher.machines("c1").await.unwrap()));
+    assert_eq!(condition(&footprints, &uid, "ProtectionLapsed").await, None);
+    drop(waiting);
+    let _lapsing = Gleaner::start_with(
+        &world,
+        "unreachable",
+        "unreachable-timeout",
+        &key.namespace,
+        &["--hook-timeout", "2s"],
+    )
+    .await;
+    eventually("the hook timeout sets ProtectionLapsed", || async {
+        condition(&footprints, &uid, "ProtectionLapsed").await
+            == Some(("True".into(), "HookTimeout".into()))
+    })
+    .await;
+    eventually("and removes the hook", || async {
+        let machines = rancher.machines("c1").await.unwrap();
+        machines.is_empty() || !hooked(machines)
+    })
+    .await;
+    eventually("a Warning Event says protection lapsed", || async {
+        warned(&world, &key.namespace, "ProtectionLapsed").await
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_malformed_intent_gives_a_warning_event_and_is_left_as_it_is() {
+    let world = world().await;
+    let (scenario, _gleaner) = hooked("g-malformed", 1, &[]).await;
+    let key = scenario.key("c1");
+    let uid = scenario.cluster("c1").unwrap().uid.clone();
+    let footprints: Api<Footprint> = Api::namespaced(
+        world.client(ClusterName::RANCHER).await.unwrap(),
+        "gleaner-g-malformed",
+    );
+    let vm = scenario.cluster("c1").unwrap().machines[0].vm.clone();
+    let recorded = || async {
+        footprints
+            .get_opt(&uid)
+            .await
+            .unwrap()
+            .and_then(|footprint| footprint.status)
+            .and_then(|status| status.vms.into_iter().find(|record| record.name == vm))
+    };
+    eventually("the Footprint records the VM with its UID", || async {
+        recorded().await.is_some_and(|record| record.uid.is_some())
+    })
+    .await;
+    let vms = kinds::namespaced(
+        &world.client(ClusterName::HARVESTER).await.unwrap(),
+        scenario.vm_namespace(),
+        &kinds::virtual_machine(),
+    );
+    let malformed = "{\"reason\": ClusterDeletion";
+    let patch = serde_json::json!({"metadata": {"annotations": {INTENT: malformed}}});
+    vms.patch(&vm, &Default::default(), &kube::api::Patch::Merge(&patch))
+        .await
+        .unwrap();
+    eventually("a Warning Event names the malformed intent", || async {
+        warned(world, &key.namespace, "MalformedIntent").await
+    })
+    .await;
+    let record = recorded().await.unwrap();
+    assert_eq!(record.intent, None);
+    assert!(record.intent_problem.is_some(), "{record:?}");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let annotations = vms.get(&vm).await.unwrap().metadata.annotations.unwrap();
+    assert_eq!(annotations[INTENT], malformed, "no write on a guess");
+    assert!(!annotations.contains_key(REMOVE_ALL));
 }

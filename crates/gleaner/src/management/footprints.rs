@@ -1,28 +1,32 @@
 //! One Footprint per Harvester-backed provisioning Cluster, named by its UID, created when
 //! gleaner first sees the cluster and kept current; `Reclaiming` once its deletion is confirmed.
 
-use std::{sync::Arc, time::Duration};
+use std::{collections::BTreeSet, sync::Arc, time::Duration};
 
 use gleaner_core::{
     ClusterIdentity, Deletion, OptOut, PauseFacts, confirm_deletion, keys, opt_out, paused_by,
+    vm_of,
 };
 use k8s_openapi::{
+    api::core::v1::ObjectReference,
     apimachinery::pkg::apis::meta::v1::{Condition, Time},
     jiff::Timestamp,
 };
 use kube::{
     Api, Resource, ResourceExt,
-    api::{DynamicObject, Patch, PatchParams},
+    api::{DynamicObject, ListParams, Patch, PatchParams},
     runtime::controller::Action,
 };
 use serde_json::json;
 
 use crate::{
     Error, Result,
-    footprint::{Footprint, FootprintSpec, FootprintStatus, Identity, Phase, Pool},
+    footprint::{Footprint, FootprintSpec, FootprintStatus, Identity, Phase, Pool, VmRecord},
     management::{
         Context,
-        observe::{self, provisioning_cluster},
+        harvesters::{Health, VmLookup},
+        observe::{self, harvester_machine, provisioning_cluster},
+        vms::{self, IntentSeen, Named, Seen},
     },
 };
 
@@ -32,6 +36,12 @@ const FIELD_MANAGER: &str = "gleaner/footprints";
 const RECHECK: Duration = Duration::from_secs(30);
 /// How soon a standby replica looks again at what it may not write yet.
 const STANDBY: Duration = Duration::from_secs(2);
+/// How many dry-run entries a Footprint keeps.
+const WOULD_KEPT: usize = 20;
+/// How often a status write is tried again when another write came in between.
+const CONFLICT_RETRIES: usize = 5;
+const CLUSTER_NAME_LABEL: &str = "cluster.x-k8s.io/cluster-name";
+const CAPI_MACHINE_NAME_LABEL: &str = "rke.cattle.io/capi-machine-name";
 
 /// Whether a provisioning Cluster runs on Harvester: a pool made from a `HarvesterConfig`.
 pub fn harvester_backed(cluster: &DynamicObject) -> bool {
@@ -178,11 +188,15 @@ fn harvester_config() -> kube::api::ApiResource {
 }
 
 /// Moves a Footprint to `Reclaiming` once a live read confirms its cluster's deletion; keeps
-/// its `OptedOut` and `Frozen` conditions current.
+/// its VMs and its `OptedOut`, `Frozen` and `HarvesterUnreachable` conditions current, and
+/// makes sure each of its Harvesters is watched.
 pub async fn phase(footprint: Arc<Footprint>, context: Arc<Context>) -> Result<Action> {
     let status = footprint.status.clone().unwrap_or_default();
-    if matches!(status.phase, Some(Phase::Reclaiming | Phase::Reclaimed)) {
+    if status.phase == Some(Phase::Reclaimed) {
         return Ok(Action::await_change());
+    }
+    for pool in &footprint.spec.pools {
+        context.harvesters.watch(&pool.cloud_credential);
     }
     let identity = &footprint.spec.identity;
     let Some(capi_uid) = identity.capi_cluster_uid.clone() else {
@@ -195,19 +209,18 @@ pub async fn phase(footprint: Arc<Footprint>, context: Arc<Context>) -> Result<A
         provisioning_uid: identity.provisioning_cluster_uid.clone(),
         capi_uid,
     };
-    let live = observe::live(
-        &context.client,
-        &context.capi,
-        &recorded.namespace,
-        &recorded.name,
-    )
-    .await?;
-    let phase = match confirm_deletion(&recorded, &live) {
-        Deletion::Confirmed => Phase::Reclaiming,
-        Deletion::NotConfirmed(_) => Phase::Tracking,
-    };
     let mut conditions = status.conditions.clone();
-    if phase == Phase::Reclaiming {
+    let confirmed = status.phase == Some(Phase::Reclaiming) || {
+        let live = observe::live(
+            &context.client,
+            &context.capi,
+            &recorded.namespace,
+            &recorded.name,
+        )
+        .await?;
+        confirm_deletion(&recorded, &live) == Deletion::Confirmed
+    };
+    let named = if confirmed {
         set_condition(
             &mut conditions,
             "DeletionConfirmed",
@@ -215,21 +228,226 @@ pub async fn phase(footprint: Arc<Footprint>, context: Arc<Context>) -> Result<A
             "BothClustersGone",
             "a live read showed both Cluster objects gone or deleting, in the recorded installation",
         );
-    }
-    set_cluster_conditions(&mut conditions, &recorded, &context).await?;
-    let unchanged = status.phase == Some(phase) && same_conditions(&status.conditions, &conditions);
-    if unchanged {
+        // Opt-out and pause stay as last seen while the cluster lived: its objects are going.
+        None
+    } else {
+        set_cluster_conditions(&mut conditions, &recorded, &context).await?;
+        Some(named_vms(&recorded, &context).await?)
+    };
+    set_harvester_condition(&mut conditions, &footprint.spec.pools, &context);
+    let vms = vms::record(
+        &status.vms,
+        named.as_deref(),
+        |credential, namespace, name| match context.harvesters.vm(credential, namespace, name) {
+            VmLookup::Unknown => Seen::Unknown,
+            VmLookup::Absent => Seen::Absent,
+            VmLookup::Present(vm) => Seen::Present {
+                uid: vm.uid().unwrap_or_default(),
+                intent: IntentSeen::of(&vm),
+            },
+        },
+    );
+    let phase = if confirmed {
+        Phase::Reclaiming
+    } else {
+        Phase::Tracking
+    };
+    let malformed: Vec<VmRecord> = vms::newly_malformed(&status.vms, &vms)
+        .into_iter()
+        .cloned()
+        .collect();
+    let next = FootprintStatus {
+        phase: Some(phase),
+        conditions,
+        vms,
+        ..status.clone()
+    };
+    if status.phase == next.phase
+        && same_conditions(&status.conditions, &next.conditions)
+        && status.vms == next.vms
+    {
         return Ok(Action::requeue(RECHECK));
     }
     if !context.may_write() {
         return Ok(Action::requeue(STANDBY));
     }
-    let patch = json!({"status": FootprintStatus {
-        phase: Some(phase),
-        conditions,
-        ..status
-    }});
-    context
+    if !write_status(&context, &footprint, &next).await? {
+        return Ok(Action::requeue(STANDBY));
+    }
+    if status.phase != next.phase {
+        tracing::info!(footprint = %footprint.name_any(), cluster = %recorded.readable(), ?phase, "footprint phase");
+    }
+    let about = cluster_reference(identity);
+    for vm in malformed {
+        let note = format!(
+            "VM {}/{} carries a {} gleaner cannot read ({}): it is reported, not acted on",
+            vm.namespace,
+            vm.name,
+            keys::INTENT_ANNOTATION,
+            vm.intent_problem.unwrap_or_default()
+        );
+        context.warn(&about, "MalformedIntent", note).await;
+    }
+    Ok(Action::requeue(RECHECK))
+}
+
+/// The provisioning Cluster a Footprint records, as the object its Events are about (it may be
+/// gone already).
+pub fn cluster_reference(identity: &Identity) -> ObjectReference {
+    ObjectReference {
+        api_version: Some("provisioning.cattle.io/v1".into()),
+        kind: Some("Cluster".into()),
+        namespace: Some(identity.namespace.clone()),
+        name: Some(identity.name.clone()),
+        uid: Some(identity.provisioning_cluster_uid.clone()),
+        ..ObjectReference::default()
+    }
+}
+
+/// The VMs the cluster's HarvesterMachines name now (Rancher names each after its Machine).
+async fn named_vms(recorded: &ClusterIdentity, context: &Context) -> Result<Vec<Named>> {
+    let machines: Api<DynamicObject> = Api::namespaced_with(
+        context.client.clone(),
+        &recorded.namespace,
+        &harvester_machine(),
+    );
+    let listed = machines
+        .list(&ListParams::default().labels(&format!("{CLUSTER_NAME_LABEL}={}", recorded.name)))
+        .await
+        .map_err(|source| Error::Kube {
+            context: format!(
+                "cannot list the HarvesterMachines of {}/{}",
+                recorded.namespace, recorded.name
+            ),
+            source,
+        })?;
+    Ok(listed
+        .items
+        .iter()
+        .map(|machine| {
+            let spec = &machine.data["spec"];
+            let vm = vm_of(&machine.name_any(), spec["vmNamespace"].as_str());
+            Named {
+                machine: machine
+                    .labels()
+                    .get(CAPI_MACHINE_NAME_LABEL)
+                    .cloned()
+                    .unwrap_or_else(|| machine.name_any()),
+                cloud_credential: spec["common"]["cloudCredentialSecretName"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_owned(),
+                namespace: vm.namespace,
+                name: vm.name,
+            }
+        })
+        .collect())
+}
+
+/// `HarvesterUnreachable`: true while the watch on any of the cluster's Harvesters fails.
+fn set_harvester_condition(conditions: &mut Vec<Condition>, pools: &[Pool], context: &Context) {
+    let credentials: BTreeSet<&str> = pools
+        .iter()
+        .map(|pool| pool.cloud_credential.as_str())
+        .collect();
+    let mut unreachable = Vec::new();
+    let mut syncing = false;
+    for credential in credentials {
+        match context.harvesters.health(credential) {
+            Health::Unreachable { problem } => unreachable.push(format!("{credential}: {problem}")),
+            Health::Syncing => syncing = true,
+            Health::Reachable => {}
+        }
+    }
+    if !unreachable.is_empty() {
+        set_condition(
+            conditions,
+            "HarvesterUnreachable",
+            "True",
+            "WatchFailing",
+            &unreachable.join("; "),
+        );
+    } else if !syncing {
+        set_condition(
+            conditions,
+            "HarvesterUnreachable",
+            "False",
+            "Reachable",
+            "every Harvester of the cluster answers",
+        );
+    }
+}
+
+/// Sets `ProtectionLapsed`: the hook timeout let a Machine go without its intent.
+pub async fn protection_lapsed(context: &Context, footprint: &str, note: &str) -> Result<()> {
+    update_status(context, footprint, |status| {
+        set_condition(
+            &mut status.conditions,
+            "ProtectionLapsed",
+            "True",
+            "HookTimeout",
+            note,
+        );
+    })
+    .await
+}
+
+/// Records, most recent first, what a dry run would have done.
+pub async fn would(context: &Context, footprint: &str, what: String) -> Result<()> {
+    update_status(context, footprint, |status| {
+        status.would.retain(|entry| *entry != what);
+        status.would.insert(0, what.clone());
+        status.would.truncate(WOULD_KEPT);
+    })
+    .await
+}
+
+/// Reads the Footprint, changes its status and writes it back, again if another write came in
+/// between.
+async fn update_status(
+    context: &Context,
+    name: &str,
+    mut change: impl FnMut(&mut FootprintStatus),
+) -> Result<()> {
+    for _ in 0..CONFLICT_RETRIES {
+        let footprint = context
+            .footprints()
+            .get(name)
+            .await
+            .map_err(|source| Error::Kube {
+                context: format!("cannot read Footprint {name}"),
+                source,
+            })?;
+        let mut status = footprint.status.clone().unwrap_or_default();
+        change(&mut status);
+        if write_status(context, &footprint, &status).await? {
+            return Ok(());
+        }
+    }
+    Err(Error::Unsupported(format!(
+        "Footprint {name} kept changing while its status was written"
+    )))
+}
+
+/// Writes the whole status, guarded by the resourceVersion read; `false` on a conflict.
+async fn write_status(
+    context: &Context,
+    footprint: &Footprint,
+    status: &FootprintStatus,
+) -> Result<bool> {
+    let mut body = serde_json::to_value(status).expect("a Footprint status always serializes");
+    // A merge patch keeps what it does not name: name emptied lists, as null, to clear them.
+    for list in ["conditions", "vms", "objects", "would"] {
+        body.as_object_mut()
+            .expect("a status is an object")
+            .entry(list)
+            .or_insert(serde_json::Value::Null);
+    }
+    let patch = json!({
+        "metadata": {"resourceVersion": footprint.resource_version()},
+        "status": body,
+    });
+    match context
         .footprints()
         .patch_status(
             &footprint.name_any(),
@@ -237,12 +455,14 @@ pub async fn phase(footprint: Arc<Footprint>, context: Arc<Context>) -> Result<A
             &Patch::Merge(&patch),
         )
         .await
-        .map_err(|source| Error::Kube {
+    {
+        Ok(_) => Ok(true),
+        Err(kube::Error::Api(status)) if status.code == 409 => Ok(false),
+        Err(source) => Err(Error::Kube {
             context: format!("cannot update Footprint {}", footprint.name_any()),
             source,
-        })?;
-    tracing::info!(footprint = %footprint.name_any(), cluster = %recorded.readable(), ?phase, "footprint phase");
-    Ok(Action::requeue(RECHECK))
+        }),
+    }
 }
 
 /// `OptedOut` and `Frozen`, from the two Cluster objects as they are now.

@@ -6,9 +6,8 @@ use std::{sync::Arc, time::Duration};
 
 use gleaner_core::{
     AddHook, ClusterIdentity, DeletingMachine, HookDecision, InfrastructureRef, Intent,
-    MachineFacts, OptOut, PauseFacts, Reachability, Reason, add_hook, deleting_machine_hook,
-    hooks::{HARVESTER_MACHINE_GROUP, HARVESTER_MACHINE_KIND},
-    keys, machine_reason, opt_out, paused_by, vm_name,
+    MachineFacts, OptOut, PauseFacts, Reachability, Reason, add_hook, deleting_machine_hook, keys,
+    machine_reason, opt_out, paused_by, vm_of,
 };
 use k8s_openapi::{api::core::v1::ObjectReference, jiff::Timestamp};
 use kube::{
@@ -20,20 +19,19 @@ use serde_json::json;
 
 use crate::{
     Error, Result,
-    management::{Context, capi::Capi, observe},
+    management::{
+        Context,
+        capi::Capi,
+        footprints,
+        harvesters::virtual_machine,
+        observe::{self, harvester_machine},
+    },
 };
 
 /// How soon a waiting hook (paused cluster, Harvester unreachable) is looked at again.
 const WAIT: Duration = Duration::from_secs(5);
 /// How soon a standby replica looks again at what it may not write yet.
 const STANDBY: Duration = Duration::from_secs(2);
-
-fn harvester_machines() -> kube::api::ApiResource {
-    kube::api::ApiResource::from_gvk_with_plural(
-        &kube::api::GroupVersionKind::gvk(HARVESTER_MACHINE_GROUP, "v1", HARVESTER_MACHINE_KIND),
-        "harvestermachines",
-    )
-}
 
 fn annotation<'a>(object: &'a DynamicObject, key: &str) -> Option<&'a str> {
     object.annotations().get(key).map(String::as_str)
@@ -205,7 +203,8 @@ async fn on_deletion(machine: &DynamicObject, context: &Context) -> Result<Actio
                     harvester: context.reachability(machine),
                     ..facts
                 };
-                return lapse_or_wait(machine, &about, &retry, &error, context).await;
+                return lapse_or_wait(machine, &about, &retry, &error, &intent.footprint, context)
+                    .await;
             }
             context.mark_reachable(machine);
             context.decided(Reason::ClusterDeletion);
@@ -228,16 +227,19 @@ async fn lapse_or_wait(
     about: &ObjectReference,
     facts: &DeletingMachine,
     error: &Error,
+    footprint: &str,
     context: &Context,
 ) -> Result<Action> {
     let machine_name = machine.name_any();
     if let HookDecision::RemoveHookLapsed { unreachable_for } = deleting_machine_hook(facts) {
-        remove_hook(machine, context).await?;
-        context.mark_reachable(machine);
         let note = format!(
             "Harvester unreachable for {}s ({error}): the hook timeout removed the hook from Machine {machine_name}; protection lapsed",
             unreachable_for.as_secs()
         );
+        // The Footprint records it first: it is what outlives the cluster's objects.
+        footprints::protection_lapsed(context, footprint, &note).await?;
+        remove_hook(machine, context).await?;
+        context.mark_reachable(machine);
         context.warn(about, "ProtectionLapsed", note).await;
         return Ok(Action::await_change());
     }
@@ -322,7 +324,7 @@ async fn write_intent(machine: &DynamicObject, intent: &Intent, context: &Contex
     let harvester_machine = Api::<DynamicObject>::namespaced_with(
         context.client.clone(),
         &namespace,
-        &harvester_machines(),
+        &harvester_machine(),
     )
     .get(infrastructure)
     .await
@@ -331,10 +333,19 @@ async fn write_intent(machine: &DynamicObject, intent: &Intent, context: &Contex
         source,
     })?;
     let spec = &harvester_machine.data["spec"];
-    let vm_namespace = spec["vmNamespace"].as_str().unwrap_or("default");
-    let vm = vm_name(infrastructure);
+    let vm = vm_of(infrastructure, spec["vmNamespace"].as_str());
+    let (vm_namespace, vm) = (vm.namespace, vm.name);
     if context.dry_run {
         tracing::info!(%vm_namespace, %vm, reason = intent.reason.as_str(), "dry run: would write the intent on the VM");
+        if !intent.footprint.is_empty() {
+            let what = format!(
+                "would write intent {} and {}: \"{}\" on VM {vm_namespace}/{vm}",
+                intent.reason.as_str(),
+                keys::REMOVE_ALL_ANNOTATION,
+                keys::REMOVE_ALL_VALUE
+            );
+            footprints::would(context, &intent.footprint, what).await?;
+        }
         return Ok(());
     }
     let credential = spec["common"]["cloudCredentialSecretName"]
@@ -342,7 +353,7 @@ async fn write_intent(machine: &DynamicObject, intent: &Intent, context: &Contex
         .unwrap_or_default();
     let harvester = context.harvesters.client(credential).await?;
     let patch = json!({"metadata": {"annotations": intent.to_annotations()}});
-    kube::Api::<DynamicObject>::namespaced_with(harvester, vm_namespace, &virtual_machine())
+    Api::<DynamicObject>::namespaced_with(harvester, &vm_namespace, &virtual_machine())
         .patch(&vm, &PatchParams::default(), &Patch::Merge(&patch))
         .await
         .map_err(|source| Error::Kube {
@@ -351,11 +362,4 @@ async fn write_intent(machine: &DynamicObject, intent: &Intent, context: &Contex
         })?;
     tracing::info!(%vm_namespace, %vm, reason = intent.reason.as_str(), "intent written");
     Ok(())
-}
-
-fn virtual_machine() -> kube::api::ApiResource {
-    kube::api::ApiResource::from_gvk_with_plural(
-        &kube::api::GroupVersionKind::gvk("kubevirt.io", "v1", "VirtualMachine"),
-        "virtualmachines",
-    )
 }

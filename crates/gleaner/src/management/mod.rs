@@ -6,6 +6,7 @@ mod footprints;
 mod harvesters;
 mod hooks;
 mod observe;
+mod vms;
 
 use std::{
     collections::HashMap,
@@ -41,7 +42,7 @@ use crate::{
 };
 
 pub use capi::Capi;
-use harvesters::HarvesterClients;
+use harvesters::Harvesters;
 
 /// How often a watch's readiness is asked for again.
 const SYNC_POLL: Duration = Duration::from_millis(200);
@@ -51,7 +52,7 @@ pub struct Context {
     runtime: crate::Context,
     client: kube::Client,
     capi: Capi,
-    harvesters: HarvesterClients,
+    harvesters: Arc<Harvesters>,
     recorder: Recorder,
     namespace: String,
     dry_run: bool,
@@ -73,7 +74,7 @@ impl Context {
             },
         );
         Ok(Self {
-            harvesters: HarvesterClients::new(client.clone()),
+            harvesters: Arc::new(Harvesters::new(client.clone(), runtime.metrics.clone())),
             namespace: runtime.config.namespace.clone(),
             dry_run: runtime.config.dry_run,
             hook_timeout: runtime.config.hook_timeout,
@@ -218,6 +219,30 @@ pub async fn run(context: Arc<Context>, started: WatchSynced) -> Result<()> {
                     .map(|uid| ObjectRef::new(&uid).within(&namespace))
             },
         );
+    }
+    // What the Harvester watches see sends the Footprints of that Harvester (and VM namespace)
+    // to be looked at again.
+    if let Some(mut changes) = context.harvesters.changes() {
+        let footprints = footprint_controller.store();
+        let changes = futures::stream::poll_fn(move |cx| changes.poll_recv(cx));
+        let triggers = changes.flat_map(move |change| {
+            let affected: Vec<ObjectRef<Footprint>> = footprints
+                .state()
+                .iter()
+                .filter(|footprint| {
+                    footprint.spec.pools.iter().any(|pool| {
+                        pool.cloud_credential == change.credential
+                            && change
+                                .namespace
+                                .as_ref()
+                                .is_none_or(|namespace| *namespace == pool.vm_namespace)
+                    })
+                })
+                .map(|footprint| ObjectRef::from_obj(footprint.as_ref()))
+                .collect();
+            futures::stream::iter(affected)
+        });
+        footprint_controller = footprint_controller.reconcile_on(triggers);
     }
     controllers.push(drive(
         &context,

@@ -17,6 +17,17 @@ pub fn provisioning_cluster() -> ApiResource {
     )
 }
 
+pub fn harvester_machine() -> ApiResource {
+    ApiResource::from_gvk_with_plural(
+        &GroupVersionKind::gvk(
+            gleaner_core::hooks::HARVESTER_MACHINE_GROUP,
+            "v1",
+            gleaner_core::hooks::HARVESTER_MACHINE_KIND,
+        ),
+        "harvestermachines",
+    )
+}
+
 fn setting() -> ApiResource {
     ApiResource::from_gvk_with_plural(
         &GroupVersionKind::gvk("management.cattle.io", "v3", "Setting"),

@@ -65,9 +65,13 @@ impl Gleaner {
         let client = world.client(ClusterName::RANCHER).await.unwrap();
         let namespace = format!("gleaner-{name}");
         ensure_namespace(&client, &namespace).await.unwrap();
-        let log =
-            std::fs::File::create(world.dir().join("logs").join(format!("gleaner-{name}.log")))
-                .unwrap();
+        let log = std::fs::File::create(
+            world
+                .dir()
+                .join("logs")
+                .join(format!("gleaner-{instance}.log")),
+        )
+        .unwrap();
         let admin = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let admin_addr = admin.local_addr().unwrap();
         drop(admin);

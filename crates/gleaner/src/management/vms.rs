@@ -1,0 +1,259 @@
+//! A Footprint's VMs: the ones its Machines name while the cluster lives, kept while they exist
+//! on Harvester, with what each carries of gleaner's intent. Pure: the Harvester index is asked
+//! through a lookup function.
+
+use std::collections::BTreeMap;
+
+use gleaner_core::{Intent, keys};
+use kube::{ResourceExt, api::DynamicObject};
+
+use crate::footprint::VmRecord;
+
+/// A VM a Machine of the cluster names now (from its HarvesterMachine).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Named {
+    pub machine: String,
+    pub cloud_credential: String,
+    pub namespace: String,
+    pub name: String,
+}
+
+/// What the Harvester index says of one VM.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Seen {
+    /// The Harvester is not synced or not reachable.
+    Unknown,
+    Absent,
+    Present {
+        uid: String,
+        intent: IntentSeen,
+    },
+}
+
+/// gleaner's intent annotation on a VM, as read.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum IntentSeen {
+    None,
+    /// The reason it names.
+    Reason(String),
+    /// It does not parse; the parser's message.
+    Malformed(String),
+}
+
+impl IntentSeen {
+    pub fn of(vm: &DynamicObject) -> Self {
+        match vm.annotations().get(keys::INTENT_ANNOTATION) {
+            None => IntentSeen::None,
+            Some(json) => match Intent::parse(json) {
+                Ok(intent) => IntentSeen::Reason(intent.reason.as_str().to_owned()),
+                Err(error) => IntentSeen::Malformed(error.to_string()),
+            },
+        }
+    }
+}
+
+/// The VMs to record: every VM in `previous` or in `named`, each updated from `lookup`; a VM
+/// the index shows absent is dropped unless a Machine still names it (its VM may not be made
+/// yet). `named` is `None` once the cluster's Machines no longer speak for it (deletion
+/// confirmed): then no VM is added. Sorted by Harvester, namespace and name.
+pub fn record(
+    previous: &[VmRecord],
+    named: Option<&[Named]>,
+    lookup: impl Fn(&str, &str, &str) -> Seen,
+) -> Vec<VmRecord> {
+    let key = |record: &VmRecord| {
+        (
+            record.cloud_credential.clone(),
+            record.namespace.clone(),
+            record.name.clone(),
+        )
+    };
+    let mut records: BTreeMap<(String, String, String), (VmRecord, bool)> = previous
+        .iter()
+        .map(|record| (key(record), (record.clone(), false)))
+        .collect();
+    for vm in named.unwrap_or_default() {
+        let fresh = VmRecord {
+            machine: vm.machine.clone(),
+            cloud_credential: vm.cloud_credential.clone(),
+            namespace: vm.namespace.clone(),
+            name: vm.name.clone(),
+            ..VmRecord::default()
+        };
+        records
+            .entry(key(&fresh))
+            .and_modify(|(record, named)| {
+                record.machine.clone_from(&vm.machine);
+                *named = true;
+            })
+            .or_insert((fresh, true));
+    }
+    records
+        .into_values()
+        .filter_map(|(mut record, named)| {
+            match lookup(&record.cloud_credential, &record.namespace, &record.name) {
+                Seen::Unknown => {}
+                Seen::Absent if !named => return None,
+                Seen::Absent => {
+                    record.uid = None;
+                    record.intent = None;
+                    record.intent_problem = None;
+                }
+                Seen::Present { uid, intent } => {
+                    record.uid = Some(uid);
+                    (record.intent, record.intent_problem) = match intent {
+                        IntentSeen::None => (None, None),
+                        IntentSeen::Reason(reason) => (Some(reason), None),
+                        IntentSeen::Malformed(problem) => (None, Some(problem)),
+                    };
+                }
+            }
+            Some(record)
+        })
+        .collect()
+}
+
+/// The VMs of `after` whose intent became malformed since `before`.
+pub fn newly_malformed<'a>(before: &[VmRecord], after: &'a [VmRecord]) -> Vec<&'a VmRecord> {
+    after
+        .iter()
+        .filter(|vm| vm.intent_problem.is_some())
+        .filter(|vm| {
+            !before.iter().any(|old| {
+                old.cloud_credential == vm.cloud_credential
+                    && old.namespace == vm.namespace
+                    && old.name == vm.name
+                    && old.intent_problem.is_some()
+            })
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn named(name: &str) -> Named {
+        Named {
+            machine: format!("m-{name}"),
+            cloud_credential: "cattle-global-data:hv".into(),
+            namespace: "vms".into(),
+            name: name.into(),
+        }
+    }
+
+    fn recorded(name: &str) -> VmRecord {
+        VmRecord {
+            machine: format!("m-{name}"),
+            cloud_credential: "cattle-global-data:hv".into(),
+            namespace: "vms".into(),
+            name: name.into(),
+            uid: Some(format!("uid-{name}")),
+            ..VmRecord::default()
+        }
+    }
+
+    fn present(intent: IntentSeen) -> impl Fn(&str, &str, &str) -> Seen {
+        move |_, _, name| Seen::Present {
+            uid: format!("uid-{name}"),
+            intent: intent.clone(),
+        }
+    }
+
+    fn names(records: &[VmRecord]) -> Vec<&str> {
+        records.iter().map(|record| record.name.as_str()).collect()
+    }
+
+    #[test]
+    fn a_named_vm_is_recorded_with_its_uid_and_intent() {
+        let records = record(
+            &[],
+            Some(&[named("a")]),
+            present(IntentSeen::Reason("ScaleDown".into())),
+        );
+        assert_eq!(records.len(), 1);
+        assert_eq!(records[0].uid.as_deref(), Some("uid-a"));
+        assert_eq!(records[0].intent.as_deref(), Some("ScaleDown"));
+        assert_eq!(records[0].machine, "m-a");
+    }
+
+    #[test]
+    fn a_vm_no_machine_names_stays_while_it_exists_and_goes_when_absent() {
+        let previous = [recorded("a"), recorded("b")];
+        let kept = record(&previous, Some(&[named("a")]), present(IntentSeen::None));
+        assert_eq!(names(&kept), ["a", "b"]);
+        let dropped = record(&previous, Some(&[named("a")]), |_, _, name| {
+            if name == "b" {
+                Seen::Absent
+            } else {
+                Seen::Present {
+                    uid: "uid-a".into(),
+                    intent: IntentSeen::None,
+                }
+            }
+        });
+        assert_eq!(names(&dropped), ["a"]);
+    }
+
+    #[test]
+    fn a_named_vm_not_made_yet_stays_without_a_uid() {
+        let records = record(&[], Some(&[named("a")]), |_, _, _| Seen::Absent);
+        assert_eq!(names(&records), ["a"]);
+        assert_eq!(records[0].uid, None);
+    }
+
+    #[test]
+    fn an_unknown_harvester_changes_nothing() {
+        let previous = [VmRecord {
+            intent: Some("ClusterDeletion".into()),
+            ..recorded("a")
+        }];
+        assert_eq!(record(&previous, None, |_, _, _| Seen::Unknown), previous);
+    }
+
+    #[test]
+    fn without_machines_no_vm_is_added() {
+        let records = record(&[recorded("a")], None, present(IntentSeen::None));
+        assert_eq!(names(&records), ["a"]);
+    }
+
+    #[test]
+    fn a_malformed_intent_is_recorded_as_a_problem_and_reported_once() {
+        let before = [recorded("a")];
+        let after = record(
+            &before,
+            None,
+            present(IntentSeen::Malformed("not JSON".into())),
+        );
+        assert_eq!(after[0].intent, None);
+        assert_eq!(after[0].intent_problem.as_deref(), Some("not JSON"));
+        assert_eq!(
+            names(
+                &newly_malformed(&before, &after)
+                    .into_iter()
+                    .cloned()
+                    .collect::<Vec<_>>()
+            ),
+            ["a"]
+        );
+        assert!(newly_malformed(&after, &after).is_empty());
+    }
+
+    #[test]
+    fn the_intent_is_read_from_the_annotation() {
+        let mut vm = DynamicObject::new("vm", &crate::management::harvesters::virtual_machine());
+        assert_eq!(IntentSeen::of(&vm), IntentSeen::None);
+        vm.annotations_mut()
+            .insert(keys::INTENT_ANNOTATION.into(), "{not json".into());
+        assert!(matches!(IntentSeen::of(&vm), IntentSeen::Malformed(_)));
+        vm.annotations_mut().insert(
+            keys::INTENT_ANNOTATION.into(),
+            r#"{"footprint":"f","reason":"ClusterDeletion","decidedAt":"2026-11-24T00:00:00Z"}"#
+                .into(),
+        );
+        assert_eq!(
+            IntentSeen::of(&vm),
+            IntentSeen::Reason("ClusterDeletion".into())
+        );
+    }
+}
