@@ -590,6 +590,15 @@ async fn an_unreachable_harvester_holds_the_hook_until_the_hook_timeout_lapses_i
     };
     assert!(hooked(rancher.machines("c1").await.unwrap()));
     assert_eq!(condition(&footprints, &uid, "ProtectionLapsed").await, None);
+    eventually(
+        "the metrics show the held hook and the unreachable Harvester",
+        || async {
+            let metrics = waiting.metrics().await;
+            let has = |line: &str| metrics.lines().any(|sample| sample == line);
+            has("gleaner_hooks_held 1") && has(r#"gleaner_harvesters{state="Unreachable"} 1"#)
+        },
+    )
+    .await;
     drop(waiting);
     let _lapsing = Gleaner::start_with(
         &world,

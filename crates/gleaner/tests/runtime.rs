@@ -12,11 +12,7 @@ use gleaner::{cli::LeaseArgs, leadership::Leadership, metrics::Metrics};
 use gleaner_world::ClusterName;
 use k8s_openapi::api::coordination::v1::Lease;
 use kube::{Api, Client};
-use tokio::{
-    io::{AsyncReadExt, AsyncWriteExt},
-    net::TcpStream,
-    process::Command,
-};
+use tokio::process::Command;
 
 const RANCHER: &str = ClusterName::RANCHER;
 const BINARY: &str = env!("CARGO_BIN_EXE_gleaner");
@@ -195,18 +191,6 @@ async fn a_stopped_leader_clears_the_lease_and_its_standby_takes_over() {
     second.stop().await;
 }
 
-/// A bare HTTP/1.0 GET: the status code and the body, or `None` while nothing listens.
-async fn get(addr: SocketAddr, path: &str) -> Option<(u16, String)> {
-    let mut stream = TcpStream::connect(addr).await.ok()?;
-    let request = format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n");
-    stream.write_all(request.as_bytes()).await.ok()?;
-    let mut response = String::new();
-    stream.read_to_string(&mut response).await.ok()?;
-    let status = response.get(9..12)?.parse().ok()?;
-    let (_, body) = response.split_once("\r\n\r\n")?;
-    Some((status, body.to_owned()))
-}
-
 fn free_port() -> SocketAddr {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     listener.local_addr().unwrap()
@@ -236,13 +220,13 @@ async fn gleaner_run_serves_liveness_readiness_and_metrics_and_leads() {
         .unwrap();
 
     within(Duration::from_secs(30), "/livez answers 200", || async {
-        get(addr, "/livez")
+        common::http_get(addr, "/livez")
             .await
             .is_some_and(|(status, _)| status == 200)
     })
     .await;
     within(Duration::from_secs(30), "/readyz answers 200", || async {
-        get(addr, "/readyz")
+        common::http_get(addr, "/readyz")
             .await
             .is_some_and(|(status, _)| status == 200)
     })
@@ -251,9 +235,11 @@ async fn gleaner_run_serves_liveness_readiness_and_metrics_and_leads() {
         Duration::from_secs(30),
         "/metrics shows it leads",
         || async {
-            get(addr, "/metrics").await.is_some_and(|(status, body)| {
-                status == 200 && body.lines().any(|line| line == "gleaner_leader 1")
-            })
+            common::http_get(addr, "/metrics")
+                .await
+                .is_some_and(|(status, body)| {
+                    status == 200 && body.lines().any(|line| line == "gleaner_leader 1")
+                })
         },
     )
     .await;

@@ -243,7 +243,12 @@ async fn lapse_or_wait(
         context.warn(about, "ProtectionLapsed", note).await;
         return Ok(Action::await_change());
     }
-    let note = format!("the hook on Machine {machine_name} waits for Harvester: {error}");
+    let waited = match facts.harvester {
+        Reachability::Unreachable { unreachable_for } => unreachable_for.as_secs(),
+        Reachability::Reachable => 0,
+    };
+    let note =
+        format!("the hook on Machine {machine_name} has waited {waited}s for Harvester: {error}");
     context.warn(about, "HarvesterUnreachable", note).await;
     Ok(Action::requeue(WAIT))
 }

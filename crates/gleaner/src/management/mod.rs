@@ -19,7 +19,7 @@ use futures::{
     future::{BoxFuture, try_join_all},
 };
 use gleaner_core::{Reachability, Reason, keys};
-use k8s_openapi::api::core::v1::ObjectReference;
+use k8s_openapi::{api::core::v1::ObjectReference, jiff::Timestamp};
 use kube::{
     Api, Resource, ResourceExt,
     api::{DynamicObject, ListParams, Patch, PatchParams},
@@ -27,7 +27,7 @@ use kube::{
         Controller,
         controller::Action,
         events::{Event, EventType, Recorder, Reporter},
-        reflector::ObjectRef,
+        reflector::{ObjectRef, Store},
         watcher,
     },
 };
@@ -46,6 +46,8 @@ use harvesters::Harvesters;
 
 /// How often a watch's readiness is asked for again.
 const SYNC_POLL: Duration = Duration::from_millis(200);
+/// How often the held-hooks metrics are worked out again.
+const HELD_HOOKS_REPORT: Duration = Duration::from_secs(5);
 
 /// What every management controller shares.
 pub struct Context {
@@ -143,20 +145,11 @@ impl Context {
         self.unreachable()
             .entry(machine.uid().unwrap_or_default())
             .or_insert_with(Instant::now);
-        self.report_hooks();
     }
 
     fn mark_reachable(&self, machine: &DynamicObject) {
         self.unreachable()
             .remove(&machine.uid().unwrap_or_default());
-        self.report_hooks();
-    }
-
-    /// Hooks waiting on an unreachable Harvester and the oldest one's age.
-    fn report_hooks(&self) {
-        let waiting = self.unreachable();
-        let oldest = waiting.values().map(Instant::elapsed).max();
-        self.runtime.metrics.hooks_held(waiting.len(), oldest);
     }
 
     fn unreachable(&self) -> std::sync::MutexGuard<'_, HashMap<String, Instant>> {
@@ -172,12 +165,16 @@ impl Context {
 pub async fn run(context: Arc<Context>, started: WatchSynced) -> Result<()> {
     let scopes = scopes(&context);
     let mut controllers: Vec<BoxFuture<'static, Result<()>>> = Vec::new();
+    let mut machine_stores = Vec::new();
     for scope in &scopes {
         let machines = capi::scoped(&context.client, scope.as_deref(), &context.capi.machine());
+        let controller =
+            Controller::new_with(machines, watcher::Config::default(), context.capi.machine());
+        machine_stores.push(controller.store());
         controllers.push(drive(
             &context,
             format!("machines{}", suffix(scope)),
-            Controller::new_with(machines, watcher::Config::default(), context.capi.machine()),
+            controller,
             Kind::Machine,
             hooks::reconcile,
         ));
@@ -251,9 +248,41 @@ pub async fn run(context: Arc<Context>, started: WatchSynced) -> Result<()> {
         Kind::Footprint,
         footprints::phase,
     ));
+    controllers.push(report_held_hooks(
+        machine_stores,
+        context.runtime.metrics.clone(),
+    ));
     started.synced();
     try_join_all(controllers).await?;
     Ok(())
+}
+
+/// Every few seconds, from the Machine caches: how many deleting Machines gleaner's hook holds,
+/// and since when the oldest has been deleting.
+fn report_held_hooks(
+    stores: Vec<Store<DynamicObject>>,
+    metrics: crate::metrics::Metrics,
+) -> BoxFuture<'static, Result<()>> {
+    async move {
+        let mut every = tokio::time::interval(HELD_HOOKS_REPORT);
+        loop {
+            every.tick().await;
+            let now = Timestamp::now();
+            let ages: Vec<Duration> = stores
+                .iter()
+                .flat_map(Store::state)
+                .filter(|machine| machine.annotations().contains_key(keys::HOOK_ANNOTATION))
+                .filter_map(|machine| machine.metadata.deletion_timestamp.clone())
+                .map(|since| {
+                    now.duration_since(since.0)
+                        .try_into()
+                        .unwrap_or(Duration::ZERO)
+                })
+                .collect();
+            metrics.hooks_held(ages.len(), ages.iter().max().copied());
+        }
+    }
+    .boxed()
 }
 
 fn scopes(context: &Context) -> Vec<Option<String>> {

@@ -20,7 +20,11 @@ use kube::{
     runtime::{WatchStreamExt, watcher},
 };
 use serde_json::Value;
-use tokio::sync::OnceCell;
+use tokio::{
+    io::{AsyncReadExt, AsyncWriteExt},
+    net::TcpStream,
+    sync::OnceCell,
+};
 
 /// This test binary's world: the default one plus a guest apiserver, with gleaner's CRDs in
 /// the management cluster, from the same function `gleaner crd` prints.
@@ -47,6 +51,7 @@ pub const DEADLINE: Duration = Duration::from_secs(60);
 /// The real gleaner binary, killed when dropped; its log stays under the world's folder.
 pub struct Gleaner {
     child: Child,
+    admin: std::net::SocketAddr,
 }
 
 impl Gleaner {
@@ -92,7 +97,20 @@ impl Gleaner {
             .stderr(log)
             .spawn()
             .unwrap();
-        Self { child }
+        Self {
+            child,
+            admin: admin_addr,
+        }
+    }
+}
+
+impl Gleaner {
+    /// The metrics it serves now (the OpenMetrics text), empty while it does not answer.
+    pub async fn metrics(&self) -> String {
+        http_get(self.admin, "/metrics")
+            .await
+            .map(|(_, body)| body)
+            .unwrap_or_default()
     }
 }
 
@@ -172,4 +190,16 @@ pub async fn hooked(prefix: &str, machines: usize, extra: &[&str]) -> (Scenario,
     let gleaner = Gleaner::start_with(world, prefix, prefix, &fleet, extra).await;
     wait_for_hooks(world, &scenario, "c1").await;
     (scenario, gleaner)
+}
+
+/// A bare HTTP/1.0 GET: the status code and the body, or `None` while nothing listens.
+pub async fn http_get(addr: std::net::SocketAddr, path: &str) -> Option<(u16, String)> {
+    let mut stream = TcpStream::connect(addr).await.ok()?;
+    let request = format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.ok()?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await.ok()?;
+    let status = response.get(9..12)?.parse().ok()?;
+    let (_, body) = response.split_once("\r\n\r\n")?;
+    Some((status, body.to_owned()))
 }
