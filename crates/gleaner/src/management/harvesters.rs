@@ -264,18 +264,32 @@ impl Harvesters {
         }
     }
 
+    /// Applies a watch event to the index, and tells the Footprints when a VM came, went or
+    /// changed what gleaner records of it (a VM's status changes often and matters not).
     fn apply(
         &self,
         credential: &str,
         writer: &mut Writer<DynamicObject>,
         event: &watcher::Event<DynamicObject>,
     ) {
+        let changed = match event {
+            watcher::Event::Apply(vm) => {
+                let before = writer
+                    .as_reader()
+                    .get(&ObjectRef::from_obj_with(vm, virtual_machine()));
+                before.is_none_or(|before| !same_record(&before, vm))
+            }
+            watcher::Event::Delete(_) => true,
+            watcher::Event::Init | watcher::Event::InitApply(_) | watcher::Event::InitDone => false,
+        };
         writer.apply_watcher_event(event);
         match event {
             watcher::Event::InitDone => self.set_health(credential, Health::Reachable),
             watcher::Event::Apply(vm) | watcher::Event::Delete(vm) => {
                 self.set_health(credential, Health::Reachable);
-                self.notify(credential, vm.namespace());
+                if changed {
+                    self.notify(credential, vm.namespace());
+                }
             }
             watcher::Event::Init | watcher::Event::InitApply(_) => {}
         }
@@ -343,6 +357,15 @@ impl Drop for Harvesters {
     }
 }
 
+/// Whether two versions of a VM look the same to a Footprint: same UID, annotations and
+/// deletion state.
+fn same_record(before: &DynamicObject, after: &DynamicObject) -> bool {
+    before.metadata.uid == after.metadata.uid
+        && before.metadata.annotations == after.metadata.annotations
+        && before.metadata.deletion_timestamp.is_some()
+            == after.metadata.deletion_timestamp.is_some()
+}
+
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex
         .lock()
@@ -369,4 +392,32 @@ async fn build(credential: &str, secret: &Secret) -> Result<Client> {
         .map_err(|_| problem("holds a kubeconfig without a usable cluster, user and context"))?;
     Client::try_from(config)
         .map_err(|_| problem("holds a kubeconfig kube cannot build a client from"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_uid_annotations_and_deletion_make_a_vm_change_worth_telling() {
+        let mut before = DynamicObject::new("vm", &virtual_machine());
+        before.metadata.uid = Some("u1".into());
+        let mut status_only = before.clone();
+        status_only.data = serde_json::json!({"status": {"ready": true}});
+        assert!(same_record(&before, &status_only));
+        let mut annotated = before.clone();
+        annotated
+            .annotations_mut()
+            .insert("gleaner.io/intent".into(), "{}".into());
+        assert!(!same_record(&before, &annotated));
+        let mut recreated = before.clone();
+        recreated.metadata.uid = Some("u2".into());
+        assert!(!same_record(&before, &recreated));
+        let mut deleting = before.clone();
+        deleting.metadata.deletion_timestamp =
+            Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+                k8s_openapi::jiff::Timestamp::now(),
+            ));
+        assert!(!same_record(&before, &deleting));
+    }
 }

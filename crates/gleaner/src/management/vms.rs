@@ -256,4 +256,52 @@ mod tests {
             IntentSeen::Reason("ClusterDeletion".into())
         );
     }
+
+    mod properties {
+        use proptest::prelude::*;
+
+        use super::*;
+
+        fn seen() -> impl Strategy<Value = Seen> {
+            prop_oneof![
+                Just(Seen::Unknown),
+                Just(Seen::Absent),
+                Just(Seen::Present {
+                    uid: "uid".into(),
+                    intent: IntentSeen::None
+                }),
+                Just(Seen::Present {
+                    uid: "uid".into(),
+                    intent: IntentSeen::Malformed("bad".into())
+                }),
+            ]
+        }
+
+        proptest! {
+            /// Whatever Harvester says, a VM a Machine names is never dropped, a VM only absent
+            /// from Harvester is, and with Harvester unknown nothing is dropped or changed.
+            #[test]
+            fn named_vms_stay_and_only_absent_ones_go(
+                previous in proptest::collection::btree_set("[a-e]", 0..5),
+                named_now in proptest::collection::btree_set("[a-e]", 0..5),
+                lookups in proptest::collection::vec(seen(), 5),
+            ) {
+                let previous: Vec<VmRecord> = previous.iter().map(|name| recorded(name)).collect();
+                let named_now: Vec<Named> = named_now.iter().map(|name| named(name)).collect();
+                let lookup = |_: &str, _: &str, name: &str| {
+                    lookups[usize::from(name.as_bytes()[0] - b'a')].clone()
+                };
+                let records = record(&previous, Some(&named_now), lookup);
+                for vm in &named_now {
+                    prop_assert!(records.iter().any(|record| record.name == vm.name));
+                }
+                for old in &previous {
+                    let kept = records.iter().any(|record| record.name == old.name);
+                    let named = named_now.iter().any(|vm| vm.name == old.name);
+                    prop_assert_eq!(kept, named || lookup("", "", &old.name) != Seen::Absent);
+                }
+                prop_assert_eq!(record(&previous, None, |_, _, _| Seen::Unknown), previous);
+            }
+        }
+    }
 }
