@@ -537,7 +537,7 @@ async fn warned(world: &World, namespace: &str, reason: &str) -> bool {
 }
 
 #[tokio::test]
-async fn an_unreachable_harvester_holds_the_hook_until_the_hook_timeout_lapses_it() {
+async fn an_unreachable_harvester_lets_a_scale_down_go_and_holds_a_deletion_until_the_timeout() {
     // Its own world: stopping the Harvester would disturb every other test.
     let world = World::builder()
         .with_crds(gleaner_world::Role::Management, gleaner::footprint::crds())
@@ -547,7 +547,7 @@ async fn an_unreachable_harvester_holds_the_hook_until_the_hook_timeout_lapses_i
         .unwrap();
     let mut scenario = ScenarioBuilder::new("g-unreachable")
         .clock(Clock::new(TIME_SCALE))
-        .cluster(ClusterPlan::new("c1", 1).volume(VolumePlan::new("data").hotplugged()))
+        .cluster(ClusterPlan::new("c1", 2).volume(VolumePlan::new("data").hotplugged()))
         .start(&world)
         .await
         .unwrap();
@@ -574,6 +574,20 @@ async fn an_unreachable_harvester_holds_the_hook_until_the_hook_timeout_lapses_i
         },
     )
     .await;
+    // A reprovision does not wait on Harvester: its hook goes at once.
+    let rancher = scenario.rancher_of("c1").unwrap();
+    let replaced = scenario.cluster("c1").unwrap().machines[0].name.clone();
+    rancher.reprovision(&replaced).await.unwrap();
+    eventually("the reprovisioned Machine's hook goes", || async {
+        rancher
+            .machines("c1")
+            .await
+            .unwrap()
+            .iter()
+            .filter(|machine| machine.name_any() == replaced)
+            .all(|machine| !machine.annotations().contains_key(HOOK))
+    })
+    .await;
     scenario.delete_cluster(&key).await.unwrap();
     eventually(
         "a Warning Event says the hook waits for Harvester",
@@ -586,6 +600,7 @@ async fn an_unreachable_harvester_holds_the_hook_until_the_hook_timeout_lapses_i
     let hooked = |machines: Vec<kube::api::DynamicObject>| {
         machines
             .iter()
+            .filter(|machine| machine.name_any() != replaced)
             .all(|machine| machine.annotations().contains_key(HOOK))
     };
     assert!(hooked(rancher.machines("c1").await.unwrap()));
@@ -595,7 +610,11 @@ async fn an_unreachable_harvester_holds_the_hook_until_the_hook_timeout_lapses_i
         || async {
             let metrics = waiting.metrics().await;
             let has = |line: &str| metrics.lines().any(|sample| sample == line);
-            has("gleaner_hooks_held 1") && has(r#"gleaner_harvesters{state="Unreachable"} 1"#)
+            let held = metrics
+                .lines()
+                .find_map(|sample| sample.strip_prefix("gleaner_hooks_held "));
+            held.is_some_and(|held| held != "0")
+                && has(r#"gleaner_harvesters{state="Unreachable"} 1"#)
         },
     )
     .await;
