@@ -412,7 +412,9 @@ impl Scenario {
             .find(|r| r.installation == key.installation && r.namespace == key.namespace)
             .expect("every plan's Rancher was started")
             .rancher;
-        let mut pools = vec![PoolSpec::new(POOL, plan.machines)];
+        let mut first = PoolSpec::new(POOL, plan.machines);
+        first.machine_names = plan.machine_names.clone();
+        let mut pools = vec![first];
         if let Some((harvester, machines)) = &plan.second_pool {
             let mut pool = PoolSpec::new(SECOND_POOL, *machines);
             pool.harvester = Some(harvester.clone());

@@ -15,6 +15,9 @@ pub struct ClusterPlan {
     pub rancher_namespace: String,
     /// Machines of its first pool, on the main Harvester.
     pub machines: usize,
+    /// Explicit names for the first pool's first Machines (e.g. dotted ones), as
+    /// [`PoolSpec::machine_names`](crate::rancher::PoolSpec::machine_names).
+    pub machine_names: Vec<String>,
     /// A second pool with its own cloud credential: (Harvester world cluster, machines).
     pub second_pool: Option<(String, usize)>,
     pub volumes: Vec<VolumePlan>,
@@ -29,6 +32,7 @@ impl ClusterPlan {
             installation: ClusterName::RANCHER.to_owned(),
             rancher_namespace: DEFAULT_NAMESPACE.to_owned(),
             machines,
+            machine_names: Vec::new(),
             second_pool: None,
             volumes: Vec::new(),
             load_balancers: Vec::new(),
@@ -42,6 +46,12 @@ impl ClusterPlan {
 
     pub fn in_installation(mut self, management_cluster: &str) -> Self {
         self.installation = management_cluster.to_owned();
+        self
+    }
+
+    /// Names the first pool's first Machines instead of letting the MachineSet generate them.
+    pub fn machine_names(mut self, names: &[&str]) -> Self {
+        self.machine_names = names.iter().map(|name| (*name).to_owned()).collect();
         self
     }
 

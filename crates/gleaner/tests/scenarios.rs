@@ -1,0 +1,450 @@
+//! gleaner in harder scenarios: a paused cluster, a cluster re-created under the same name,
+//! dotted Machine names and a pool on a second Harvester. Each runs the real binary, given the
+//! Rancher kubeconfig only, against the simulated Rancher, Cluster API, node driver and
+//! Harvesters.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{DEADLINE, Gleaner, HOOK, IntentLog, TIME_SCALE, wait_for_hooks};
+use gleaner::footprint::{Footprint, Phase};
+use gleaner_sim::{
+    Clock, Journal, kinds,
+    rancher::{GuestCluster, GuestClusterSpec, PoolSpec},
+    scenario::{ClusterPlan, Scenario, ScenarioBuilder},
+};
+use gleaner_world::testing::eventually;
+use gleaner_world::{ClusterName, Role, World};
+use kube::{Api, ResourceExt, api::DeleteParams};
+use tokio::{sync::OnceCell, task::JoinHandle};
+
+const SECOND_HARVESTER: &str = "harvester-2";
+/// How long a frozen cluster is watched for anything gleaner or CAPI might do.
+const FROZEN_FOR: Duration = Duration::from_secs(3);
+
+/// This binary's world: the default one plus a second Harvester and a guest apiserver, with
+/// gleaner's CRDs in the management cluster.
+async fn world() -> &'static World {
+    static WORLD: OnceCell<World> = OnceCell::const_new();
+    WORLD
+        .get_or_init(|| async {
+            World::builder()
+                .cluster(SECOND_HARVESTER, Role::Harvester)
+                .with_crds(Role::Management, gleaner::footprint::crds())
+                .guests(1)
+                .start()
+                .await
+                .unwrap()
+        })
+        .await
+}
+
+/// A scenario with `plan`, watched by a gleaner (namespace `gleaner-<prefix>`) that has hooked
+/// every Machine and made the cluster's Footprint; the Footprints of gleaner's namespace.
+async fn watched(prefix: &str, plan: ClusterPlan) -> (Scenario, Gleaner, Api<Footprint>) {
+    let world = world().await;
+    let name = plan.name.clone();
+    let scenario = ScenarioBuilder::new(prefix)
+        .clock(Clock::new(TIME_SCALE))
+        .cluster(plan)
+        .start(world)
+        .await
+        .unwrap();
+    let fleet = scenario.key(&name).namespace;
+    let gleaner = Gleaner::start(world, prefix, &fleet).await;
+    wait_for_hooks(world, &scenario, &name).await;
+    let footprints: Api<Footprint> = Api::namespaced(
+        world.client(ClusterName::RANCHER).await.unwrap(),
+        &format!("gleaner-{prefix}"),
+    );
+    let uid = scenario.cluster(&name).unwrap().uid.clone();
+    eventually("gleaner made the cluster's Footprint", || async {
+        footprints.get_opt(&uid).await.unwrap().is_some()
+    })
+    .await;
+    (scenario, gleaner, footprints)
+}
+
+async fn phase(footprints: &Api<Footprint>, name: &str) -> Option<Phase> {
+    footprints
+        .get_opt(name)
+        .await
+        .unwrap()
+        .and_then(|footprint| footprint.status)
+        .and_then(|status| status.phase)
+}
+
+/// The status of the Footprint's condition `type_`, if it has one.
+async fn condition(footprints: &Api<Footprint>, name: &str, type_: &str) -> Option<String> {
+    footprints
+        .get_opt(name)
+        .await
+        .unwrap()
+        .and_then(|footprint| footprint.status)
+        .and_then(|status| {
+            status
+                .conditions
+                .into_iter()
+                .find(|condition| condition.type_ == type_)
+                .map(|condition| condition.status)
+        })
+}
+
+/// The etcd revision at which CAPI deleted the HarvesterMachine, if it did.
+fn harvester_machine_deleted_at(journal: &Journal, machine: &str) -> Option<u64> {
+    let prefix = format!("deleted HarvesterMachine {machine} at revision ");
+    journal
+        .entries()
+        .iter()
+        .filter(|entry| entry.actor == "capi")
+        .find_map(|entry| entry.what.strip_prefix(&prefix))
+        .map(|revision| revision.parse().unwrap())
+}
+
+/// The VM carries `ClusterDeletion` for `footprint` and removeAll "false", written before CAPI
+/// deleted the Machine's HarvesterMachine (all apiservers share one etcd, so revisions order
+/// writes across clusters).
+fn assert_intent_before_deletion(
+    intents: &IntentLog,
+    journal: &Journal,
+    machine: &str,
+    vm: &str,
+    footprint: &str,
+) {
+    let (written, intent, remove_all) = intents
+        .get(vm)
+        .unwrap_or_else(|| panic!("no intent on VM {vm} of Machine {machine}"));
+    assert_eq!(intent["reason"], "ClusterDeletion", "{intent}");
+    assert_eq!(intent["footprint"], footprint, "{intent}");
+    assert_eq!(remove_all.as_deref(), Some("false"));
+    let deleted_at = harvester_machine_deleted_at(journal, machine)
+        .unwrap_or_else(|| panic!("CAPI never deleted HarvesterMachine {machine}"));
+    assert!(
+        written < deleted_at,
+        "intent on {vm} written at revision {written}, HarvesterMachine {machine} deleted at {deleted_at}"
+    );
+}
+
+/// A paused cluster, deleted: its Footprint said `Frozen` before the deletion, every Machine is
+/// deleting, and an intent log watches its VMs.
+struct Frozen {
+    scenario: Scenario,
+    _gleaner: Gleaner,
+    footprints: Api<Footprint>,
+    cluster: GuestCluster,
+    intents: IntentLog,
+    watcher: JoinHandle<()>,
+}
+
+async fn paused_and_deleted(prefix: &str) -> Frozen {
+    let world = world().await;
+    let (mut scenario, gleaner, footprints) = watched(prefix, ClusterPlan::new("c1", 2)).await;
+    let cluster = scenario.cluster("c1").unwrap().clone();
+    let rancher = scenario.rancher_of("c1").unwrap();
+    rancher.set_paused("c1", true).await.unwrap();
+    eventually("the Footprint says Frozen", || async {
+        condition(&footprints, &cluster.uid, "Frozen")
+            .await
+            .as_deref()
+            == Some("True")
+    })
+    .await;
+    let harvester = world.client(ClusterName::HARVESTER).await.unwrap();
+    let (intents, watcher) = IntentLog::watch(harvester, scenario.vm_namespace());
+    let key = scenario.key("c1");
+    scenario.delete_cluster(&key).await.unwrap();
+    // CAPI does not start a paused Cluster's deletion (its MachineDeployments stay), so the
+    // Machines are deleted directly, as `kubectl delete machine` would: gleaner then faces
+    // deleting, hooked Machines of a paused cluster, and CAPI holds them while it is paused.
+    let machines = kinds::namespaced(
+        &world.client(ClusterName::RANCHER).await.unwrap(),
+        &key.namespace,
+        &kinds::Capi {
+            version: world.capi_version(),
+        }
+        .machine(),
+    );
+    for machine in &cluster.machines {
+        machines
+            .delete(&machine.name, &DeleteParams::background())
+            .await
+            .unwrap();
+    }
+    let rancher = scenario.rancher_of("c1").unwrap();
+    eventually("every Machine is deleting", || async {
+        rancher
+            .machines("c1")
+            .await
+            .unwrap()
+            .iter()
+            .all(|machine| machine.metadata.deletion_timestamp.is_some())
+    })
+    .await;
+    Frozen {
+        scenario,
+        _gleaner: gleaner,
+        footprints,
+        cluster,
+        intents,
+        watcher,
+    }
+}
+
+#[tokio::test]
+async fn a_paused_cluster_is_frozen_and_resumes_when_unpaused() {
+    let frozen = paused_and_deleted("s-pause").await;
+    let (scenario, cluster, intents) = (&frozen.scenario, &frozen.cluster, &frozen.intents);
+    tokio::time::sleep(FROZEN_FOR).await;
+    let rancher = scenario.rancher_of("c1").unwrap();
+    let held = rancher.machines("c1").await.unwrap();
+    assert_eq!(held.len(), cluster.machines.len());
+    assert!(
+        held.iter()
+            .all(|machine| machine.annotations().get(HOOK).map(String::as_str) == Some("gleaner")),
+        "a frozen cluster's Machines keep gleaner's hook"
+    );
+    for machine in &cluster.machines {
+        assert!(
+            intents.get(&machine.vm).is_none(),
+            "nothing written on VM {} while the cluster is paused",
+            machine.vm
+        );
+    }
+    assert_eq!(
+        scenario
+            .journal()
+            .position("capi", "deleted HarvesterMachine"),
+        None,
+        "no HarvesterMachine goes while the cluster is paused"
+    );
+    rancher.set_paused("c1", false).await.unwrap();
+    scenario.measure(DEADLINE).await.unwrap();
+    eventually("the cluster finishes deleting", || async {
+        scenario
+            .journal()
+            .position("capi", "Cluster c1 finished deleting")
+            .is_some()
+    })
+    .await;
+    frozen.watcher.abort();
+    for machine in &cluster.machines {
+        assert_intent_before_deletion(
+            intents,
+            scenario.journal(),
+            &machine.name,
+            &machine.vm,
+            &cluster.uid,
+        );
+    }
+}
+
+/// The Footprint's `Frozen` condition after the unpause, apart from the test above so that a
+/// stale condition does not hide what the freeze itself does.
+#[tokio::test]
+#[ignore = "gleaner bug: a Footprint that reached Reclaiming while its cluster was paused keeps \
+            Frozen=True after the unpause and after the cluster is gone \
+            (management/footprints.rs `phase` stops reading pause once Reclaiming)"]
+async fn a_footprint_is_no_longer_frozen_once_its_cluster_is_unpaused() {
+    let frozen = paused_and_deleted("s-thaw").await;
+    let (footprints, uid) = (&frozen.footprints, &frozen.cluster.uid);
+    eventually("the Footprint is Reclaiming", || async {
+        phase(footprints, uid).await == Some(Phase::Reclaiming)
+    })
+    .await;
+    frozen
+        .scenario
+        .rancher_of("c1")
+        .unwrap()
+        .set_paused("c1", false)
+        .await
+        .unwrap();
+    eventually("the Footprint is no longer Frozen", || async {
+        condition(footprints, uid, "Frozen").await.as_deref() == Some("False")
+    })
+    .await;
+    frozen.watcher.abort();
+}
+
+#[tokio::test]
+async fn a_re_created_cluster_with_the_same_name_gets_its_own_footprint() {
+    let world = world().await;
+    let (mut scenario, _gleaner, footprints) = watched("s-again", ClusterPlan::new("c1", 1)).await;
+    let first = scenario.cluster("c1").unwrap().clone();
+    let key = scenario.key("c1");
+    scenario.delete_cluster(&key).await.unwrap();
+    eventually("the first c1 is gone from Rancher", || async {
+        scenario
+            .journal()
+            .position("rancher", "cluster c1 is gone")
+            .is_some()
+    })
+    .await;
+    eventually("the first c1's Footprint is Reclaiming", || async {
+        phase(&footprints, &first.uid).await == Some(Phase::Reclaiming)
+    })
+    .await;
+    let rancher = scenario.rancher_of("c1").unwrap();
+    let second = rancher
+        .provision(&GuestClusterSpec {
+            name: "c1".into(),
+            harvester: ClusterName::HARVESTER.into(),
+            vm_namespace: scenario.vm_namespace().into(),
+            guest: None,
+            pools: vec![PoolSpec::new("pool1", 2)],
+        })
+        .await
+        .unwrap();
+    assert_ne!(second.uid, first.uid);
+    eventually(
+        "the new c1 has a Footprint of its own, Tracking",
+        || async { phase(&footprints, &second.uid).await == Some(Phase::Tracking) },
+    )
+    .await;
+    let old = footprints.get(&first.uid).await.unwrap();
+    let new = footprints.get(&second.uid).await.unwrap();
+    assert_eq!(new.spec.identity.provisioning_cluster_uid, second.uid);
+    assert_eq!(
+        new.spec.identity.capi_cluster_uid.as_deref(),
+        Some(second.capi_uid.as_str())
+    );
+    assert_eq!(
+        (&new.spec.identity.namespace, &new.spec.identity.name),
+        (&key.namespace, &key.name)
+    );
+    assert_eq!(
+        new.spec.identity.install_uuid,
+        old.spec.identity.install_uuid
+    );
+    assert_eq!(old.spec.identity.provisioning_cluster_uid, first.uid);
+    assert_eq!(
+        old.spec.identity.capi_cluster_uid.as_deref(),
+        Some(first.capi_uid.as_str())
+    );
+    assert_eq!(
+        old.status.and_then(|status| status.phase),
+        Some(Phase::Reclaiming)
+    );
+    // A Machine of the new c1 going is decided against the new Footprint.
+    wait_for_hooks(world, &scenario, "c1").await;
+    let harvester = world.client(ClusterName::HARVESTER).await.unwrap();
+    let (intents, watcher) = IntentLog::watch(harvester, scenario.vm_namespace());
+    let going = &second.machines[0];
+    rancher
+        .scale_down("c1", "pool1", &going.name)
+        .await
+        .unwrap();
+    eventually("gleaner writes an intent on the scaled-down VM", || async {
+        intents.get(&going.vm).is_some()
+    })
+    .await;
+    watcher.abort();
+    let (_, intent, remove_all) = intents.get(&going.vm).unwrap();
+    assert_eq!(intent["reason"], "ScaleDown", "{intent}");
+    assert_eq!(intent["footprint"], second.uid.as_str(), "{intent}");
+    assert_eq!(remove_all.as_deref(), Some("false"));
+    assert_eq!(
+        phase(&footprints, &first.uid).await,
+        Some(Phase::Reclaiming)
+    );
+}
+
+#[tokio::test]
+async fn dotted_machine_names_find_their_vm() {
+    let world = world().await;
+    // Machine names are label values, so at most 63 characters: only the dots change.
+    let dotted = "c1.eu-west.example-pool1-7d9f8c6b5x-abcde";
+    let (mut scenario, _gleaner, _) =
+        watched("s-dots", ClusterPlan::new("c1", 2).machine_names(&[dotted])).await;
+    let cluster = scenario.cluster("c1").unwrap().clone();
+    assert_eq!(
+        cluster.vm(dotted),
+        Some("c1-eu-west-example-pool1-7d9f8c6b5x-abcde")
+    );
+    let harvester = world.client(ClusterName::HARVESTER).await.unwrap();
+    let (intents, watcher) = IntentLog::watch(harvester, scenario.vm_namespace());
+    let key = scenario.key("c1");
+    scenario.delete_cluster(&key).await.unwrap();
+    scenario.measure(DEADLINE).await.unwrap();
+    watcher.abort();
+    for machine in &cluster.machines {
+        assert_intent_before_deletion(
+            &intents,
+            scenario.journal(),
+            &machine.name,
+            &machine.vm,
+            &cluster.uid,
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_pool_on_a_second_harvester_gets_its_intent_through_its_own_credential() {
+    let world = world().await;
+    let (mut scenario, _gleaner, footprints) = watched(
+        "s-far",
+        ClusterPlan::new("c1", 1).pool_on(SECOND_HARVESTER, 1),
+    )
+    .await;
+    let cluster = scenario.cluster("c1").unwrap().clone();
+    let far = cluster
+        .machines
+        .iter()
+        .find(|machine| machine.harvester == SECOND_HARVESTER)
+        .unwrap()
+        .clone();
+    assert_ne!(far.cloud_credential, cluster.cloud_credential);
+    let footprint = footprints.get(&cluster.uid).await.unwrap();
+    let mut pools: Vec<(String, String, String)> = footprint
+        .spec
+        .pools
+        .iter()
+        .map(|pool| {
+            (
+                pool.name.clone(),
+                pool.cloud_credential.clone(),
+                pool.vm_namespace.clone(),
+            )
+        })
+        .collect();
+    pools.sort();
+    let vm_namespace = scenario.vm_namespace().to_owned();
+    assert_eq!(
+        pools,
+        vec![
+            (
+                "pool1".to_owned(),
+                cluster.cloud_credential.clone(),
+                vm_namespace.clone()
+            ),
+            (far.pool.clone(), far.cloud_credential.clone(), vm_namespace),
+        ]
+    );
+    let near_log = IntentLog::watch(
+        world.client(ClusterName::HARVESTER).await.unwrap(),
+        scenario.vm_namespace(),
+    );
+    let far_log = IntentLog::watch(
+        world.client(SECOND_HARVESTER).await.unwrap(),
+        scenario.vm_namespace(),
+    );
+    let key = scenario.key("c1");
+    scenario.delete_cluster(&key).await.unwrap();
+    scenario.measure(DEADLINE).await.unwrap();
+    near_log.1.abort();
+    far_log.1.abort();
+    for machine in &cluster.machines {
+        let intents = if machine.harvester == SECOND_HARVESTER {
+            &far_log.0
+        } else {
+            &near_log.0
+        };
+        assert_intent_before_deletion(
+            intents,
+            scenario.journal(),
+            &machine.name,
+            &machine.vm,
+            &cluster.uid,
+        );
+    }
+}
