@@ -242,9 +242,6 @@ async fn a_paused_cluster_is_frozen_and_resumes_when_unpaused() {
 /// The Footprint's `Frozen` condition after the unpause, apart from the test above so that a
 /// stale condition does not hide what the freeze itself does.
 #[tokio::test]
-#[ignore = "gleaner bug: a Footprint that reached Reclaiming while its cluster was paused keeps \
-            Frozen=True after the unpause and after the cluster is gone \
-            (management/footprints.rs `phase` stops reading pause once Reclaiming)"]
 async fn a_footprint_is_no_longer_frozen_once_its_cluster_is_unpaused() {
     let frozen = paused_and_deleted("s-thaw").await;
     let (footprints, uid) = (&frozen.footprints, &frozen.cluster.uid);

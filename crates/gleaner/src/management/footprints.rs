@@ -220,6 +220,7 @@ pub async fn phase(footprint: Arc<Footprint>, context: Arc<Context>) -> Result<A
         .await?;
         confirm_deletion(&recorded, &live) == Deletion::Confirmed
     };
+    set_cluster_conditions(&mut conditions, &recorded, confirmed, &context).await?;
     let named = if confirmed {
         set_condition(
             &mut conditions,
@@ -228,10 +229,8 @@ pub async fn phase(footprint: Arc<Footprint>, context: Arc<Context>) -> Result<A
             "BothClustersGone",
             "a live read showed both Cluster objects gone or deleting, in the recorded installation",
         );
-        // Opt-out and pause stay as last seen while the cluster lived: its objects are going.
         None
     } else {
-        set_cluster_conditions(&mut conditions, &recorded, &context).await?;
         Some(named_vms(&recorded, &context).await?)
     };
     set_harvester_condition(&mut conditions, &footprint.spec.pools, &context);
@@ -465,10 +464,14 @@ async fn write_status(
     }
 }
 
-/// `OptedOut` and `Frozen`, from the two Cluster objects as they are now.
+/// `OptedOut` and `Frozen`, from the recorded Cluster objects as they are now (a same-named
+/// successor is not this Footprint's cluster). Once deletion is confirmed an opt-out stays,
+/// since the object that carried it may be gone; `Frozen` follows the CAPI Cluster while it
+/// exists.
 async fn set_cluster_conditions(
     conditions: &mut Vec<Condition>,
     recorded: &ClusterIdentity,
+    confirmed: bool,
     context: &Context,
 ) -> Result<()> {
     let read = |api: Api<DynamicObject>| async move {
@@ -489,6 +492,11 @@ async fn set_cluster_conditions(
     ))
     .await?;
     let capi = read(context.capi.clusters(&context.client, &recorded.namespace)).await?;
+    let recorded_uid = |cluster: Option<DynamicObject>, uid: &str| {
+        cluster.filter(|cluster| cluster.metadata.uid.as_deref() == Some(uid))
+    };
+    let provisioning = recorded_uid(provisioning, &recorded.provisioning_uid);
+    let capi = recorded_uid(capi, &recorded.capi_uid);
     let skip = |cluster: &Option<DynamicObject>| {
         cluster.as_ref().and_then(|cluster| {
             cluster
@@ -521,7 +529,12 @@ async fn set_cluster_conditions(
                 ),
             ),
         };
-    set_condition(conditions, "OptedOut", status, reason, &message);
+    let opted_out_before = conditions
+        .iter()
+        .any(|condition| condition.type_ == "OptedOut" && condition.status == "True");
+    if !(confirmed && opted_out_before) {
+        set_condition(conditions, "OptedOut", status, reason, &message);
+    }
     let paused = paused_by(&PauseFacts {
         cluster_spec_paused: capi
             .as_ref()
@@ -538,6 +551,13 @@ async fn set_cluster_conditions(
             "True",
             "Paused",
             &format!("paused by {by:?}"),
+        ),
+        None if capi.is_none() => set_condition(
+            conditions,
+            "Frozen",
+            "False",
+            "ClusterGone",
+            "the CAPI Cluster is gone",
         ),
         None => set_condition(
             conditions,
