@@ -6,8 +6,8 @@ mod common;
 use std::{process::Command, time::Duration};
 
 use common::{
-    DEADLINE, Gleaner, HOOK, INTENT, IntentLog, REMOVE_ALL, TIME_SCALE, hooked, wait_for_hooks,
-    world,
+    DEADLINE, Gleaner, HOOK, INTENT, IntentLog, REMOVE_ALL, TIME_SCALE, condition, hooked, phase,
+    until_journal, wait_for_hooks, world, world_builder,
 };
 use gleaner::footprint::{Footprint, Phase};
 use gleaner_sim::{
@@ -72,10 +72,7 @@ async fn scale_down_writes_scale_down_and_false_and_lets_the_machine_go() {
         .await
         .unwrap();
     let gone = format!("VM {}/{} is gone", scenario.vm_namespace(), going.vm);
-    eventually("the scaled-down VM is gone", || async {
-        scenario.journal().position("node-driver", &gone).is_some()
-    })
-    .await;
+    until_journal(&scenario, "node-driver", &gone).await;
     watcher.abort();
     let (_, intent, remove_all) = intents.get(&going.vm).expect("gleaner wrote an intent");
     assert_eq!(intent["reason"], "ScaleDown");
@@ -155,13 +152,7 @@ async fn cluster_deletion_writes_the_intent_before_each_harvester_machine_goes()
         assert!(driver.what.contains("removeAll=false"), "{}", driver.what);
     }
     eventually("the Footprint is Reclaiming", || async {
-        footprints
-            .get(&uid)
-            .await
-            .unwrap()
-            .status
-            .and_then(|status| status.phase)
-            == Some(Phase::Reclaiming)
+        phase(&footprints, &uid).await == Some(Phase::Reclaiming)
     })
     .await;
     // With gleaner in place upstream deletes only the VMs' own disks.
@@ -177,13 +168,7 @@ async fn machines_wait_on_the_hook_while_gleaner_is_down_and_the_order_holds() {
     drop(gleaner);
     let key = scenario.key("c1");
     scenario.delete_cluster(&key).await.unwrap();
-    eventually("the Machine waits on gleaner's hook", || async {
-        scenario
-            .journal()
-            .position("capi", "waits on hooks")
-            .is_some()
-    })
-    .await;
+    until_journal(&scenario, "capi", "waits on hooks").await;
     tokio::time::sleep(Duration::from_secs(1)).await;
     assert_eq!(
         scenario
@@ -245,17 +230,9 @@ async fn an_opted_out_cluster_gets_no_intent_and_its_hooks_go() {
     );
     let uid = scenario.cluster("c1").unwrap().uid.clone();
     eventually("the Footprint says OptedOut", || async {
-        footprints
-            .get_opt(&uid)
+        condition(&footprints, &uid, "OptedOut")
             .await
-            .unwrap()
-            .and_then(|footprint| footprint.status)
-            .is_some_and(|status| {
-                status
-                    .conditions
-                    .iter()
-                    .any(|c| c.type_ == "OptedOut" && c.status == "True")
-            })
+            .is_some_and(|(status, _)| status == "True")
     })
     .await;
     let harvester = world.client(ClusterName::HARVESTER).await.unwrap();
@@ -390,10 +367,8 @@ async fn of_two_replicas_one_writes_and_the_other_takes_over_when_it_dies() {
 
 #[tokio::test]
 async fn cluster_deletion_passes_in_a_v1beta2_world() {
-    let world = World::builder()
+    let world = world_builder()
         .capi(gleaner_world::CapiVersion::V1beta2)
-        .with_crds(gleaner_world::Role::Management, gleaner::footprint::crds())
-        .guests(1)
         .start()
         .await
         .unwrap();
@@ -493,33 +468,7 @@ async fn a_broken_credential_holds_the_hook_with_a_warning_and_no_write() {
         .patch(name, &Default::default(), &kube::api::Patch::Merge(&mended))
         .await
         .unwrap();
-    eventually("the cluster finishes deleting", || async {
-        scenario
-            .journal()
-            .position("capi", "Cluster c1 finished deleting")
-            .is_some()
-    })
-    .await;
-}
-
-/// The Footprint's condition `type_`, as `(status, reason)`.
-async fn condition(
-    footprints: &Api<Footprint>,
-    uid: &str,
-    type_: &str,
-) -> Option<(String, String)> {
-    footprints
-        .get_opt(uid)
-        .await
-        .unwrap()
-        .and_then(|footprint| footprint.status)
-        .and_then(|status| {
-            status
-                .conditions
-                .into_iter()
-                .find(|condition| condition.type_ == type_)
-        })
-        .map(|condition| (condition.status, condition.reason))
+    until_journal(&scenario, "capi", "Cluster c1 finished deleting").await;
 }
 
 /// A Warning Event with `reason` in `namespace` of the Rancher cluster.
@@ -539,12 +488,7 @@ async fn warned(world: &World, namespace: &str, reason: &str) -> bool {
 #[tokio::test]
 async fn an_unreachable_harvester_lets_a_scale_down_go_and_holds_a_deletion_until_the_timeout() {
     // Its own world: stopping the Harvester would disturb every other test.
-    let world = World::builder()
-        .with_crds(gleaner_world::Role::Management, gleaner::footprint::crds())
-        .guests(1)
-        .start()
-        .await
-        .unwrap();
+    let world = world_builder().start().await.unwrap();
     let mut scenario = ScenarioBuilder::new("g-unreachable")
         .clock(Clock::new(TIME_SCALE))
         .cluster(ClusterPlan::new("c1", 2).volume(VolumePlan::new("data").hotplugged()))

@@ -7,7 +7,10 @@ mod common;
 
 use std::time::Duration;
 
-use common::{DEADLINE, Gleaner, HOOK, IntentLog, TIME_SCALE, wait_for_hooks};
+use common::{
+    DEADLINE, Gleaner, HOOK, IntentLog, TIME_SCALE, condition, phase, until_journal,
+    wait_for_hooks, world_builder,
+};
 use gleaner::footprint::{Footprint, Phase};
 use gleaner_sim::{
     Clock, Journal, kinds,
@@ -29,10 +32,8 @@ async fn world() -> &'static World {
     static WORLD: OnceCell<World> = OnceCell::const_new();
     WORLD
         .get_or_init(|| async {
-            World::builder()
+            world_builder()
                 .cluster(SECOND_HARVESTER, Role::Harvester)
-                .with_crds(Role::Management, gleaner::footprint::crds())
-                .guests(1)
                 .start()
                 .await
                 .unwrap()
@@ -64,31 +65,6 @@ async fn watched(prefix: &str, plan: ClusterPlan) -> (Scenario, Gleaner, Api<Foo
     })
     .await;
     (scenario, gleaner, footprints)
-}
-
-async fn phase(footprints: &Api<Footprint>, name: &str) -> Option<Phase> {
-    footprints
-        .get_opt(name)
-        .await
-        .unwrap()
-        .and_then(|footprint| footprint.status)
-        .and_then(|status| status.phase)
-}
-
-/// The status of the Footprint's condition `type_`, if it has one.
-async fn condition(footprints: &Api<Footprint>, name: &str, type_: &str) -> Option<String> {
-    footprints
-        .get_opt(name)
-        .await
-        .unwrap()
-        .and_then(|footprint| footprint.status)
-        .and_then(|status| {
-            status
-                .conditions
-                .into_iter()
-                .find(|condition| condition.type_ == type_)
-                .map(|condition| condition.status)
-        })
 }
 
 /// The etcd revision at which CAPI deleted the HarvesterMachine, if it did.
@@ -146,8 +122,7 @@ async fn paused_and_deleted(prefix: &str) -> Frozen {
     eventually("the Footprint says Frozen", || async {
         condition(&footprints, &cluster.uid, "Frozen")
             .await
-            .as_deref()
-            == Some("True")
+            .is_some_and(|(status, _)| status == "True")
     })
     .await;
     let harvester = world.client(ClusterName::HARVESTER).await.unwrap();
@@ -220,13 +195,7 @@ async fn a_paused_cluster_is_frozen_and_resumes_when_unpaused() {
     );
     rancher.set_paused("c1", false).await.unwrap();
     scenario.measure(DEADLINE).await.unwrap();
-    eventually("the cluster finishes deleting", || async {
-        scenario
-            .journal()
-            .position("capi", "Cluster c1 finished deleting")
-            .is_some()
-    })
-    .await;
+    until_journal(scenario, "capi", "Cluster c1 finished deleting").await;
     frozen.watcher.abort();
     for machine in &cluster.machines {
         assert_intent_before_deletion(
@@ -257,7 +226,9 @@ async fn a_footprint_is_no_longer_frozen_once_its_cluster_is_unpaused() {
         .await
         .unwrap();
     eventually("the Footprint is no longer Frozen", || async {
-        condition(footprints, uid, "Frozen").await.as_deref() == Some("False")
+        condition(footprints, uid, "Frozen")
+            .await
+            .is_some_and(|(status, _)| status == "False")
     })
     .await;
     frozen.watcher.abort();
@@ -270,13 +241,7 @@ async fn a_re_created_cluster_with_the_same_name_gets_its_own_footprint() {
     let first = scenario.cluster("c1").unwrap().clone();
     let key = scenario.key("c1");
     scenario.delete_cluster(&key).await.unwrap();
-    eventually("the first c1 is gone from Rancher", || async {
-        scenario
-            .journal()
-            .position("rancher", "cluster c1 is gone")
-            .is_some()
-    })
-    .await;
+    until_journal(&scenario, "rancher", "cluster c1 is gone").await;
     eventually("the first c1's Footprint is Reclaiming", || async {
         phase(&footprints, &first.uid).await == Some(Phase::Reclaiming)
     })

@@ -9,14 +9,15 @@ use std::{
 };
 
 use futures::StreamExt;
+use gleaner::footprint::{Footprint, Phase};
 use gleaner_sim::{
     Clock, kinds,
     scenario::{ClusterPlan, Scenario, ScenarioBuilder, VolumePlan},
 };
 use gleaner_world::testing::{ensure_namespace, eventually};
-use gleaner_world::{ClusterName, Role, World};
+use gleaner_world::{ClusterName, Role, World, WorldBuilder};
 use kube::{
-    Client, ResourceExt,
+    Api, Client, ResourceExt,
     runtime::{WatchStreamExt, watcher},
 };
 use serde_json::Value;
@@ -26,19 +27,20 @@ use tokio::{
     sync::OnceCell,
 };
 
+/// A world with a guest apiserver and gleaner's CRDs in the management cluster, from the same
+/// function `gleaner crd` prints.
+pub fn world_builder() -> WorldBuilder {
+    World::builder()
+        .with_crds(Role::Management, gleaner::footprint::crds())
+        .guests(1)
+}
+
 /// This test binary's world: the default one plus a guest apiserver, with gleaner's CRDs in
 /// the management cluster, from the same function `gleaner crd` prints.
 pub async fn world() -> &'static World {
     static WORLD: OnceCell<World> = OnceCell::const_new();
     WORLD
-        .get_or_init(|| async {
-            World::builder()
-                .with_crds(Role::Management, gleaner::footprint::crds())
-                .guests(1)
-                .start()
-                .await
-                .unwrap()
-        })
+        .get_or_init(|| async { world_builder().start().await.unwrap() })
         .await
 }
 
@@ -202,4 +204,42 @@ pub async fn http_get(addr: std::net::SocketAddr, path: &str) -> Option<(u16, St
     let status = response.get(9..12)?.parse().ok()?;
     let (_, body) = response.split_once("\r\n\r\n")?;
     Some((status, body.to_owned()))
+}
+
+/// The Footprint's condition `type_`, as `(status, reason)`.
+pub async fn condition(
+    footprints: &Api<Footprint>,
+    uid: &str,
+    type_: &str,
+) -> Option<(String, String)> {
+    footprints
+        .get_opt(uid)
+        .await
+        .unwrap()
+        .and_then(|footprint| footprint.status)
+        .and_then(|status| {
+            status
+                .conditions
+                .into_iter()
+                .find(|condition| condition.type_ == type_)
+        })
+        .map(|condition| (condition.status, condition.reason))
+}
+
+/// The Footprint's phase, if it has one.
+pub async fn phase(footprints: &Api<Footprint>, name: &str) -> Option<Phase> {
+    footprints
+        .get_opt(name)
+        .await
+        .unwrap()
+        .and_then(|footprint| footprint.status)
+        .and_then(|status| status.phase)
+}
+
+/// Waits until the scenario's journal has an entry of `actor` containing `what`.
+pub async fn until_journal(scenario: &Scenario, actor: &str, what: &str) {
+    eventually(&format!("{actor}: {what}"), || async {
+        scenario.journal().position(actor, what).is_some()
+    })
+    .await;
 }
