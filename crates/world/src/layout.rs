@@ -43,6 +43,8 @@ impl Layout {
             root.clone()
         };
         let etcd_data = etcd_parent.join(format!("{ETCD_PREFIX}{pid}-{sequence}"));
+        // Left by an earlier process with the same (recycled) pid: never start etcd on it.
+        let _ = std::fs::remove_dir_all(&etcd_data);
         for dir in [&root, &root.join("logs")] {
             std::fs::create_dir_all(dir).context(|| format!("cannot create {}", dir.display()))?;
         }
@@ -84,19 +86,31 @@ fn prune_old_worlds(worlds: &Path) {
     let Ok(entries) = std::fs::read_dir(worlds) else {
         return;
     };
-    let mut dirs: Vec<PathBuf> = entries.flatten().map(|entry| entry.path()).collect();
-    // Names start with the start time in seconds, so name order is age order within a digit count.
-    dirs.sort_by_key(|dir| {
-        let name = dir
-            .file_name()
-            .unwrap_or_default()
-            .to_string_lossy()
-            .into_owned();
-        (name.len(), name)
-    });
+    let mut dirs: Vec<((u64, u32, u32), PathBuf)> = entries
+        .flatten()
+        .map(|entry| (age_key(&entry.file_name().to_string_lossy()), entry.path()))
+        .collect();
+    dirs.sort();
     let excess = dirs.len().saturating_sub(WORLDS_KEPT);
-    for dir in &dirs[..excess] {
-        let _ = std::fs::remove_dir_all(dir);
+    for ((_, pid, _), dir) in &dirs[..excess] {
+        // A world whose process lives is in use, however old.
+        if !Path::new("/proc").join(pid.to_string()).exists() {
+            let _ = std::fs::remove_dir_all(dir);
+        }
+    }
+}
+
+/// `<start seconds>-<pid>-<sequence>` as numbers, so that age order holds whatever their
+/// digit counts (pids wrap around); a name of another shape sorts first.
+fn age_key(name: &str) -> (u64, u32, u32) {
+    let mut parts = name.split('-').map(str::parse::<u64>);
+    match (parts.next(), parts.next(), parts.next()) {
+        (Some(Ok(stamp)), Some(Ok(pid)), Some(Ok(sequence))) => (
+            stamp,
+            u32::try_from(pid).unwrap_or(0),
+            u32::try_from(sequence).unwrap_or(0),
+        ),
+        _ => (0, 0, 0),
     }
 }
 
@@ -126,4 +140,28 @@ fn is_writable_dir(dir: &Path) -> bool {
 
 pub(crate) fn write_file(path: &Path, contents: &str) -> Result<()> {
     std::fs::write(path, contents).context(|| format!("cannot write {}", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn worlds_age_by_start_time_whatever_the_pid_digits() {
+        let mut names = [
+            "1795563478-8967-0",
+            "1795562800-24742-0",
+            "1795562800-24742-1",
+        ];
+        names.sort_by_key(|name| age_key(name));
+        assert_eq!(
+            names,
+            [
+                "1795562800-24742-0",
+                "1795562800-24742-1",
+                "1795563478-8967-0"
+            ]
+        );
+        assert_eq!(age_key("stray"), (0, 0, 0));
+    }
 }

@@ -82,7 +82,10 @@ impl Gleaner {
         let admin = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let admin_addr = admin.local_addr().unwrap();
         drop(admin);
-        let child = Command::new(env!("CARGO_BIN_EXE_gleaner"))
+        // Killed with the test thread that started it, even when the test process is killed
+        // before `Drop` runs.
+        let child = Command::new("setpriv")
+            .args(["--pdeathsig", "KILL", "--", env!("CARGO_BIN_EXE_gleaner")])
             .args(["run", "--kubeconfig"])
             .arg(world.kubeconfig(ClusterName::RANCHER).unwrap())
             .args(["--namespace", &namespace, "--watch-namespace", watch])
