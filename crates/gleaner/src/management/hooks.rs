@@ -19,6 +19,7 @@ use serde_json::json;
 
 use crate::{
     Error, Result,
+    footprint::Footprint,
     management::{
         Context,
         capi::Capi,
@@ -164,8 +165,13 @@ async fn on_deletion(machine: &DynamicObject, context: &Context) -> Result<Actio
         harvester: Reachability::Reachable,
         hook_timeout: context.hook_timeout,
     };
+    // The Footprint's condition makes the unreachable time outlive a restart of gleaner.
+    let recorded_unreachable_for = footprint.as_ref().and_then(unreachable_for);
     let intent = Intent {
-        footprint: footprint.unwrap_or_default(),
+        footprint: footprint
+            .as_ref()
+            .map(ResourceExt::name_any)
+            .unwrap_or_default(),
         reason,
         decided_at: Timestamp::now(),
     };
@@ -199,10 +205,14 @@ async fn on_deletion(machine: &DynamicObject, context: &Context) -> Result<Actio
         HookDecision::WriteIntentThenRemoveHook => {
             if let Err(error) = write_intent(machine, &intent, context).await {
                 context.mark_unreachable(machine);
-                let retry = DeletingMachine {
-                    harvester: context.reachability(machine),
-                    ..facts
+                let harvester = match context.reachability(machine) {
+                    Reachability::Unreachable { unreachable_for } => Reachability::Unreachable {
+                        unreachable_for: unreachable_for
+                            .max(recorded_unreachable_for.unwrap_or_default()),
+                    },
+                    Reachability::Reachable => Reachability::Reachable,
                 };
+                let retry = DeletingMachine { harvester, ..facts };
                 return lapse_or_wait(machine, &about, &retry, &error, &intent.footprint, context)
                     .await;
             }
@@ -253,6 +263,22 @@ async fn lapse_or_wait(
     Ok(Action::requeue(WAIT))
 }
 
+/// How long the Footprint has said its Harvester is unreachable, if it says so.
+fn unreachable_for(footprint: &Footprint) -> Option<Duration> {
+    let condition = footprint
+        .status
+        .as_ref()?
+        .conditions
+        .iter()
+        .find(|condition| {
+            condition.type_ == "HarvesterUnreachable" && condition.status == "True"
+        })?;
+    Timestamp::now()
+        .duration_since(condition.last_transition_time.0)
+        .try_into()
+        .ok()
+}
+
 fn pause_facts(machine: &DynamicObject, cluster: Option<&DynamicObject>) -> PauseFacts {
     PauseFacts {
         cluster_spec_paused: cluster
@@ -270,7 +296,7 @@ async fn decide(
     namespace: &str,
     cluster_name: &str,
     context: &Context,
-) -> Result<(Option<String>, Reason, String)> {
+) -> Result<(Option<Footprint>, Reason, String)> {
     let provisioning_uid = capi_cluster.and_then(|cluster| {
         cluster
             .owner_references()
@@ -313,7 +339,7 @@ async fn decide(
     let live = observe::live(&context.client, &context.capi, namespace, cluster_name).await?;
     let decision = machine_reason(&recorded, &live);
     Ok((
-        Some(footprint.name_any()),
+        Some(footprint),
         decision.reason,
         decision.explanation.to_string(),
     ))
@@ -367,4 +393,37 @@ async fn write_intent(machine: &DynamicObject, intent: &Intent, context: &Contex
         })?;
     tracing::info!(%vm_namespace, %vm, reason = intent.reason.as_str(), "intent written");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+
+    use super::*;
+    use crate::{
+        footprint::{FootprintSpec, FootprintStatus},
+        management::footprints::set_condition,
+    };
+
+    #[test]
+    fn the_footprint_says_how_long_its_harvester_has_been_unreachable() {
+        let mut footprint = Footprint::new("uid", FootprintSpec::default());
+        assert_eq!(unreachable_for(&footprint), None);
+        let mut status = FootprintStatus::default();
+        set_condition(
+            &mut status.conditions,
+            "HarvesterUnreachable",
+            "True",
+            "WatchFailing",
+            "down",
+        );
+        status.conditions[0].last_transition_time =
+            Time(Timestamp::now() - k8s_openapi::jiff::SignedDuration::from_secs(90));
+        footprint.status = Some(status.clone());
+        let waited = unreachable_for(&footprint).unwrap();
+        assert!(waited >= Duration::from_secs(90), "{waited:?}");
+        status.conditions[0].status = "False".into();
+        footprint.status = Some(status);
+        assert_eq!(unreachable_for(&footprint), None);
+    }
 }
