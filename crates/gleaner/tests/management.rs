@@ -412,6 +412,15 @@ async fn a_broken_credential_holds_the_hook_with_a_warning_and_no_write() {
     let secrets: Api<k8s_openapi::api::core::v1::Secret> =
         Api::namespaced(rancher.clone(), namespace);
     let original = secrets.get(name).await.unwrap();
+    let harvester_unreachable = || async {
+        condition(&footprints, &uid, "HarvesterUnreachable")
+            .await
+            .map(|(status, _)| status)
+    };
+    eventually("the Footprint's Harvester answers", || async {
+        harvester_unreachable().await.as_deref() == Some("False")
+    })
+    .await;
     let broken = serde_json::json!({"data": {
         "harvestercredentialConfig-kubeconfigContent": "bm90IGEga3ViZWNvbmZpZw=="
     }});
@@ -419,6 +428,12 @@ async fn a_broken_credential_holds_the_hook_with_a_warning_and_no_write() {
         .patch(name, &Default::default(), &kube::api::Patch::Merge(&broken))
         .await
         .unwrap();
+    // The Harvester's watch reads its Secret again and gives up the old client.
+    eventually(
+        "the Footprint says its Harvester is unreachable",
+        || async { harvester_unreachable().await.as_deref() == Some("True") },
+    )
+    .await;
     // Rancher's own remove job reads the same credential, so upstream is stuck too: the point is
     // that gleaner neither panics nor guesses.
     let key = scenario.key("c1");
@@ -469,6 +484,10 @@ async fn a_broken_credential_holds_the_hook_with_a_warning_and_no_write() {
         .await
         .unwrap();
     until_journal(&scenario, "capi", "Cluster c1 finished deleting").await;
+    eventually("the watch follows the mended credential", || async {
+        harvester_unreachable().await.as_deref() == Some("False")
+    })
+    .await;
 }
 
 /// A Warning Event with `reason` in `namespace` of the Rancher cluster.
