@@ -1,76 +1,30 @@
 //! The CSI simulator against real apiservers: a Harvester and one guest cluster.
 
+mod common;
+
+use common::fixture::{Fixture, HARVESTER, world};
 use futures::future::try_join_all;
 use gleaner_sim::{
-    Clock, Env, Error, Journal,
+    Error,
     csi::{
-        Csi, GUEST_DRIVER, GuestAccess, GuestVolume, LONGHORN_DRIVER, NETWORK_FILESYSTEM_NAMESPACE,
+        GUEST_DRIVER, GuestAccess, GuestVolume, LONGHORN_DRIVER, NETWORK_FILESYSTEM_NAMESPACE,
         Reclaim, VolumeRequest,
     },
     keys, kinds,
 };
-use gleaner_world::testing::{ensure_namespace, eventually};
-use gleaner_world::{ClusterName, Role, World, WorldBuilder};
+use gleaner_world::World;
+use gleaner_world::testing::eventually;
 use k8s_openapi::api::{
     core::v1::{PersistentVolume, PersistentVolumeClaim},
     storage::v1::StorageClass,
 };
 use kube::{
-    Api, Client,
+    Api,
     api::{DynamicObject, Patch, PatchParams, PostParams},
 };
 use serde_json::{Value, json};
-use tokio::sync::OnceCell;
-
-const HARVESTER: &str = ClusterName::HARVESTER;
-const GUEST: &str = "guest-1";
-
-/// One world for every test of this binary; tests stay apart by namespace.
-async fn world() -> &'static World {
-    static WORLD: OnceCell<World> = OnceCell::const_new();
-    WORLD
-        .get_or_init(|| async {
-            WorldBuilder::empty()
-                .cluster(HARVESTER, Role::Harvester)
-                .guests(1)
-                .start()
-                .await
-                .expect("the CSI test world starts")
-        })
-        .await
-}
-
-/// A guest namespace and a Harvester VM namespace, both named after the test, and a driver
-/// between them.
-struct Fixture {
-    csi: Csi,
-    guest: Client,
-    harvester: Client,
-    namespace: String,
-    journal: Journal,
-}
 
 impl Fixture {
-    async fn new(namespace: &str) -> Self {
-        let world = world().await;
-        let guest = world.client(GUEST).await.unwrap();
-        let harvester = world.client(HARVESTER).await.unwrap();
-        ensure_namespace(&guest, namespace).await.unwrap();
-        ensure_namespace(&harvester, namespace).await.unwrap();
-        let journal = Journal::default();
-        let env = Env {
-            clock: Clock::new(0.01),
-            journal: journal.clone(),
-        };
-        Self {
-            csi: Csi::new(guest.clone(), harvester.clone(), namespace, env),
-            guest,
-            harvester,
-            namespace: namespace.to_owned(),
-            journal,
-        }
-    }
-
     async fn volume(&self, name: &str, reclaim: Reclaim) -> GuestVolume {
         self.csi
             .create_volume(&VolumeRequest::rwo(&self.namespace, name, reclaim))

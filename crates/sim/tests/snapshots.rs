@@ -1,81 +1,27 @@
 //! Guest snapshots and the snapshot-controller stand-in against real apiservers: a Harvester and
 //! one guest cluster.
 
+mod common;
+
 use std::time::Duration;
 
+use common::fixture::{Fixture, HARVESTER, world};
 use gleaner_sim::{
-    Clock, Env, Journal,
     csi::{
-        Csi, GUEST_DRIVER, GUEST_SNAPSHOT_CLASS, GuestSnapshot, GuestVolume, HOST_SNAPSHOT_CLASS,
+        GUEST_DRIVER, GUEST_SNAPSHOT_CLASS, GuestSnapshot, GuestVolume, HOST_SNAPSHOT_CLASS,
         LONGHORN_DRIVER, Reclaim, VolumeRequest,
     },
     keys::{
         FINALIZER_SNAPSHOT_AS_SOURCE, FINALIZER_SNAPSHOT_BOUND, FINALIZER_SNAPSHOT_CONTENT_BOUND,
         LABEL_SNAP_HOST_SC, LABEL_SNAP_HOST_VOLUME_MODE,
     },
-    kinds, snapshots,
-    tasks::Tasks,
+    kinds,
 };
-use gleaner_world::testing::{ensure_namespace, eventually};
-use gleaner_world::{ClusterName, Role, World, WorldBuilder};
+use gleaner_world::testing::eventually;
 use k8s_openapi::api::core::v1::PersistentVolumeClaim;
-use kube::{Api, Client, api::DynamicObject};
-use tokio::sync::OnceCell;
-
-const HARVESTER: &str = ClusterName::HARVESTER;
-const GUEST: &str = "guest-1";
-
-/// One world for every test of this binary; tests stay apart by namespace.
-async fn world() -> &'static World {
-    static WORLD: OnceCell<World> = OnceCell::const_new();
-    WORLD
-        .get_or_init(|| async {
-            WorldBuilder::empty()
-                .cluster(HARVESTER, Role::Harvester)
-                .guests(1)
-                .start()
-                .await
-                .expect("the snapshot test world starts")
-        })
-        .await
-}
-
-/// A guest namespace and a Harvester namespace named after the test, a driver between them, and
-/// the snapshot-controller stand-in on both.
-struct Fixture {
-    csi: Csi,
-    guest: Client,
-    harvester: Client,
-    namespace: String,
-    journal: Journal,
-    _tasks: Tasks,
-}
+use kube::{Api, api::DynamicObject};
 
 impl Fixture {
-    async fn new(namespace: &str) -> Self {
-        let world = world().await;
-        let guest = world.client(GUEST).await.unwrap();
-        let harvester = world.client(HARVESTER).await.unwrap();
-        ensure_namespace(&guest, namespace).await.unwrap();
-        ensure_namespace(&harvester, namespace).await.unwrap();
-        let journal = Journal::default();
-        let env = Env {
-            clock: Clock::new(0.01),
-            journal: journal.clone(),
-        };
-        let mut tasks = Tasks::default();
-        snapshots::spawn(guest.clone(), namespace, env.clone(), &mut tasks);
-        snapshots::spawn(harvester.clone(), namespace, env.clone(), &mut tasks);
-        Self {
-            csi: Csi::new(guest.clone(), harvester.clone(), namespace, env),
-            guest,
-            harvester,
-            namespace: namespace.to_owned(),
-            journal,
-            _tasks: tasks,
-        }
-    }
-
     async fn volume(&self, request: VolumeRequest) -> GuestVolume {
         self.csi.create_volume(&request).await.unwrap()
     }
@@ -146,7 +92,7 @@ async fn snapshot_of_rwo(fixture: &Fixture) -> (GuestVolume, GuestSnapshot) {
 
 #[tokio::test]
 async fn a_guest_snapshot_makes_a_labelled_host_snapshot_of_the_host_pvc() {
-    let fixture = Fixture::new("snap-create").await;
+    let fixture = Fixture::with_snapshot_controller("snap-create").await;
     let (volume, snapshot) = snapshot_of_rwo(&fixture).await;
 
     let guest = fixture.ready(&fixture.guest_snapshots(), "data-snap").await;
@@ -234,7 +180,7 @@ async fn a_guest_snapshot_makes_a_labelled_host_snapshot_of_the_host_pvc() {
 
 #[tokio::test]
 async fn a_host_snapshot_of_an_rwx_volume_is_labelled_filesystem() {
-    let fixture = Fixture::new("snap-rwx").await;
+    let fixture = Fixture::with_snapshot_controller("snap-rwx").await;
     let request = VolumeRequest::rwx(&fixture.namespace, "shared", Reclaim::Delete);
     let volume = fixture.volume(request).await;
     let snapshot = fixture.csi.snapshot(&volume, "shared-snap").await.unwrap();
@@ -263,7 +209,7 @@ async fn a_host_snapshot_of_an_rwx_volume_is_labelled_filesystem() {
 
 #[tokio::test]
 async fn deleting_a_guest_snapshot_completes_on_both_clusters() {
-    let fixture = Fixture::new("snap-delete").await;
+    let fixture = Fixture::with_snapshot_controller("snap-delete").await;
     let (_, snapshot) = snapshot_of_rwo(&fixture).await;
     let host = fixture
         .ready(&fixture.host_snapshots(), &snapshot.host.name)
@@ -300,7 +246,7 @@ async fn deleting_a_guest_snapshot_completes_on_both_clusters() {
 
 #[tokio::test]
 async fn deleting_a_host_pvc_with_a_snapshot_leaves_the_host_snapshot_behind() {
-    let fixture = Fixture::new("snap-leak").await;
+    let fixture = Fixture::with_snapshot_controller("snap-leak").await;
     let (volume, snapshot) = snapshot_of_rwo(&fixture).await;
     fixture
         .ready(&fixture.host_snapshots(), &snapshot.host.name)

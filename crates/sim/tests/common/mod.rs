@@ -2,6 +2,8 @@
 // Each test binary compiles this module and uses a part of it.
 #![allow(dead_code)]
 
+pub mod fixture;
+
 use std::time::Duration;
 
 use gleaner_sim::{
