@@ -39,7 +39,15 @@ pub struct UnhookArgs {
     #[command(flatten)]
     pub kube: KubeArgs,
 
-    /// A namespace of Machines to unhook (repeatable, or comma-separated); none = all.
+    #[command(flatten)]
+    pub watch: WatchArgs,
+}
+
+/// Which namespaces of the management cluster gleaner looks at.
+#[derive(Debug, Clone, Args)]
+pub struct WatchArgs {
+    /// A namespace of Rancher objects (Clusters, Machines) to watch (repeatable, or
+    /// comma-separated); none = all.
     #[arg(
         long = "watch-namespace",
         env = "GLEANER_WATCH_NAMESPACES",
@@ -47,6 +55,17 @@ pub struct UnhookArgs {
         value_delimiter = ','
     )]
     pub watch_namespaces: Vec<String>,
+}
+
+impl WatchArgs {
+    /// One scope per namespace, or `None` (every namespace) when none is given.
+    pub fn scopes(&self) -> Vec<Option<String>> {
+        if self.watch_namespaces.is_empty() {
+            vec![None]
+        } else {
+            self.watch_namespaces.iter().cloned().map(Some).collect()
+        }
+    }
 }
 
 /// How gleaner logs.
@@ -130,14 +149,8 @@ pub struct ControllerArgs {
     )]
     pub namespace: String,
 
-    /// A namespace of Rancher objects to watch (repeatable, or comma-separated); none = all.
-    #[arg(
-        long = "watch-namespace",
-        env = "GLEANER_WATCH_NAMESPACES",
-        value_name = "NAMESPACE",
-        value_delimiter = ','
-    )]
-    pub watch_namespaces: Vec<String>,
+    #[command(flatten)]
+    pub watch: WatchArgs,
 
     /// Removes a ClusterDeletion hook after this long even if the intent could not be written
     /// (e.g. `30m`, `2h`), setting ProtectionLapsed; by default the hook waits.
@@ -272,8 +285,12 @@ mod tests {
         assert_eq!(run.kube.kubeconfig, Some(PathBuf::from("/tmp/kc")));
         assert_eq!(run.controller.namespace, "ops");
         assert_eq!(
-            run.controller.watch_namespaces,
-            ["fleet-a", "fleet-b", "fleet-c"]
+            run.controller.watch.scopes(),
+            [
+                Some("fleet-a".to_owned()),
+                Some("fleet-b".to_owned()),
+                Some("fleet-c".to_owned())
+            ]
         );
         assert_eq!(
             run.controller.hook_timeout,
@@ -290,7 +307,7 @@ mod tests {
     fn defaults_watch_everything_and_wait_for_hooks() {
         let run = run_args(&[]).unwrap();
         assert_eq!(run.kube.kubeconfig, None);
-        assert!(run.controller.watch_namespaces.is_empty());
+        assert_eq!(run.controller.watch.scopes(), [None]);
         assert_eq!(run.controller.hook_timeout, None);
         assert!(!run.controller.dry_run);
         assert_eq!(run.lease.lease_duration, Duration::from_secs(15));

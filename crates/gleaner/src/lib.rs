@@ -78,7 +78,7 @@ where
     tracing::info!(
         version = env!("CARGO_PKG_VERSION"),
         namespace = %args.controller.namespace,
-        watch_namespaces = ?args.controller.watch_namespaces,
+        watch_namespaces = ?args.controller.watch.watch_namespaces,
         hook_timeout = ?args.controller.hook_timeout,
         concurrency = args.controller.concurrency,
         dry_run = args.controller.dry_run,

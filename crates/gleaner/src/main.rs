@@ -45,7 +45,7 @@ async fn main() -> ExitCode {
 
 async fn unhook(args: UnhookArgs) -> gleaner::Result<()> {
     let client = args.kube.client().await?;
-    let unhooked = management::unhook(&client, &args.watch_namespaces).await?;
+    let unhooked = management::unhook(&client, &args.watch).await?;
     println!("removed gleaner's hook from {unhooked} Machine(s)");
     Ok(())
 }

@@ -36,6 +36,7 @@ use serde_json::json;
 use crate::{
     Error, Result,
     admin::WatchSynced,
+    cli::WatchArgs,
     footprint::Footprint,
     leadership,
     metrics::{DecisionReason, Kind},
@@ -163,7 +164,7 @@ impl Context {
 /// watch flips its readiness once its cache has synced; `started` flips once they are all
 /// registered.
 pub async fn run(context: Arc<Context>, started: WatchSynced) -> Result<()> {
-    let scopes = scopes(&context);
+    let scopes = context.runtime.config.watch.scopes();
     let mut controllers: Vec<BoxFuture<'static, Result<()>>> = Vec::new();
     let mut machine_stores = Vec::new();
     for scope in &scopes {
@@ -285,15 +286,6 @@ fn report_held_hooks(
     .boxed()
 }
 
-fn scopes(context: &Context) -> Vec<Option<String>> {
-    let namespaces = &context.runtime.config.watch_namespaces;
-    if namespaces.is_empty() {
-        vec![None]
-    } else {
-        namespaces.iter().cloned().map(Some).collect()
-    }
-}
-
 fn suffix(scope: &Option<String>) -> String {
     scope
         .as_ref()
@@ -362,19 +354,11 @@ where
 
 /// Removes gleaner's hook from every Machine it can see, so uninstalling gleaner never blocks
 /// Rancher. Returns how many Machines it unhooked.
-pub async fn unhook(client: &kube::Client, watch_namespaces: &[String]) -> Result<usize> {
+pub async fn unhook(client: &kube::Client, watch: &WatchArgs) -> Result<usize> {
     let capi = Capi::discover(client).await?;
-    let scopes: Vec<Option<&str>> = if watch_namespaces.is_empty() {
-        vec![None]
-    } else {
-        watch_namespaces
-            .iter()
-            .map(|ns| Some(ns.as_str()))
-            .collect()
-    };
     let mut unhooked = 0;
-    for scope in scopes {
-        let machines = capi::scoped(client, scope, &capi.machine());
+    for scope in watch.scopes() {
+        let machines = capi::scoped(client, scope.as_deref(), &capi.machine());
         let listed = machines
             .list(&ListParams::default())
             .await
