@@ -6,7 +6,7 @@ mod common;
 use std::{process::Command, time::Duration};
 
 use common::{
-    DEADLINE, Gleaner, HOOK, INTENT, IntentLog, REMOVE_ALL, TIME_SCALE, condition, hooked, phase,
+    DEADLINE, Gleaner, INTENT, IntentLog, REMOVE_ALL, TIME_SCALE, condition, hooked, hooks, phase,
     until_journal, wait_for_hooks, world, world_builder,
 };
 use gleaner::footprint::{Footprint, Phase};
@@ -16,7 +16,7 @@ use gleaner_sim::{
 };
 use gleaner_world::testing::eventually;
 use gleaner_world::{ClusterName, World};
-use kube::{Api, ResourceExt};
+use kube::Api;
 
 #[tokio::test]
 async fn scale_down_writes_scale_down_and_false_and_lets_the_machine_go() {
@@ -29,7 +29,7 @@ async fn scale_down_writes_scale_down_and_false_and_lets_the_machine_go() {
         .unwrap();
     let fleet = scenario.key("c1").namespace;
     let _gleaner = Gleaner::start(world, "scale", &fleet).await;
-    wait_for_hooks(world, &scenario, "c1").await;
+    wait_for_hooks(&scenario, "c1").await;
     let harvester = world.client(ClusterName::HARVESTER).await.unwrap();
     let (intents, watcher) = IntentLog::watch(harvester, scenario.vm_namespace());
     let mut machines = scenario.cluster("c1").unwrap().machines.clone();
@@ -110,7 +110,7 @@ async fn cluster_deletion_writes_the_intent_before_each_harvester_machine_goes()
         .unwrap();
     let key = scenario.key("c1");
     let _gleaner = Gleaner::start(world, "delete", &key.namespace).await;
-    wait_for_hooks(world, &scenario, "c1").await;
+    wait_for_hooks(&scenario, "c1").await;
     let rancher_client = world.client(ClusterName::RANCHER).await.unwrap();
     let footprints: Api<Footprint> = Api::namespaced(rancher_client, "gleaner-delete");
     let uid = scenario.cluster("c1").unwrap().uid.clone();
@@ -299,16 +299,11 @@ async fn gleaner_unhook_leaves_no_gleaner_hook() {
         .unwrap();
     assert!(output.status.success(), "{output:?}");
     assert!(String::from_utf8_lossy(&output.stdout).contains("from 2 Machine(s)"));
-    let machines = scenario
-        .rancher_of("c1")
-        .unwrap()
-        .machines("c1")
-        .await
-        .unwrap();
     assert!(
-        machines
+        hooks(&scenario, "c1")
+            .await
             .iter()
-            .all(|machine| !machine.annotations().contains_key(HOOK))
+            .all(|(_, hook)| hook.is_none())
     );
 }
 
@@ -323,7 +318,7 @@ async fn of_two_replicas_one_writes_and_the_other_takes_over_when_it_dies() {
         .unwrap();
     let fleet = scenario.key("c1").namespace;
     let first = Gleaner::start_with(world, "replicas", "replica-a", &fleet, &[]).await;
-    wait_for_hooks(world, &scenario, "c1").await;
+    wait_for_hooks(&scenario, "c1").await;
     let second = Gleaner::start_with(world, "replicas", "replica-b", &fleet, &[]).await;
     let client = world.client(ClusterName::RANCHER).await.unwrap();
     let leases: Api<k8s_openapi::api::coordination::v1::Lease> =
@@ -351,15 +346,10 @@ async fn of_two_replicas_one_writes_and_the_other_takes_over_when_it_dies() {
         .await
         .unwrap();
     eventually("the replacement Machine is hooked by replica-b", || async {
-        let machines = scenario
-            .rancher_of("c1")
-            .unwrap()
-            .machines("c1")
+        hooks(&scenario, "c1")
             .await
-            .unwrap();
-        machines
             .iter()
-            .any(|m| m.name_any() != machine && m.annotations().get(HOOK).is_some())
+            .any(|(name, hook)| *name != machine && hook.is_some())
     })
     .await;
     drop(second);
@@ -380,7 +370,7 @@ async fn cluster_deletion_passes_in_a_v1beta2_world() {
         .unwrap();
     let key = scenario.key("c1");
     let _gleaner = Gleaner::start(&world, "v1beta2", &key.namespace).await;
-    wait_for_hooks(&world, &scenario, "c1").await;
+    wait_for_hooks(&scenario, "c1").await;
     let harvester = world.client(ClusterName::HARVESTER).await.unwrap();
     let (intents, watcher) = IntentLog::watch(harvester, scenario.vm_namespace());
     scenario.delete_cluster(&key).await.unwrap();
@@ -459,16 +449,11 @@ async fn a_broken_credential_holds_the_hook_with_a_warning_and_no_write() {
         },
     )
     .await;
-    let machines = scenario
-        .rancher_of("c1")
-        .unwrap()
-        .machines("c1")
-        .await
-        .unwrap();
     assert!(
-        machines
+        hooks(&scenario, "c1")
+            .await
             .iter()
-            .all(|machine| machine.annotations().contains_key(HOOK))
+            .all(|(_, hook)| hook.is_some())
     );
     assert!(
         !std::fs::read_to_string(world.dir().join("logs/gleaner-g-broken.log"))
@@ -521,7 +506,7 @@ async fn an_unreachable_harvester_lets_a_scale_down_go_and_holds_a_deletion_unti
         "gleaner-unreachable",
     );
     let waiting = Gleaner::start(&world, "unreachable", &key.namespace).await;
-    wait_for_hooks(&world, &scenario, "c1").await;
+    wait_for_hooks(&scenario, "c1").await;
     eventually("the Footprint sees its Harvester answer", || async {
         condition(&footprints, &uid, "HarvesterUnreachable")
             .await
@@ -542,13 +527,11 @@ async fn an_unreachable_harvester_lets_a_scale_down_go_and_holds_a_deletion_unti
     let replaced = scenario.cluster("c1").unwrap().machines[0].name.clone();
     rancher.reprovision(&replaced).await.unwrap();
     eventually("the reprovisioned Machine's hook goes", || async {
-        rancher
-            .machines("c1")
+        hooks(&scenario, "c1")
             .await
-            .unwrap()
             .iter()
-            .filter(|machine| machine.name_any() == replaced)
-            .all(|machine| !machine.annotations().contains_key(HOOK))
+            .filter(|(name, _)| *name == replaced)
+            .all(|(_, hook)| hook.is_none())
     })
     .await;
     scenario.delete_cluster(&key).await.unwrap();
@@ -559,14 +542,13 @@ async fn an_unreachable_harvester_lets_a_scale_down_go_and_holds_a_deletion_unti
     .await;
     // Without a hook timeout the hook waits as long as Harvester is away.
     tokio::time::sleep(Duration::from_secs(3)).await;
-    let rancher = scenario.rancher_of("c1").unwrap();
-    let hooked = |machines: Vec<kube::api::DynamicObject>| {
+    let others_hooked = |machines: Vec<(String, Option<String>)>| {
         machines
             .iter()
-            .filter(|machine| machine.name_any() != replaced)
-            .all(|machine| machine.annotations().contains_key(HOOK))
+            .filter(|(name, _)| *name != replaced)
+            .all(|(_, hook)| hook.is_some())
     };
-    assert!(hooked(rancher.machines("c1").await.unwrap()));
+    assert!(others_hooked(hooks(&scenario, "c1").await));
     assert_eq!(condition(&footprints, &uid, "ProtectionLapsed").await, None);
     eventually(
         "the metrics show the held hook and the unreachable Harvester",
@@ -596,8 +578,8 @@ async fn an_unreachable_harvester_lets_a_scale_down_go_and_holds_a_deletion_unti
     })
     .await;
     eventually("and removes the hook", || async {
-        let machines = rancher.machines("c1").await.unwrap();
-        machines.is_empty() || !hooked(machines)
+        let machines = hooks(&scenario, "c1").await;
+        machines.is_empty() || !others_hooked(machines)
     })
     .await;
     eventually("a Warning Event says protection lapsed", || async {

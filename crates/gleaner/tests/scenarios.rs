@@ -8,7 +8,7 @@ mod common;
 use std::time::Duration;
 
 use common::{
-    DEADLINE, Gleaner, HOOK, IntentLog, TIME_SCALE, condition, phase, until_journal,
+    DEADLINE, Gleaner, IntentLog, TIME_SCALE, condition, hooks, phase, until_journal,
     wait_for_hooks, world_builder,
 };
 use gleaner::footprint::{Footprint, Phase};
@@ -19,7 +19,7 @@ use gleaner_sim::{
 };
 use gleaner_world::testing::eventually;
 use gleaner_world::{ClusterName, Role, World};
-use kube::{Api, ResourceExt, api::DeleteParams};
+use kube::{Api, api::DeleteParams};
 use tokio::{sync::OnceCell, task::JoinHandle};
 
 const SECOND_HARVESTER: &str = "harvester-2";
@@ -54,7 +54,7 @@ async fn watched(prefix: &str, plan: ClusterPlan) -> (Scenario, Gleaner, Api<Foo
         .unwrap();
     let fleet = scenario.key(&name).namespace;
     let gleaner = Gleaner::start(world, prefix, &fleet).await;
-    wait_for_hooks(world, &scenario, &name).await;
+    wait_for_hooks(&scenario, &name).await;
     let footprints: Api<Footprint> = Api::namespaced(
         world.client(ClusterName::RANCHER).await.unwrap(),
         &format!("gleaner-{prefix}"),
@@ -172,11 +172,11 @@ async fn a_paused_cluster_is_frozen_and_resumes_when_unpaused() {
     let (scenario, cluster, intents) = (&frozen.scenario, &frozen.cluster, &frozen.intents);
     tokio::time::sleep(FROZEN_FOR).await;
     let rancher = scenario.rancher_of("c1").unwrap();
-    let held = rancher.machines("c1").await.unwrap();
+    let held = hooks(scenario, "c1").await;
     assert_eq!(held.len(), cluster.machines.len());
     assert!(
         held.iter()
-            .all(|machine| machine.annotations().get(HOOK).map(String::as_str) == Some("gleaner")),
+            .all(|(_, hook)| hook.as_deref() == Some("gleaner")),
         "a frozen cluster's Machines keep gleaner's hook"
     );
     for machine in &cluster.machines {
@@ -288,7 +288,7 @@ async fn a_re_created_cluster_with_the_same_name_gets_its_own_footprint() {
         Some(Phase::Reclaiming)
     );
     // A Machine of the new c1 going is decided against the new Footprint.
-    wait_for_hooks(world, &scenario, "c1").await;
+    wait_for_hooks(&scenario, "c1").await;
     let harvester = world.client(ClusterName::HARVESTER).await.unwrap();
     let (intents, watcher) = IntentLog::watch(harvester, scenario.vm_namespace());
     let going = &second.machines[0];

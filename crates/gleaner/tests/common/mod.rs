@@ -126,16 +126,26 @@ impl Drop for Gleaner {
     }
 }
 
-/// Every Machine of the scenario's cluster carries gleaner's hook.
-pub async fn wait_for_hooks(world: &World, scenario: &Scenario, cluster: &str) {
+/// Each Machine of the scenario's cluster now, by name, with the value of gleaner's hook on it.
+pub async fn hooks(scenario: &Scenario, cluster: &str) -> Vec<(String, Option<String>)> {
     let rancher = scenario.rancher_of(cluster).unwrap();
-    let _ = world;
+    rancher
+        .machines(cluster)
+        .await
+        .unwrap()
+        .iter()
+        .map(|machine| (machine.name_any(), machine.annotations().get(HOOK).cloned()))
+        .collect()
+}
+
+/// Every Machine of the scenario's cluster carries gleaner's hook.
+pub async fn wait_for_hooks(scenario: &Scenario, cluster: &str) {
     eventually("gleaner hooks every Machine", || async {
-        let machines = rancher.machines(cluster).await.unwrap();
+        let machines = hooks(scenario, cluster).await;
         !machines.is_empty()
-            && machines.iter().all(|machine| {
-                machine.annotations().get(HOOK).map(String::as_str) == Some("gleaner")
-            })
+            && machines
+                .iter()
+                .all(|(_, hook)| hook.as_deref() == Some("gleaner"))
     })
     .await;
 }
@@ -193,7 +203,7 @@ pub async fn hooked(prefix: &str, machines: usize, extra: &[&str]) -> (Scenario,
         .unwrap();
     let fleet = scenario.key("c1").namespace;
     let gleaner = Gleaner::start_with(world, prefix, prefix, &fleet, extra).await;
-    wait_for_hooks(world, &scenario, "c1").await;
+    wait_for_hooks(&scenario, "c1").await;
     (scenario, gleaner)
 }
 
