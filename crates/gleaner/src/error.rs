@@ -38,6 +38,9 @@ pub enum Error {
     #[error("{0}")]
     Unsupported(String),
 
+    #[error("{0} kept changing while gleaner wrote it; it will try again")]
+    Conflict(String),
+
     #[error("cannot take part in the election on Lease {namespace}/{name}: {source}")]
     Lease {
         namespace: String,
@@ -71,6 +74,7 @@ impl Error {
             Error::Kube { .. } => "kube_api",
             Error::Credential { .. } => "credential",
             Error::Unsupported(_) => "unsupported",
+            Error::Conflict(_) => "conflict",
             Error::Lease { .. } => "lease",
             Error::AdminBind { .. } | Error::AdminServe(_) => "admin",
             Error::Signal(_) => "signal",

@@ -423,9 +423,7 @@ async fn update_status(
             return Ok(());
         }
     }
-    Err(Error::Unsupported(format!(
-        "Footprint {name} kept changing while its status was written"
-    )))
+    Err(Error::Conflict(format!("Footprint {name}")))
 }
 
 /// Writes the whole status, guarded by the resourceVersion read; `false` on a conflict.
