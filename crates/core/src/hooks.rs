@@ -20,6 +20,24 @@ pub struct InfrastructureRef {
 }
 
 impl InfrastructureRef {
+    /// From a reference in either Cluster API shape: v1beta2's `apiGroup`, else the group of
+    /// v1beta1's `apiVersion`; missing fields read as empty.
+    pub fn from_reference(
+        api_group: Option<&str>,
+        api_version: Option<&str>,
+        kind: Option<&str>,
+    ) -> Self {
+        match api_group {
+            Some(group) => Self {
+                group: group.to_owned(),
+                kind: kind.unwrap_or_default().to_owned(),
+            },
+            None => {
+                Self::from_api_version(api_version.unwrap_or_default(), kind.unwrap_or_default())
+            }
+        }
+    }
+
     /// From a v1beta1 reference's `apiVersion` (`group/version`, or a bare version for the core
     /// group) and `kind`.
     pub fn from_api_version(api_version: &str, kind: &str) -> Self {
@@ -77,31 +95,45 @@ pub fn add_hook(machine: &MachineFacts) -> AddHook {
     }
 }
 
-/// Whether the Harvester a Machine's VM runs on can be reached.
+/// What a cluster's Footprint records of the Harvesters its VMs run on: how long each of its
+/// two failure conditions has been True. This is the one clock the hook timeout reads, so a
+/// restart of gleaner never restarts it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct HarvesterRecord {
+    /// How long `HarvesterUnreachable` has been True (a transport failure, a timeout or a 5xx).
+    pub unreachable_for: Option<Duration>,
+    /// How long `HarvesterMisconfigured` has been True (a rejected or unusable credential).
+    pub misconfigured_for: Option<Duration>,
+}
+
+/// Whether the cluster's Footprint exists.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Reachability {
-    /// It answers.
-    Reachable,
-    /// It has not answered for this long.
-    Unreachable {
-        /// How long it has been unreachable.
-        unreachable_for: Duration,
+pub enum FootprintState {
+    /// It exists, with what it records of the Harvesters.
+    Recorded(HarvesterRecord),
+    /// It does not exist (yet): the Machine has been deleting for `waited`.
+    Missing {
+        /// How long the Machine has been deleting.
+        waited: Duration,
     },
 }
 
 /// The facts about a deleting Machine that carries gleaner's hook.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DeletingMachine {
-    /// Why it goes ([`machine_reason`](crate::machine_reason)).
+    /// Why it goes ([`machine_reason`](crate::machine_reason)); with the Footprint missing, as
+    /// decided from the Cluster objects alone.
     pub reason: Reason,
     /// The cluster's opt-out ([`opt_out`](crate::opt_out)).
     pub opt_out: OptOut,
     /// What freezes it, if anything ([`paused_by`](crate::paused_by)).
     pub paused_by: Option<PausedBy>,
-    /// Whether its Harvester can be reached.
-    pub harvester: Reachability,
-    /// How long the hook may wait for an unreachable Harvester; `None` waits as long as it takes.
+    /// The cluster's Footprint.
+    pub footprint: FootprintState,
+    /// How long the hook may wait for a failing Harvester; `None` waits as long as it takes.
     pub hook_timeout: Option<Duration>,
+    /// How long a deleting Machine waits for its cluster's Footprint to be made.
+    pub footprint_wait: Duration,
 }
 
 /// What to do with gleaner's hook on a deleting Machine, and with the VM's intent.
@@ -119,13 +151,11 @@ pub enum HookDecision {
         /// `ScaleDown` or `Unknown`.
         reason: Reason,
     },
-    /// Write the `ClusterDeletion` intent and `"false"` on the VM; once written, remove the hook.
-    WriteIntentThenRemoveHook,
-    /// The hook timeout passed while Harvester was unreachable: remove the hook without writing,
-    /// and set `ProtectionLapsed` on the Footprint.
-    RemoveHookLapsed {
-        /// How long Harvester had been unreachable.
-        unreachable_for: Duration,
+    /// Write the intent and `"false"` on the VM; once written, remove the hook. A failed write
+    /// is decided by [`after_failed_write`].
+    WriteIntentThenRemoveHook {
+        /// `ClusterDeletion`, or `Unknown` once a missing Footprint was waited for long enough.
+        reason: Reason,
     },
 }
 
@@ -134,10 +164,44 @@ pub enum HookDecision {
 pub enum WaitReason {
     /// The Machine is frozen by a Cluster API pause.
     Frozen(PausedBy),
-    /// The cluster is being deleted and its Harvester cannot be reached to write the intent.
-    HarvesterUnreachable {
-        /// How long it has been unreachable.
-        unreachable_for: Duration,
+    /// The cluster has no Footprint yet, and the Machine has waited this long for it.
+    FootprintMissing {
+        /// How long the Machine has been deleting.
+        waited: Duration,
+    },
+}
+
+/// Why writing the intent on a VM failed, told apart by what the failure means.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum WriteFailure {
+    /// The VM does not exist (or a namesake with another UID stands in its place): there is
+    /// nothing on Harvester to protect.
+    VmNotFound,
+    /// A transport failure, a timeout or a 5xx: Harvester may answer again.
+    Unreachable,
+    /// A 401 or 403, or a credential that is missing, empty or malformed: an operator must act.
+    Misconfigured,
+}
+
+/// What to do after the intent of a [`HookDecision::WriteIntentThenRemoveHook`] failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AfterFailedWrite {
+    /// Keep the hook and try again.
+    Wait {
+        /// `Unreachable` or `Misconfigured`.
+        failure: WriteFailure,
+        /// How long the Footprint has recorded that failure.
+        failing_for: Duration,
+    },
+    /// The VM is gone: nothing to protect, remove the hook and record it.
+    RemoveHookNothingToProtect,
+    /// The Footprint is missing and was waited for: remove the hook anyway, with a warning.
+    RemoveHookFootprintMissing,
+    /// The hook timeout passed: remove the hook without the intent, and set `ProtectionLapsed`
+    /// on the Footprint.
+    RemoveHookLapsed {
+        /// How long the failure had been recorded.
+        failing_for: Duration,
     },
 }
 
@@ -145,8 +209,10 @@ pub enum WaitReason {
 ///
 /// A freeze waits, whatever else holds. An opted-out cluster loses the hook and gets nothing
 /// written; a malformed opt-out is not an opt-out here (what gleaner writes only protects).
-/// `ScaleDown` and `Unknown` remove the hook at once. `ClusterDeletion` keeps it until the intent
-/// is written, waiting for an unreachable Harvester until the optional timeout passes.
+/// `ScaleDown` removes the hook at once, Footprint or not. Without a Footprint anything else
+/// waits for it at most `footprint_wait`, then writes `Unknown` (which protects) and lets the
+/// Machine go. With a Footprint, `Unknown` removes the hook at once and `ClusterDeletion` keeps
+/// it until the intent is written.
 pub fn deleting_machine_hook(machine: &DeletingMachine) -> HookDecision {
     if let Some(by) = machine.paused_by {
         return HookDecision::Wait(WaitReason::Frozen(by));
@@ -154,22 +220,53 @@ pub fn deleting_machine_hook(machine: &DeletingMachine) -> HookDecision {
     if let OptOut::OptedOut { object } = machine.opt_out {
         return HookDecision::RemoveHookOptedOut { object };
     }
-    match (machine.reason, machine.harvester) {
-        (Reason::ScaleDown | Reason::Unknown, _) => HookDecision::RemoveHookThenWriteIntent {
-            reason: machine.reason,
-        },
-        (Reason::ClusterDeletion, Reachability::Reachable) => {
-            HookDecision::WriteIntentThenRemoveHook
-        }
-        (Reason::ClusterDeletion, Reachability::Unreachable { unreachable_for }) => {
-            if machine
-                .hook_timeout
-                .is_some_and(|timeout| unreachable_for >= timeout)
-            {
-                HookDecision::RemoveHookLapsed { unreachable_for }
-            } else {
-                HookDecision::Wait(WaitReason::HarvesterUnreachable { unreachable_for })
+    match (machine.reason, machine.footprint) {
+        (Reason::ScaleDown, _) | (Reason::Unknown, FootprintState::Recorded(_)) => {
+            HookDecision::RemoveHookThenWriteIntent {
+                reason: machine.reason,
             }
+        }
+        (Reason::ClusterDeletion, FootprintState::Recorded(_)) => {
+            HookDecision::WriteIntentThenRemoveHook {
+                reason: Reason::ClusterDeletion,
+            }
+        }
+        (_, FootprintState::Missing { waited }) if waited < machine.footprint_wait => {
+            HookDecision::Wait(WaitReason::FootprintMissing { waited })
+        }
+        (_, FootprintState::Missing { .. }) => HookDecision::WriteIntentThenRemoveHook {
+            reason: Reason::Unknown,
+        },
+    }
+}
+
+/// Decides what a failed intent write for a [`HookDecision::WriteIntentThenRemoveHook`] leads
+/// to. A VM that is gone has nothing to protect. A missing Footprint was waited for already, so
+/// the Machine goes. Otherwise the hook waits as long as the Footprint records the failure,
+/// until the optional hook timeout passes; a misconfiguration is held exactly as long as an
+/// outage would be.
+pub fn after_failed_write(machine: &DeletingMachine, failure: WriteFailure) -> AfterFailedWrite {
+    let record = match machine.footprint {
+        _ if failure == WriteFailure::VmNotFound => {
+            return AfterFailedWrite::RemoveHookNothingToProtect;
+        }
+        FootprintState::Missing { .. } => return AfterFailedWrite::RemoveHookFootprintMissing,
+        FootprintState::Recorded(record) => record,
+    };
+    let failing_for = match failure {
+        WriteFailure::Misconfigured => record.misconfigured_for,
+        WriteFailure::Unreachable | WriteFailure::VmNotFound => record.unreachable_for,
+    }
+    .unwrap_or_default();
+    if machine
+        .hook_timeout
+        .is_some_and(|timeout| failing_for >= timeout)
+    {
+        AfterFailedWrite::RemoveHookLapsed { failing_for }
+    } else {
+        AfterFailedWrite::Wait {
+            failure,
+            failing_for,
         }
     }
 }
@@ -201,14 +298,29 @@ mod tests {
             reason,
             opt_out: OptOut::No,
             paused_by: None,
-            harvester: Reachability::Reachable,
+            footprint: FootprintState::Recorded(HarvesterRecord::default()),
             hook_timeout: None,
+            footprint_wait: MINUTE,
         }
     }
 
-    fn unreachable(minutes: u32) -> Reachability {
-        Reachability::Unreachable {
-            unreachable_for: MINUTE * minutes,
+    fn unreachable(minutes: u32) -> FootprintState {
+        FootprintState::Recorded(HarvesterRecord {
+            unreachable_for: Some(MINUTE * minutes),
+            misconfigured_for: None,
+        })
+    }
+
+    fn misconfigured(minutes: u32) -> FootprintState {
+        FootprintState::Recorded(HarvesterRecord {
+            unreachable_for: None,
+            misconfigured_for: Some(MINUTE * minutes),
+        })
+    }
+
+    fn missing(minutes: u32) -> FootprintState {
+        FootprintState::Missing {
+            waited: MINUTE * minutes,
         }
     }
 
@@ -260,10 +372,33 @@ mod tests {
     }
 
     #[test]
+    fn a_core_reference_has_the_empty_group_and_v1beta2_names_it() {
+        assert_eq!(
+            InfrastructureRef::from_reference(None, Some("v1"), Some("HarvesterMachine")).group,
+            ""
+        );
+        assert_eq!(
+            InfrastructureRef::from_reference(
+                Some("rke-machine.cattle.io"),
+                None,
+                Some("HarvesterMachine")
+            ),
+            InfrastructureRef::from_api_version("rke-machine.cattle.io/v1", "HarvesterMachine")
+        );
+        assert_eq!(
+            InfrastructureRef::from_reference(None, None, None),
+            InfrastructureRef {
+                group: String::new(),
+                kind: String::new()
+            }
+        );
+    }
+
+    #[test]
     fn scale_down_and_unknown_remove_the_hook_at_once() {
         for reason in [Reason::ScaleDown, Reason::Unknown] {
             let machine = DeletingMachine {
-                harvester: unreachable(5),
+                footprint: unreachable(5),
                 ..deleting(reason)
             };
             assert_eq!(
@@ -274,46 +409,136 @@ mod tests {
     }
 
     #[test]
+    fn a_scale_down_never_waits_for_a_missing_footprint() {
+        let machine = DeletingMachine {
+            footprint: missing(0),
+            ..deleting(Reason::ScaleDown)
+        };
+        assert_eq!(
+            deleting_machine_hook(&machine),
+            HookDecision::RemoveHookThenWriteIntent {
+                reason: Reason::ScaleDown
+            }
+        );
+    }
+
+    #[test]
+    fn without_a_footprint_a_deletion_waits_a_bounded_time_then_writes_unknown() {
+        let waiting = DeletingMachine {
+            footprint: missing(0),
+            footprint_wait: MINUTE * 2,
+            ..deleting(Reason::ClusterDeletion)
+        };
+        assert_eq!(
+            deleting_machine_hook(&waiting),
+            HookDecision::Wait(WaitReason::FootprintMissing {
+                waited: Duration::ZERO
+            })
+        );
+        let waited = DeletingMachine {
+            footprint: missing(2),
+            ..waiting
+        };
+        assert_eq!(
+            deleting_machine_hook(&waited),
+            HookDecision::WriteIntentThenRemoveHook {
+                reason: Reason::Unknown
+            }
+        );
+        for failure in [WriteFailure::Unreachable, WriteFailure::Misconfigured] {
+            assert_eq!(
+                after_failed_write(&waited, failure),
+                AfterFailedWrite::RemoveHookFootprintMissing
+            );
+        }
+    }
+
+    #[test]
     fn cluster_deletion_writes_the_intent_before_removing_the_hook() {
         assert_eq!(
             deleting_machine_hook(&deleting(Reason::ClusterDeletion)),
-            HookDecision::WriteIntentThenRemoveHook
+            HookDecision::WriteIntentThenRemoveHook {
+                reason: Reason::ClusterDeletion
+            }
+        );
+    }
+
+    #[test]
+    fn a_vm_that_is_gone_has_nothing_to_protect() {
+        let machine = DeletingMachine {
+            footprint: unreachable(60),
+            ..deleting(Reason::ClusterDeletion)
+        };
+        assert_eq!(
+            after_failed_write(&machine, WriteFailure::VmNotFound),
+            AfterFailedWrite::RemoveHookNothingToProtect
         );
     }
 
     #[test]
     fn cluster_deletion_waits_for_an_unreachable_harvester_without_a_timeout() {
         let machine = DeletingMachine {
-            harvester: unreachable(60 * 24 * 365),
+            footprint: unreachable(60 * 24 * 365),
             ..deleting(Reason::ClusterDeletion)
         };
         assert_eq!(
-            deleting_machine_hook(&machine),
-            HookDecision::Wait(WaitReason::HarvesterUnreachable {
-                unreachable_for: MINUTE * 60 * 24 * 365
-            })
+            after_failed_write(&machine, WriteFailure::Unreachable),
+            AfterFailedWrite::Wait {
+                failure: WriteFailure::Unreachable,
+                failing_for: MINUTE * 60 * 24 * 365
+            }
         );
     }
 
     #[test]
     fn the_hook_lapses_once_the_timeout_passes() {
         let waiting = DeletingMachine {
-            harvester: unreachable(9),
+            footprint: unreachable(9),
             hook_timeout: Some(MINUTE * 10),
             ..deleting(Reason::ClusterDeletion)
         };
         assert!(matches!(
-            deleting_machine_hook(&waiting),
-            HookDecision::Wait(WaitReason::HarvesterUnreachable { .. })
+            after_failed_write(&waiting, WriteFailure::Unreachable),
+            AfterFailedWrite::Wait {
+                failure: WriteFailure::Unreachable,
+                ..
+            }
         ));
         let lapsed = DeletingMachine {
-            harvester: unreachable(10),
+            footprint: unreachable(10),
             ..waiting
         };
         assert_eq!(
-            deleting_machine_hook(&lapsed),
-            HookDecision::RemoveHookLapsed {
-                unreachable_for: MINUTE * 10
+            after_failed_write(&lapsed, WriteFailure::Unreachable),
+            AfterFailedWrite::RemoveHookLapsed {
+                failing_for: MINUTE * 10
+            }
+        );
+    }
+
+    #[test]
+    fn a_misconfiguration_waits_on_its_own_clock_and_lapses_like_an_outage() {
+        let waiting = DeletingMachine {
+            footprint: misconfigured(3),
+            hook_timeout: Some(MINUTE * 10),
+            ..deleting(Reason::ClusterDeletion)
+        };
+        assert_eq!(
+            after_failed_write(&waiting, WriteFailure::Misconfigured),
+            AfterFailedWrite::Wait {
+                failure: WriteFailure::Misconfigured,
+                failing_for: MINUTE * 3
+            }
+        );
+        // An outage recorded for long does not lapse a misconfiguration seen just now.
+        let lapsed = DeletingMachine {
+            footprint: misconfigured(10),
+            ..waiting
+        };
+        assert_eq!(
+            after_failed_write(&lapsed, WriteFailure::Misconfigured),
+            AfterFailedWrite::RemoveHookLapsed {
+                failing_for: MINUTE * 10
             }
         );
     }
@@ -322,7 +547,7 @@ mod tests {
     fn a_frozen_machine_waits_even_when_the_timeout_passed() {
         let machine = DeletingMachine {
             paused_by: Some(PausedBy::MachineAnnotation),
-            harvester: unreachable(60),
+            footprint: unreachable(60),
             hook_timeout: Some(MINUTE),
             opt_out: OptOut::OptedOut {
                 object: ClusterObject::Capi,
@@ -342,7 +567,7 @@ mod tests {
                 opt_out: OptOut::OptedOut {
                     object: ClusterObject::Provisioning,
                 },
-                harvester: unreachable(5),
+                footprint: unreachable(5),
                 ..deleting(reason)
             };
             assert_eq!(
@@ -365,7 +590,9 @@ mod tests {
         };
         assert_eq!(
             deleting_machine_hook(&machine),
-            HookDecision::WriteIntentThenRemoveHook
+            HookDecision::WriteIntentThenRemoveHook {
+                reason: Reason::ClusterDeletion
+            }
         );
     }
 
@@ -394,12 +621,31 @@ mod tests {
         ])
     }
 
-    fn reachability() -> impl Strategy<Value = Reachability> {
+    fn minutes() -> impl Strategy<Value = Duration> {
+        (0u64..1_000).prop_map(|minutes| MINUTE * u32::try_from(minutes).unwrap())
+    }
+
+    fn footprint() -> impl Strategy<Value = FootprintState> {
         prop_oneof![
-            Just(Reachability::Reachable),
-            (0u64..1_000_000).prop_map(|seconds| Reachability::Unreachable {
-                unreachable_for: Duration::from_secs(seconds)
-            }),
+            (
+                proptest::option::of(minutes()),
+                proptest::option::of(minutes())
+            )
+                .prop_map(|(unreachable_for, misconfigured_for)| {
+                    FootprintState::Recorded(HarvesterRecord {
+                        unreachable_for,
+                        misconfigured_for,
+                    })
+                }),
+            minutes().prop_map(|waited| FootprintState::Missing { waited }),
+        ]
+    }
+
+    fn failure() -> impl Strategy<Value = WriteFailure> {
+        prop_oneof![
+            Just(WriteFailure::VmNotFound),
+            Just(WriteFailure::Unreachable),
+            Just(WriteFailure::Misconfigured),
         ]
     }
 
@@ -416,18 +662,22 @@ mod tests {
             reason(),
             opt_out(),
             paused_by(),
-            reachability(),
-            proptest::option::of((0u64..1_000_000).prop_map(Duration::from_secs)),
+            footprint(),
+            proptest::option::of(minutes()),
+            minutes(),
         )
-            .prop_map(|(reason, opt_out, paused_by, harvester, hook_timeout)| {
-                DeletingMachine {
-                    reason,
-                    opt_out,
-                    paused_by,
-                    harvester,
-                    hook_timeout,
-                }
-            })
+            .prop_map(
+                |(reason, opt_out, paused_by, footprint, hook_timeout, footprint_wait)| {
+                    DeletingMachine {
+                        reason,
+                        opt_out,
+                        paused_by,
+                        footprint,
+                        hook_timeout,
+                        footprint_wait,
+                    }
+                },
+            )
     }
 
     proptest! {
@@ -493,17 +743,48 @@ mod tests {
         }
 
         #[test]
-        fn the_hook_never_waits_past_the_timeout_unless_frozen(machine in deleting_machine()) {
-            let decision = deleting_machine_hook(&machine);
-            if let (
-                Some(timeout),
-                Reachability::Unreachable { unreachable_for },
-                HookDecision::Wait(why),
-            ) = (machine.hook_timeout, machine.harvester, decision)
+        fn a_failed_write_never_waits_past_the_timeout(
+            machine in deleting_machine(),
+            failure in failure(),
+        ) {
+            let failing_for = match (machine.footprint, failure) {
+                (FootprintState::Recorded(record), WriteFailure::Misconfigured) => {
+                    record.misconfigured_for.unwrap_or_default()
+                }
+                (FootprintState::Recorded(record), _) => record.unreachable_for.unwrap_or_default(),
+                (FootprintState::Missing { .. }, _) => Duration::ZERO,
+            };
+            let decided = after_failed_write(&machine, failure);
+            if machine.hook_timeout.is_some_and(|timeout| failing_for >= timeout) {
+                prop_assert!(!matches!(decided, AfterFailedWrite::Wait { .. }), "{:?}", decided);
+            }
+            if failure == WriteFailure::VmNotFound {
+                prop_assert_eq!(decided, AfterFailedWrite::RemoveHookNothingToProtect);
+            }
+            if matches!(machine.footprint, FootprintState::Missing { .. }) {
+                prop_assert!(!matches!(decided, AfterFailedWrite::Wait { .. }), "{:?}", decided);
+            }
+        }
+
+        #[test]
+        fn a_missing_footprint_is_waited_for_no_longer_than_the_bound(
+            machine in deleting_machine(),
+        ) {
+            if let (FootprintState::Missing { waited }, HookDecision::Wait(why)) =
+                (machine.footprint, deleting_machine_hook(&machine))
             {
                 prop_assert!(
-                    unreachable_for < timeout || matches!(why, WaitReason::Frozen(_))
+                    waited < machine.footprint_wait || matches!(why, WaitReason::Frozen(_)),
+                    "{:?}", why
                 );
+            }
+        }
+
+        #[test]
+        fn a_scale_down_never_waits_unless_frozen(machine in deleting_machine()) {
+            let machine = DeletingMachine { reason: Reason::ScaleDown, ..machine };
+            if let HookDecision::Wait(why) = deleting_machine_hook(&machine) {
+                prop_assert!(matches!(why, WaitReason::Frozen(_)), "{:?}", why);
             }
         }
 
@@ -518,16 +799,15 @@ mod tests {
             };
             let confirmed = confirm_deletion(&identity(), &observed) == Deletion::Confirmed;
             match deleting_machine_hook(&machine) {
-                HookDecision::WriteIntentThenRemoveHook
-                | HookDecision::RemoveHookLapsed { .. }
-                | HookDecision::Wait(WaitReason::HarvesterUnreachable { .. }) => {
-                    prop_assert!(confirmed);
+                HookDecision::WriteIntentThenRemoveHook { reason } => {
+                    prop_assert!(reason == Reason::Unknown || confirmed);
+                    let missing = matches!(machine.footprint, FootprintState::Missing { .. });
+                    prop_assert!(reason == Reason::ClusterDeletion || missing);
                 }
                 HookDecision::RemoveHookThenWriteIntent { reason } => {
                     prop_assert_ne!(reason, Reason::ClusterDeletion);
                 }
-                HookDecision::Wait(WaitReason::Frozen(_))
-                | HookDecision::RemoveHookOptedOut { .. } => {}
+                HookDecision::Wait(_) | HookDecision::RemoveHookOptedOut { .. } => {}
             }
         }
     }

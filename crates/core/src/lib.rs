@@ -9,6 +9,7 @@
 #[cfg(test)]
 mod testing;
 
+pub mod conditions;
 pub mod deletion;
 pub mod freeze;
 pub mod harvester;
@@ -20,17 +21,21 @@ pub mod naming;
 pub mod optout;
 pub mod reason;
 pub mod retain;
+pub mod vms;
 
+pub use conditions::{ConditionReason, ConditionState, ConditionType, HarvesterHealth};
 pub use deletion::{ClusterObservation, Deletion, LiveObservation, NotConfirmed, confirm_deletion};
 pub use freeze::{PauseFacts, PausedBy, paused_by};
 pub use harvester::{CredentialRef, CredentialRefError, pool_credential};
 pub use hooks::{
-    AddHook, DeletingMachine, HookDecision, InfrastructureRef, MachineFacts, NoHookReason,
-    Reachability, WaitReason, add_hook, deleting_machine_hook,
+    AddHook, AfterFailedWrite, DeletingMachine, FootprintState, HarvesterRecord, HookDecision,
+    InfrastructureRef, MachineFacts, NoHookReason, WaitReason, WriteFailure, add_hook,
+    after_failed_write, deleting_machine_hook,
 };
 pub use identity::ClusterIdentity;
 pub use intent::{Intent, IntentError};
-pub use naming::{DEFAULT_VM_NAMESPACE, VmRef, vm_name, vm_of};
+pub use naming::{DEFAULT_VM_NAMESPACE, VmRef, vm_name, vm_namespace, vm_of};
 pub use optout::{ClusterObject, OptOut, ParseBoolError, opt_out, parse_bool};
 pub use reason::{Explanation, MachineReason, Reason, UnknownReason, machine_reason};
 pub use retain::{Retention, retention};
+pub use vms::{IntentSeen, Named, Seen, VmRecord};

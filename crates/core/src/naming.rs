@@ -26,12 +26,16 @@ pub struct VmRef {
 /// [`DEFAULT_VM_NAMESPACE`] when that is unset or empty.
 pub fn vm_of(harvester_machine: &str, vm_namespace: Option<&str>) -> VmRef {
     VmRef {
-        namespace: vm_namespace
-            .filter(|namespace| !namespace.is_empty())
-            .unwrap_or(DEFAULT_VM_NAMESPACE)
-            .to_owned(),
+        namespace: self::vm_namespace(vm_namespace).to_owned(),
         name: vm_name(harvester_machine),
     }
+}
+
+/// A `vmNamespace` as the node driver reads it: [`DEFAULT_VM_NAMESPACE`] when unset or empty.
+pub fn vm_namespace(vm_namespace: Option<&str>) -> &str {
+    vm_namespace
+        .filter(|namespace| !namespace.is_empty())
+        .unwrap_or(DEFAULT_VM_NAMESPACE)
 }
 
 /// The VM name of a HarvesterMachine: dots become dashes, then wrangler's shortening to at most

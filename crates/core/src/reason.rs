@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use crate::{ClusterIdentity, Deletion, LiveObservation, NotConfirmed, confirm_deletion};
 
 /// Why a deleting Machine goes; serialized as exactly the variant name.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, schemars::JsonSchema)]
 pub enum Reason {
     /// The cluster's deletion is confirmed: guest volumes may go.
     ClusterDeletion,

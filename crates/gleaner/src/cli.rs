@@ -8,7 +8,7 @@ use kube::{
     config::{KubeConfigOptions, Kubeconfig},
 };
 
-use crate::{Error, Result};
+use crate::{Error, Result, timeouts};
 
 /// Reclaims the Harvester storage that deleted Rancher guest clusters leave behind.
 #[derive(Debug, Parser)]
@@ -114,6 +114,17 @@ pub struct KubeArgs {
     /// KUBECONFIG / ~/.kube/config is used.
     #[arg(long, env = "GLEANER_KUBECONFIG", value_name = "PATH")]
     pub kubeconfig: Option<PathBuf>,
+
+    /// Connect, read and write timeout of every Kubernetes API call, to Rancher and to each
+    /// Harvester (e.g. `30s`); watches are re-opened before it runs out. At least 2s.
+    #[arg(
+        long,
+        env = "GLEANER_API_TIMEOUT",
+        default_value = "30s",
+        value_name = "DURATION",
+        value_parser = parse_api_timeout
+    )]
+    pub api_timeout: Duration,
 }
 
 impl KubeArgs {
@@ -132,6 +143,7 @@ impl KubeArgs {
             }
             None => Config::infer().await.map_err(Error::InferConfig)?,
         };
+        let config = timeouts::bounded(config, self.api_timeout);
         tracing::info!(server = %config.cluster_url, "management cluster");
         Client::try_from(config).map_err(Error::Client)
     }
@@ -156,6 +168,18 @@ pub struct ControllerArgs {
     /// (e.g. `30m`, `2h`), setting ProtectionLapsed; by default the hook waits.
     #[arg(long, env = "GLEANER_HOOK_TIMEOUT", value_name = "DURATION", value_parser = humantime::parse_duration)]
     pub hook_timeout: Option<Duration>,
+
+    /// How long a deleting Machine of a cluster gleaner has no Footprint for (it cannot be
+    /// made: no install-uuid Setting, no CRD, no permission) waits for it before gleaner writes
+    /// the protective intent `Unknown` and lets the Machine go. A scale-down never waits.
+    #[arg(
+        long,
+        env = "GLEANER_FOOTPRINT_WAIT",
+        default_value = "2m",
+        value_name = "DURATION",
+        value_parser = humantime::parse_duration
+    )]
+    pub footprint_wait: Duration,
 
     /// How many objects each controller reconciles at once.
     #[arg(
@@ -209,6 +233,17 @@ fn parse_lease_duration(value: &str) -> Result<Duration, String> {
     if duration.subsec_nanos() != 0 || duration < Duration::from_secs(2) {
         return Err(format!(
             "must be a whole number of seconds, at least 2s (got {})",
+            humantime::format_duration(duration)
+        ));
+    }
+    Ok(duration)
+}
+
+fn parse_api_timeout(value: &str) -> Result<Duration, String> {
+    let duration = humantime::parse_duration(value).map_err(|error| error.to_string())?;
+    if duration < Duration::from_secs(2) {
+        return Err(format!(
+            "must be at least 2s (got {})",
             humantime::format_duration(duration)
         ));
     }
@@ -280,6 +315,8 @@ mod tests {
             "--lease-name=gl",
             "--lease-duration=2s",
             "--admin-addr=127.0.0.1:9999",
+            "--api-timeout=5s",
+            "--footprint-wait=90s",
         ])
         .unwrap();
         assert_eq!(run.kube.kubeconfig, Some(PathBuf::from("/tmp/kc")));
@@ -301,6 +338,8 @@ mod tests {
         assert_eq!(run.lease.lease_name, "gl");
         assert_eq!(run.lease.lease_duration, Duration::from_secs(2));
         assert_eq!(run.admin.admin_addr, "127.0.0.1:9999".parse().unwrap());
+        assert_eq!(run.kube.api_timeout, Duration::from_secs(5));
+        assert_eq!(run.controller.footprint_wait, Duration::from_secs(90));
     }
 
     #[test]
@@ -322,6 +361,7 @@ mod tests {
             (&["--concurrency=0"], "--concurrency"),
             (&["--hook-timeout=soon"], "--hook-timeout"),
             (&["--admin-addr=localhost"], "--admin-addr"),
+            (&["--api-timeout=1s"], "--api-timeout"),
         ] {
             let error = run_args(args).unwrap_err().to_string();
             assert!(error.contains(flag), "{args:?}: {error}");

@@ -35,8 +35,25 @@ pub enum Error {
     #[error("cloud credential {credential} {problem}")]
     Credential { credential: String, problem: String },
 
+    #[error("the install-uuid Setting is missing or empty: is this Rancher's local cluster?")]
+    InstallUuidMissing,
+
     #[error("{0}")]
     Unsupported(String),
+
+    #[error("Footprint {footprint} {problem}")]
+    Footprint { footprint: String, problem: String },
+
+    #[error(
+        "another gleaner installation is running: Lease {namespace}/{name} is held by {holder}; \
+         two installations against one Rancher would remove each other's hooks (stop it, or \
+         run gleaner unhook after removing it)"
+    )]
+    AnotherInstallation {
+        namespace: String,
+        name: String,
+        holder: String,
+    },
 
     #[error("{0} kept changing while gleaner wrote it; it will try again")]
     Conflict(String),
@@ -71,13 +88,99 @@ impl Error {
             Error::LogFilter(_) | Error::Telemetry(_) => "telemetry",
             Error::Kubeconfig { .. } | Error::InferConfig(_) => "kubeconfig",
             Error::Client(_) => "client",
-            Error::Kube { .. } => "kube_api",
+            Error::Kube { source, .. } => ApiFailure::of(source).metric_label(),
             Error::Credential { .. } => "credential",
+            Error::InstallUuidMissing => "install_uuid_missing",
             Error::Unsupported(_) => "unsupported",
+            Error::Footprint { .. } => "footprint",
+            Error::AnotherInstallation { .. } => "another_installation",
             Error::Conflict(_) => "conflict",
             Error::Lease { .. } => "lease",
             Error::AdminBind { .. } | Error::AdminServe(_) => "admin",
             Error::Signal(_) => "signal",
         }
+    }
+}
+
+/// What a failed Kubernetes API call means: each class leads to a different decision.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ApiFailure {
+    NotFound,
+    /// 401 or 403: the credential or its permissions.
+    Forbidden,
+    /// 409: a precondition (UID or resourceVersion) or a concurrent write.
+    Conflict,
+    /// 400 or 422: the request was refused as it is (an admission webhook, a schema).
+    Rejected,
+    /// The call timed out, or the connection failed.
+    Unreachable,
+    /// 429 or 5xx: the server is there but failing.
+    ServerError,
+    Other,
+}
+
+impl ApiFailure {
+    pub fn of(error: &kube::Error) -> Self {
+        match error {
+            kube::Error::Api(status) => match status.code {
+                404 => Self::NotFound,
+                401 | 403 => Self::Forbidden,
+                409 => Self::Conflict,
+                400 | 422 => Self::Rejected,
+                429 | 500..=599 => Self::ServerError,
+                _ => Self::Other,
+            },
+            kube::Error::HyperError(_) | kube::Error::Service(_) => Self::Unreachable,
+            kube::Error::Auth(_) => Self::Forbidden,
+            _ => Self::Other,
+        }
+    }
+
+    pub fn metric_label(self) -> &'static str {
+        match self {
+            Self::NotFound => "not_found",
+            Self::Forbidden => "forbidden",
+            Self::Conflict => "conflict",
+            Self::Rejected => "rejected",
+            Self::Unreachable => "unreachable",
+            Self::ServerError => "server_error",
+            Self::Other => "kube_api",
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use kube::core::Status;
+
+    use super::*;
+
+    fn api(code: u16) -> kube::Error {
+        kube::Error::Api(Box::new(Status::failure("test", "Test").with_code(code)))
+    }
+
+    #[test]
+    fn api_failures_are_told_apart_by_status_code() {
+        for (code, failure) in [
+            (404, ApiFailure::NotFound),
+            (401, ApiFailure::Forbidden),
+            (403, ApiFailure::Forbidden),
+            (409, ApiFailure::Conflict),
+            (422, ApiFailure::Rejected),
+            (429, ApiFailure::ServerError),
+            (503, ApiFailure::ServerError),
+            (418, ApiFailure::Other),
+        ] {
+            assert_eq!(ApiFailure::of(&api(code)), failure, "{code}");
+        }
+    }
+
+    #[test]
+    fn a_kube_error_is_counted_by_its_class() {
+        let error = Error::Kube {
+            context: "cannot read".into(),
+            source: api(403),
+        };
+        assert_eq!(error.metric_label(), "forbidden");
     }
 }

@@ -2,6 +2,8 @@
 //! cluster has on Harvester and of everything gleaner did about it (design.md §5). It outlives
 //! the cluster's Rancher objects, which is what lets cleanup finish after an outage.
 
+use gleaner_core::ClusterIdentity;
+pub use gleaner_core::VmRecord;
 use k8s_openapi::{
     apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition,
     apimachinery::pkg::apis::meta::v1::{Condition, Time},
@@ -64,19 +66,53 @@ pub struct Pool {
     pub vm_namespace: String,
 }
 
+impl TryFrom<&Identity> for ClusterIdentity {
+    type Error = crate::Error;
+
+    /// The core's identity; a Footprint that has not seen its CAPI Cluster yet has none.
+    fn try_from(identity: &Identity) -> Result<Self, Self::Error> {
+        let capi_uid =
+            identity
+                .capi_cluster_uid
+                .clone()
+                .ok_or_else(|| crate::Error::Footprint {
+                    footprint: identity.provisioning_cluster_uid.clone(),
+                    problem: "has not recorded its CAPI Cluster's UID yet".into(),
+                })?;
+        Ok(Self {
+            install_uuid: identity.install_uuid.clone(),
+            namespace: identity.namespace.clone(),
+            name: identity.name.clone(),
+            provisioning_uid: identity.provisioning_cluster_uid.clone(),
+            capi_uid,
+        })
+    }
+}
+
+/// Each list is a map keyed as server-side apply needs, so that each writer (the Footprint
+/// controller, the hooks) owns only the entries and fields it applies.
 #[derive(Clone, Debug, Default, Deserialize, Serialize, JsonSchema, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct FootprintStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub phase: Option<Phase>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
     pub conditions: Vec<Condition>,
     /// The cluster's VMs as last seen.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(extend(
+        "x-kubernetes-list-type" = "map",
+        "x-kubernetes-list-map-keys" = ["cloudCredential", "namespace", "name"]
+    ))]
     pub vms: Vec<VmRecord>,
     /// Every host object attributed to the cluster, by UID.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["uid"]))]
     pub objects: Vec<HostObjectRecord>,
+    /// Machines of the deleted cluster whose hook went without gleaner's intent, and why.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub released: Vec<ReleasedMachine>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ledger: Option<Ledger>,
     /// What a dry run would have done, most recent first.
@@ -91,24 +127,24 @@ pub enum Phase {
     Reclaimed,
 }
 
-#[derive(Clone, Debug, Default, Deserialize, Serialize, JsonSchema, PartialEq, Eq)]
+/// A Machine whose hook gleaner removed without writing the intent on its VM.
+#[derive(Clone, Debug, Deserialize, Serialize, JsonSchema, PartialEq)]
 #[serde(rename_all = "camelCase")]
-pub struct VmRecord {
-    /// The CAPI Machine that last named it.
+pub struct ReleasedMachine {
     pub machine: String,
-    /// `namespace:name` of the cloud credential that reaches its Harvester.
-    pub cloud_credential: String,
-    pub namespace: String,
-    pub name: String,
-    /// Its UID on Harvester, once seen there.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub uid: Option<String>,
-    /// The reason of gleaner's intent on it, if it carries one.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub intent: Option<String>,
-    /// Why its intent annotation could not be read, if it cannot.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub intent_problem: Option<String>,
+    /// `namespace/name` of its VM on Harvester.
+    pub vm: String,
+    pub reason: ReleaseReason,
+    pub message: String,
+    pub time: Time,
+}
+
+#[derive(Clone, Copy, Debug, Deserialize, Serialize, JsonSchema, PartialEq, Eq)]
+pub enum ReleaseReason {
+    /// The VM was not on Harvester: nothing to protect.
+    VmNotFound,
+    /// The hook timeout passed while Harvester failed: protection lapsed.
+    HookTimeout,
 }
 
 /// A host object and why gleaner believes it is the cluster's.
@@ -209,6 +245,43 @@ mod tests {
         ] {
             assert!(identity.get(key).is_some(), "{key} in {identity}");
         }
+    }
+
+    #[test]
+    fn status_lists_are_maps_keyed_for_server_side_apply() {
+        let crd = serde_json::to_value(Footprint::crd()).unwrap();
+        let status = &crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["status"]
+            ["properties"];
+        for (list, keys) in [
+            ("conditions", serde_json::json!(["type"])),
+            (
+                "vms",
+                serde_json::json!(["cloudCredential", "namespace", "name"]),
+            ),
+            ("objects", serde_json::json!(["uid"])),
+        ] {
+            assert_eq!(status[list]["x-kubernetes-list-type"], "map", "{list}");
+            assert_eq!(status[list]["x-kubernetes-list-map-keys"], keys, "{list}");
+        }
+    }
+
+    #[test]
+    fn a_footprint_without_its_capi_uid_has_no_core_identity_yet() {
+        let mut identity = Identity {
+            install_uuid: "u".into(),
+            namespace: "fleet-default".into(),
+            name: "c1".into(),
+            provisioning_cluster_uid: "p".into(),
+            capi_cluster_uid: None,
+        };
+        assert!(ClusterIdentity::try_from(&identity).is_err());
+        identity.capi_cluster_uid = Some("c".into());
+        let core = ClusterIdentity::try_from(&identity).unwrap();
+        assert_eq!(core.readable(), "u/fleet-default/c1");
+        assert_eq!(
+            (core.provisioning_uid.as_str(), core.capi_uid.as_str()),
+            ("p", "c")
+        );
     }
 
     #[test]

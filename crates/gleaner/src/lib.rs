@@ -9,10 +9,12 @@ pub mod admin;
 pub mod cli;
 mod error;
 pub mod footprint;
+mod installation;
 pub mod leadership;
 pub mod management;
 pub mod metrics;
 pub mod telemetry;
+pub mod timeouts;
 
 use kube::Client;
 use tokio::{
@@ -36,6 +38,8 @@ pub struct Context {
     pub client: Client,
     /// Namespaces, dry run, hook timeout, concurrency.
     pub config: ControllerArgs,
+    /// The timeout of every Kubernetes API call (`--api-timeout`).
+    pub api_timeout: std::time::Duration,
     /// gleaner's metrics.
     pub metrics: Metrics,
     /// Register each watch here and flip it once synced: `/readyz` waits for all of them.
@@ -93,6 +97,8 @@ where
     let admin =
         AdminServer::bind(args.admin.admin_addr, readiness.clone(), metrics.clone()).await?;
     tracing::info!(addr = %admin.local_addr()?, "admin server listening");
+    installation::refuse_another(&client, &args.controller.namespace, &args.controller.watch)
+        .await?;
     let leadership = Leadership::start(
         client.clone(),
         &args.controller.namespace,
@@ -101,9 +107,17 @@ where
         metrics.clone(),
     )
     .await?;
+    installation::mark(
+        &client,
+        &args.controller.namespace,
+        &args.lease.lease_name,
+        &args.controller.watch,
+    )
+    .await?;
     let context = Context {
         client,
         config: args.controller,
+        api_timeout: args.kube.api_timeout,
         metrics,
         readiness,
         leader: leadership.watch(),

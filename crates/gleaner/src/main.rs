@@ -3,7 +3,6 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use std::sync::Arc;
 
 use gleaner::{
     cli::{Cli, Command, UnhookArgs},
@@ -21,10 +20,7 @@ async fn main() -> ExitCode {
         Command::Run(args) => {
             gleaner::run(args, |context| {
                 let started = context.readiness.register("cluster-api discovery");
-                async move {
-                    let context = Arc::new(management::Context::new(context).await?);
-                    management::run(context, started).await
-                }
+                management::start(context, started)
             })
             .await
         }

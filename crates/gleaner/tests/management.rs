@@ -245,15 +245,13 @@ async fn an_opted_out_cluster_gets_no_intent_and_its_hooks_go() {
         intents.get(&machine.vm).is_none(),
         "nothing written on an opted-out cluster's VM"
     );
-    assert!(
-        scenario
-            .journal()
-            .position(
-                "capi",
-                &format!("Machine {} finished deleting", machine.name)
-            )
-            .is_some()
-    );
+    // `measure` returns once the VM is gone; CAPI finishes deleting the Machine a few calls later.
+    until_journal(
+        &scenario,
+        "capi",
+        &format!("Machine {} finished deleting", machine.name),
+    )
+    .await;
 }
 
 #[tokio::test]
@@ -384,7 +382,7 @@ async fn cluster_deletion_passes_in_a_v1beta2_world() {
 }
 
 #[tokio::test]
-async fn a_broken_credential_holds_the_hook_with_a_warning_and_no_write() {
+async fn a_broken_credential_is_a_misconfiguration_that_holds_the_hook_with_a_warning() {
     let world = world().await;
     let (mut scenario, _gleaner) = hooked("g-broken", 1, &[]).await;
     let footprints: Api<Footprint> = Api::namespaced(
@@ -402,14 +400,22 @@ async fn a_broken_credential_holds_the_hook_with_a_warning_and_no_write() {
     let secrets: Api<k8s_openapi::api::core::v1::Secret> =
         Api::namespaced(rancher.clone(), namespace);
     let original = secrets.get(name).await.unwrap();
-    let harvester_unreachable = || async {
-        condition(&footprints, &uid, "HarvesterUnreachable")
-            .await
-            .map(|(status, _)| status)
+    let status = |type_: &'static str| {
+        let footprints = footprints.clone();
+        let uid = uid.clone();
+        async move {
+            condition(&footprints, &uid, type_)
+                .await
+                .map(|(status, _)| status)
+        }
     };
-    eventually("the Footprint's Harvester answers", || async {
-        harvester_unreachable().await.as_deref() == Some("False")
-    })
+    eventually(
+        "the Footprint's Harvester answers and accepts its credential",
+        || async {
+            status("HarvesterUnreachable").await.as_deref() == Some("False")
+                && status("HarvesterMisconfigured").await.as_deref() == Some("False")
+        },
+    )
     .await;
     let broken = serde_json::json!({"data": {
         "harvestercredentialConfig-kubeconfigContent": "bm90IGEga3ViZWNvbmZpZw=="
@@ -419,9 +425,13 @@ async fn a_broken_credential_holds_the_hook_with_a_warning_and_no_write() {
         .await
         .unwrap();
     // The Harvester's watch reads its Secret again and gives up the old client.
+    // A credential that does not parse is a misconfiguration, not an outage.
     eventually(
-        "the Footprint says its Harvester is unreachable",
-        || async { harvester_unreachable().await.as_deref() == Some("True") },
+        "the Footprint says its Harvester is misconfigured",
+        || async {
+            status("HarvesterMisconfigured").await.as_deref() == Some("True")
+                && status("HarvesterUnreachable").await.as_deref() == Some("False")
+        },
     )
     .await;
     // Rancher's own remove job reads the same credential, so upstream is stuck too: the point is
@@ -430,7 +440,7 @@ async fn a_broken_credential_holds_the_hook_with_a_warning_and_no_write() {
     scenario.delete_cluster(&key).await.unwrap();
     let events: Api<k8s_openapi::api::events::v1::Event> = Api::namespaced(rancher, &key.namespace);
     eventually(
-        "a Warning Event says the hook waits for Harvester",
+        "a Warning Event says the hook waits for the credential",
         || async {
             events
                 .list(&Default::default())
@@ -440,7 +450,7 @@ async fn a_broken_credential_holds_the_hook_with_a_warning_and_no_write() {
                 .iter()
                 .any(|event| {
                     event.type_.as_deref() == Some("Warning")
-                        && event.reason.as_deref() == Some("HarvesterUnreachable")
+                        && event.reason.as_deref() == Some("HarvesterMisconfigured")
                         && event
                             .note
                             .as_deref()
@@ -470,7 +480,7 @@ async fn a_broken_credential_holds_the_hook_with_a_warning_and_no_write() {
         .unwrap();
     until_journal(&scenario, "capi", "Cluster c1 finished deleting").await;
     eventually("the watch follows the mended credential", || async {
-        harvester_unreachable().await.as_deref() == Some("False")
+        status("HarvesterMisconfigured").await.as_deref() == Some("False")
     })
     .await;
 }

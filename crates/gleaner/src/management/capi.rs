@@ -1,5 +1,6 @@
 //! Cluster API kinds at the version the management cluster serves, discovered at start.
 
+use gleaner_core::InfrastructureRef;
 use kube::{
     Api, Client,
     api::{ApiResource, DynamicObject, GroupVersionKind},
@@ -63,16 +64,15 @@ impl Capi {
         Api::namespaced_with(client.clone(), namespace, &self.cluster())
     }
 
-    /// The kind and API group of a Machine's infrastructure reference, in either version's shape
-    /// (`apiVersion` in v1beta1, `apiGroup` in v1beta2).
-    pub fn infrastructure_of(machine: &DynamicObject) -> (Option<&str>, Option<&str>) {
+    /// A Machine's infrastructure reference, in either version's shape (`apiVersion` in
+    /// v1beta1, `apiGroup` in v1beta2).
+    pub fn infrastructure_of(machine: &DynamicObject) -> InfrastructureRef {
         let reference = &machine.data["spec"]["infrastructureRef"];
-        let group = reference["apiGroup"].as_str().or_else(|| {
-            reference["apiVersion"]
-                .as_str()
-                .map(|api_version| api_version.split('/').next().unwrap_or_default())
-        });
-        (reference["kind"].as_str(), group)
+        InfrastructureRef::from_reference(
+            reference["apiGroup"].as_str(),
+            reference["apiVersion"].as_str(),
+            reference["kind"].as_str(),
+        )
     }
 }
 
@@ -102,20 +102,20 @@ mod tests {
 
     #[test]
     fn infrastructure_kind_and_group_read_from_either_version() {
+        let harvester_machine = InfrastructureRef {
+            group: "rke-machine.cattle.io".into(),
+            kind: "HarvesterMachine".into(),
+        };
         let v1beta1 = machine(
             json!({"apiVersion": "rke-machine.cattle.io/v1", "kind": "HarvesterMachine", "name": "m"}),
         );
-        assert_eq!(
-            Capi::infrastructure_of(&v1beta1),
-            (Some("HarvesterMachine"), Some("rke-machine.cattle.io"))
-        );
+        assert_eq!(Capi::infrastructure_of(&v1beta1), harvester_machine);
         let v1beta2 = machine(
             json!({"apiGroup": "rke-machine.cattle.io", "kind": "HarvesterMachine", "name": "m"}),
         );
-        assert_eq!(
-            Capi::infrastructure_of(&v1beta2),
-            (Some("HarvesterMachine"), Some("rke-machine.cattle.io"))
-        );
-        assert_eq!(Capi::infrastructure_of(&machine(json!(null))), (None, None));
+        assert_eq!(Capi::infrastructure_of(&v1beta2), harvester_machine);
+        let core = machine(json!({"apiVersion": "v1", "kind": "HarvesterMachine", "name": "m"}));
+        assert_eq!(Capi::infrastructure_of(&core).group, "");
+        assert_eq!(Capi::infrastructure_of(&machine(json!(null))).kind, "");
     }
 }

@@ -1,11 +1,19 @@
 //! One Footprint per Harvester-backed provisioning Cluster, named by its UID, created when
-//! gleaner first sees the cluster and kept current; `Reclaiming` once its deletion is confirmed.
+//! gleaner first sees the cluster and kept current from the caches; `Reclaiming` once a live
+//! read confirms its deletion.
+//!
+//! Status writers share the status through server-side apply, each with its own field manager
+//! and each applying every field it owns: the Footprint controller owns `phase`, `vms` and every
+//! condition but `ProtectionLapsed`; the hooks own `ProtectionLapsed`, `released` and `would`.
+//! The lists are maps (conditions by type, VMs by Harvester, namespace and name, objects by
+//! UID), so each writer's entries are its own.
 
 use std::{collections::BTreeSet, sync::Arc, time::Duration};
 
 use gleaner_core::{
-    ClusterIdentity, Deletion, OptOut, PauseFacts, confirm_deletion, keys, opt_out, paused_by,
-    vm_of,
+    ClusterIdentity, ConditionState, ConditionType, Deletion, HarvesterRecord, IntentSeen, Named,
+    Seen, conditions, confirm_deletion, keys, opt_out, paused_by, pool_credential, vm_namespace,
+    vm_of, vms,
 };
 use k8s_openapi::{
     api::core::v1::ObjectReference,
@@ -13,34 +21,35 @@ use k8s_openapi::{
     jiff::Timestamp,
 };
 use kube::{
-    Api, Resource, ResourceExt,
-    api::{DynamicObject, ListParams, Patch, PatchParams},
+    Resource, ResourceExt,
+    api::{DynamicObject, Patch, PatchParams},
     runtime::controller::Action,
 };
 use serde_json::json;
 
 use crate::{
     Error, Result,
-    footprint::{Footprint, FootprintSpec, FootprintStatus, Identity, Phase, Pool, VmRecord},
-    management::{
-        Context,
-        harvesters::{Health, VmLookup},
-        observe::{self, harvester_machine, provisioning_cluster},
-        vms::{self, IntentSeen, Named, Seen},
+    footprint::{
+        Footprint, FootprintSpec, FootprintStatus, Identity, Phase, Pool, ReleaseReason,
+        ReleasedMachine,
     },
+    management::{
+        CLUSTER_NAME_LABEL, Context,
+        harvesters::VmLookup,
+        observe::{Clusters, provisioning_cluster},
+    },
+    metrics::WriteKind,
 };
 
-const FIELD_MANAGER: &str = "gleaner/footprints";
-/// How often a Footprint is looked at again without any event (a cluster may vanish while
-/// gleaner is down, and a NotFound announces itself to no watch).
-const RECHECK: Duration = Duration::from_secs(30);
-/// How soon a standby replica looks again at what it may not write yet.
-const STANDBY: Duration = Duration::from_secs(2);
+const SPEC_MANAGER: &str = "gleaner/footprints";
+const STATUS_MANAGER: &str = "gleaner/footprint-status";
+const HOOKS_MANAGER: &str = "gleaner/hooks";
 /// How many dry-run entries a Footprint keeps.
 const WOULD_KEPT: usize = 20;
+/// How many released Machines a Footprint keeps, most recent first.
+const RELEASED_KEPT: usize = 100;
 /// How often a status write is tried again when another write came in between.
 const CONFLICT_RETRIES: usize = 5;
-const CLUSTER_NAME_LABEL: &str = "cluster.x-k8s.io/cluster-name";
 const CAPI_MACHINE_NAME_LABEL: &str = "rke.cattle.io/capi-machine-name";
 
 /// Whether a provisioning Cluster runs on Harvester: a pool made from a `HarvesterConfig`.
@@ -50,191 +59,211 @@ pub fn harvester_backed(cluster: &DynamicObject) -> bool {
         .any(|pool| pool["machineConfigRef"]["kind"] == "HarvesterConfig")
 }
 
-fn pools_of(cluster: &DynamicObject) -> Vec<serde_json::Value> {
+pub fn pools_of(cluster: &DynamicObject) -> Vec<serde_json::Value> {
     cluster.data["spec"]["rkeConfig"]["machinePools"]
         .as_array()
         .cloned()
         .unwrap_or_default()
 }
 
-/// Keeps the Footprint's spec current from the provisioning Cluster.
+/// Keeps the Footprint's spec current from the provisioning Cluster, as the caches show it.
 pub async fn track(cluster: Arc<DynamicObject>, context: Arc<Context>) -> Result<Action> {
-    if !harvester_backed(&cluster) {
+    let Some(uid) = cluster.uid() else {
+        return Ok(Action::await_change());
+    };
+    if !harvester_backed(&cluster) || !context.may_write() {
         return Ok(Action::await_change());
     }
-    let Some(uid) = cluster.metadata.uid.clone() else {
-        return Ok(Action::await_change());
-    };
     let namespace = cluster.namespace().unwrap_or_default();
     let name = cluster.name_any();
-    let existing = context
-        .footprints()
-        .get_opt(&uid)
-        .await
-        .map_err(|source| Error::Kube {
-            context: format!("cannot read Footprint {uid}"),
-            source,
-        })?;
+    let about = cluster.object_ref(&provisioning_cluster());
+    let existing = context.caches.footprint(&context.namespace, &uid);
     let install_uuid = match existing.as_ref() {
         Some(footprint) => footprint.spec.identity.install_uuid.clone(),
-        None => observe::install_uuid(&context.client)
-            .await?
-            .ok_or_else(|| {
-                Error::Unsupported(
-                    "the install-uuid Setting is missing: is this Rancher's local cluster?".into(),
-                )
-            })?,
+        None => match context.caches.install_uuid() {
+            Some(uuid) => uuid,
+            None => return not_made(&context, &about, Error::InstallUuidMissing).await,
+        },
     };
     let capi_uid = context
-        .capi
-        .clusters(&context.client, &namespace)
-        .get_opt(&name)
-        .await
-        .map_err(|source| Error::Kube {
-            context: format!("cannot read CAPI Cluster {namespace}/{name}"),
-            source,
-        })?
-        .and_then(|capi| capi.metadata.uid)
+        .caches
+        .capi_clusters
+        .get(&namespace, &name)
+        .and_then(|capi| capi.uid())
         .or_else(|| {
             existing
                 .as_ref()
-                .and_then(|f| f.spec.identity.capi_cluster_uid.clone())
+                .and_then(|footprint| footprint.spec.identity.capi_cluster_uid.clone())
         });
     let spec = FootprintSpec {
         identity: Identity {
             install_uuid,
             namespace: namespace.clone(),
-            name: name.clone(),
+            name,
             provisioning_cluster_uid: uid.clone(),
             capi_cluster_uid: capi_uid,
         },
-        pools: pools(&cluster, &context).await?,
+        pools: pools(&cluster, &about, &context).await,
     };
     if existing
         .as_ref()
         .is_some_and(|footprint| footprint.spec == spec)
-        || !context.may_write()
     {
-        return Ok(Action::requeue(RECHECK));
+        return Ok(Action::await_change());
     }
-    let footprint = Footprint::new(&uid, spec);
-    context
+    let written = context
         .footprints()
         .patch(
             &uid,
-            &PatchParams::apply(FIELD_MANAGER).force(),
-            &Patch::Apply(&footprint),
+            &PatchParams::apply(SPEC_MANAGER).force(),
+            &Patch::Apply(&Footprint::new(&uid, spec)),
         )
         .await
         .map_err(|source| Error::Kube {
-            context: format!("cannot write Footprint {uid}"),
+            context: format!("cannot write Footprint {}/{uid}", context.namespace),
             source,
-        })?;
-    if existing.is_none() {
-        context
-            .event(
-                &cluster.object_ref(&provisioning_cluster()),
-                "Tracking",
-                format!(
-                    "gleaner tracks this cluster in Footprint {}/{uid}",
-                    context.namespace
-                ),
-            )
-            .await;
+        });
+    context.wrote(WriteKind::Footprint, &written);
+    if let Err(error) = written {
+        return not_made(&context, &about, error).await;
     }
-    Ok(Action::requeue(RECHECK))
+    if existing.is_none() {
+        let note = format!(
+            "gleaner tracks this cluster in Footprint {}/{uid}",
+            context.namespace
+        );
+        context.event(&about, "Tracking", note).await;
+    }
+    Ok(Action::await_change())
 }
 
-/// Each pool's Harvester (its own cloud credential, else the cluster's) and VM namespace.
-async fn pools(cluster: &DynamicObject, context: &Context) -> Result<Vec<Pool>> {
-    let cluster_credential = cluster.data["spec"]["cloudCredentialSecretName"]
-        .as_str()
-        .unwrap_or_default();
+/// A Footprint that cannot be made or kept: a Warning Event on the cluster, and the error for
+/// the retry policy and the error counter.
+async fn not_made(context: &Context, about: &ObjectReference, error: Error) -> Result<Action> {
+    let note = format!("gleaner cannot write this cluster's Footprint: {error}");
+    context.warn(about, "FootprintNotWritten", note).await;
+    Err(error)
+}
+
+/// Each pool's Harvester (its own cloud credential, else the cluster's) and VM namespace, from
+/// the HarvesterConfig cache. A malformed credential is kept as written, with a warning: the
+/// Footprint then shows that Harvester as misconfigured.
+async fn pools(cluster: &DynamicObject, about: &ObjectReference, context: &Context) -> Vec<Pool> {
+    let cluster_credential = cluster.data["spec"]["cloudCredentialSecretName"].as_str();
     let namespace = cluster.namespace().unwrap_or_default();
-    let configs: Api<DynamicObject> =
-        Api::namespaced_with(context.client.clone(), &namespace, &harvester_config());
     let mut pools = Vec::new();
     for pool in pools_of(cluster) {
-        let config_name = pool["machineConfigRef"]["name"]
+        let config = pool["machineConfigRef"]["name"]
             .as_str()
             .unwrap_or_default();
-        let vm_namespace = configs
-            .get_opt(config_name)
-            .await
-            .map_err(|source| Error::Kube {
-                context: format!("cannot read HarvesterConfig {namespace}/{config_name}"),
-                source,
-            })?
-            .and_then(|config| config.data["vmNamespace"].as_str().map(str::to_owned))
-            .unwrap_or_else(|| "default".to_owned());
+        let namespace_of_vms = context
+            .caches
+            .harvester_configs
+            .get(&namespace, config)
+            .and_then(|config| config.data["vmNamespace"].as_str().map(str::to_owned));
+        let own = pool["cloudCredentialSecretName"].as_str();
+        let cloud_credential = match pool_credential(own, cluster_credential) {
+            Ok(credential) => credential.map(|credential| credential.to_string()),
+            Err(error) => {
+                context
+                    .warn(about, "MalformedCredential", error.to_string())
+                    .await;
+                Some(error.0)
+            }
+        };
         pools.push(Pool {
             name: pool["name"].as_str().unwrap_or_default().to_owned(),
-            cloud_credential: pool["cloudCredentialSecretName"]
-                .as_str()
-                .filter(|own| !own.is_empty())
-                .unwrap_or(cluster_credential)
-                .to_owned(),
-            vm_namespace,
+            cloud_credential: cloud_credential.unwrap_or_default(),
+            vm_namespace: vm_namespace(namespace_of_vms.as_deref()).to_owned(),
         });
     }
-    Ok(pools)
+    pools
 }
 
-fn harvester_config() -> kube::api::ApiResource {
-    kube::api::ApiResource::from_gvk_with_plural(
-        &kube::api::GroupVersionKind::gvk("rke-machine-config.cattle.io", "v1", "HarvesterConfig"),
-        "harvesterconfigs",
-    )
-}
-
-/// Moves a Footprint to `Reclaiming` once a live read confirms its cluster's deletion; keeps
-/// its VMs and its `OptedOut`, `Frozen` and `HarvesterUnreachable` conditions current, and
-/// makes sure each of its Harvesters is watched.
+/// Moves a Footprint to `Reclaiming` once a live read confirms its cluster's deletion (asked
+/// only when the caches show it); keeps its VMs and the conditions it owns current from the
+/// caches and the Harvester watches, and makes sure each of its Harvesters is watched.
 pub async fn phase(footprint: Arc<Footprint>, context: Arc<Context>) -> Result<Action> {
     let status = footprint.status.clone().unwrap_or_default();
     if status.phase == Some(Phase::Reclaimed) {
         return Ok(Action::await_change());
     }
-    for pool in &footprint.spec.pools {
-        context.harvesters.watch(&pool.cloud_credential);
+    let name = footprint.name_any();
+    context.harvesters.follow_footprint(
+        &name,
+        footprint
+            .spec
+            .pools
+            .iter()
+            .map(|pool| (pool.cloud_credential.clone(), pool.vm_namespace.clone())),
+    );
+    if !context.may_write() {
+        return Ok(Action::await_change());
     }
-    let identity = &footprint.spec.identity;
-    let Some(capi_uid) = identity.capi_cluster_uid.clone() else {
-        return Ok(Action::requeue(RECHECK));
+    let Ok(recorded) = ClusterIdentity::try_from(&footprint.spec.identity) else {
+        // The tracker records the CAPI Cluster's UID once it exists, which changes the
+        // Footprint and brings it back here.
+        return Ok(Action::await_change());
     };
-    let recorded = ClusterIdentity {
-        install_uuid: identity.install_uuid.clone(),
-        namespace: identity.namespace.clone(),
-        name: identity.name.clone(),
-        provisioning_uid: identity.provisioning_cluster_uid.clone(),
-        capi_uid,
+    let cached = Clusters {
+        install_uuid: context.caches.install_uuid(),
+        provisioning: context
+            .caches
+            .provisioning
+            .get(&recorded.namespace, &recorded.name)
+            .map(|cluster| (*cluster).clone()),
+        capi: context
+            .caches
+            .capi_clusters
+            .get(&recorded.namespace, &recorded.name)
+            .map(|cluster| (*cluster).clone()),
     };
-    let mut conditions = status.conditions.clone();
-    let confirmed = status.phase == Some(Phase::Reclaiming) || {
-        let live = observe::live(
-            &context.client,
-            &context.capi,
-            &recorded.namespace,
-            &recorded.name,
-        )
-        .await?;
-        confirm_deletion(&recorded, &live) == Deletion::Confirmed
-    };
-    set_cluster_conditions(&mut conditions, &recorded, confirmed, &context).await?;
-    let named = if confirmed {
-        set_condition(
-            &mut conditions,
-            "DeletionConfirmed",
-            "True",
-            "BothClustersGone",
-            "a live read showed both Cluster objects gone or deleting, in the recorded installation",
-        );
-        None
+    let confirmed = status.phase == Some(Phase::Reclaiming)
+        || (confirm_deletion(&recorded, &cached.observation()) == Deletion::Confirmed
+            && confirmed_live(&recorded, &context).await?);
+    let mut next = status.clone();
+    next.phase = Some(if confirmed {
+        Phase::Reclaiming
     } else {
-        Some(named_vms(&recorded, &context).await?)
-    };
-    set_harvester_condition(&mut conditions, &footprint.spec.pools, &context);
-    let vms = vms::record(
+        Phase::Tracking
+    });
+    let own = cached.recorded(&recorded.provisioning_uid, &recorded.capi_uid);
+    let (provisioning_skip, capi_skip) = own.skip_cleanup();
+    let opted_out_before = is_true(&status.conditions, ConditionType::OptedOut);
+    let mut decided = vec![conditions::frozen(
+        own.capi.is_some(),
+        paused_by(&own.pause(None)),
+    )];
+    decided.extend(conditions::opted_out(
+        &opt_out(provisioning_skip, capi_skip),
+        confirmed,
+        opted_out_before,
+    ));
+    if confirmed {
+        decided.push(conditions::deletion_confirmed());
+    }
+    let healths: Vec<_> = footprint
+        .spec
+        .pools
+        .iter()
+        .map(|pool| pool.cloud_credential.clone())
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .map(|credential| {
+            let health = context.harvesters.health(&credential);
+            (credential, health)
+        })
+        .collect();
+    decided.extend(
+        conditions::harvester_conditions(&healths)
+            .into_iter()
+            .flatten(),
+    );
+    for condition in decided {
+        set_condition(&mut next.conditions, condition);
+    }
+    let named = (!confirmed).then(|| named_vms(&recorded, &context));
+    next.vms = vms::record(
         &status.vms,
         named.as_deref(),
         |credential, namespace, name| match context.harvesters.vm(credential, namespace, name) {
@@ -242,52 +271,48 @@ pub async fn phase(footprint: Arc<Footprint>, context: Arc<Context>) -> Result<A
             VmLookup::Absent => Seen::Absent,
             VmLookup::Present(vm) => Seen::Present {
                 uid: vm.uid().unwrap_or_default(),
-                intent: IntentSeen::of(&vm),
+                intent: IntentSeen::of(
+                    vm.annotations()
+                        .get(keys::INTENT_ANNOTATION)
+                        .map(String::as_str),
+                ),
             },
         },
     );
-    let phase = if confirmed {
-        Phase::Reclaiming
-    } else {
-        Phase::Tracking
-    };
-    let malformed: Vec<VmRecord> = vms::newly_malformed(&status.vms, &vms)
-        .into_iter()
-        .cloned()
-        .collect();
-    let next = FootprintStatus {
-        phase: Some(phase),
-        conditions,
-        vms,
-        ..status.clone()
-    };
-    if status.phase == next.phase
-        && same_conditions(&status.conditions, &next.conditions)
-        && status.vms == next.vms
-    {
-        return Ok(Action::requeue(RECHECK));
+    if owned(StatusWriter::Footprints, &status) == owned(StatusWriter::Footprints, &next) {
+        return Ok(Action::await_change());
     }
-    if !context.may_write() {
-        return Ok(Action::requeue(STANDBY));
-    }
-    if !write_status(&context, &footprint, &next).await? {
-        return Ok(Action::requeue(STANDBY));
+    if !apply_status(&context, &footprint, StatusWriter::Footprints, &next, false).await? {
+        // Another write came in between; its event brings the Footprint back here.
+        return Ok(Action::await_change());
     }
     if status.phase != next.phase {
-        tracing::info!(footprint = %footprint.name_any(), cluster = %recorded.readable(), ?phase, "footprint phase");
+        tracing::info!(footprint = %name, cluster = %recorded.readable(), phase = ?next.phase, "footprint phase");
     }
-    let about = cluster_reference(identity);
-    for vm in malformed {
+    let about = cluster_reference(&footprint.spec.identity);
+    for vm in vms::newly_malformed(&status.vms, &next.vms) {
         let note = format!(
             "VM {}/{} carries a {} gleaner cannot read ({}): it is reported, not acted on",
             vm.namespace,
             vm.name,
             keys::INTENT_ANNOTATION,
-            vm.intent_problem.unwrap_or_default()
+            vm.intent_problem.clone().unwrap_or_default()
         );
         context.warn(&about, "MalformedIntent", note).await;
     }
-    Ok(Action::requeue(RECHECK))
+    Ok(Action::await_change())
+}
+
+/// The live read that confirms a deletion the caches show (design.md §5, safety rule 1).
+async fn confirmed_live(recorded: &ClusterIdentity, context: &Context) -> Result<bool> {
+    let live = Clusters::live(
+        &context.client,
+        &context.capi,
+        &recorded.namespace,
+        &recorded.name,
+    )
+    .await?;
+    Ok(confirm_deletion(recorded, &live.observation()) == Deletion::Confirmed)
 }
 
 /// The provisioning Cluster a Footprint records, as the object its Events are about (it may be
@@ -304,96 +329,122 @@ pub fn cluster_reference(identity: &Identity) -> ObjectReference {
 }
 
 /// The VMs the cluster's HarvesterMachines name now (Rancher names each after its Machine).
-async fn named_vms(recorded: &ClusterIdentity, context: &Context) -> Result<Vec<Named>> {
-    let machines: Api<DynamicObject> = Api::namespaced_with(
-        context.client.clone(),
-        &recorded.namespace,
-        &harvester_machine(),
-    );
-    let listed = machines
-        .list(&ListParams::default().labels(&format!("{CLUSTER_NAME_LABEL}={}", recorded.name)))
-        .await
-        .map_err(|source| Error::Kube {
-            context: format!(
-                "cannot list the HarvesterMachines of {}/{}",
-                recorded.namespace, recorded.name
-            ),
-            source,
-        })?;
-    Ok(listed
-        .items
+fn named_vms(recorded: &ClusterIdentity, context: &Context) -> Vec<Named> {
+    context
+        .caches
+        .harvester_machines
+        .in_namespace(&recorded.namespace, |machine| {
+            machine.labels().get(CLUSTER_NAME_LABEL) == Some(&recorded.name)
+        })
         .iter()
         .map(|machine| {
-            let spec = &machine.data["spec"];
-            let vm = vm_of(&machine.name_any(), spec["vmNamespace"].as_str());
+            let target = vm_target(machine);
             Named {
                 machine: machine
                     .labels()
                     .get(CAPI_MACHINE_NAME_LABEL)
                     .cloned()
                     .unwrap_or_else(|| machine.name_any()),
-                cloud_credential: spec["common"]["cloudCredentialSecretName"]
-                    .as_str()
-                    .unwrap_or_default()
-                    .to_owned(),
-                namespace: vm.namespace,
-                name: vm.name,
+                cloud_credential: target.0,
+                namespace: target.1.namespace,
+                name: target.1.name,
             }
         })
-        .collect())
+        .collect()
 }
 
-/// `HarvesterUnreachable`: true while the watch on any of the cluster's Harvesters fails.
-fn set_harvester_condition(conditions: &mut Vec<Condition>, pools: &[Pool], context: &Context) {
-    let credentials: BTreeSet<&str> = pools
-        .iter()
-        .map(|pool| pool.cloud_credential.as_str())
-        .collect();
-    let mut unreachable = Vec::new();
-    let mut syncing = false;
-    for credential in credentials {
-        match context.harvesters.health(credential) {
-            Health::Unreachable { problem } => unreachable.push(format!("{credential}: {problem}")),
-            Health::Syncing => syncing = true,
-            Health::Reachable => {}
-        }
-    }
-    if !unreachable.is_empty() {
-        set_condition(
-            conditions,
-            "HarvesterUnreachable",
-            "True",
-            "WatchFailing",
-            &unreachable.join("; "),
-        );
-    } else if !syncing {
-        set_condition(
-            conditions,
-            "HarvesterUnreachable",
-            "False",
-            "Reachable",
-            "every Harvester of the cluster answers",
-        );
+/// The credential (as written) and VM of a HarvesterMachine.
+pub fn vm_target(harvester_machine: &DynamicObject) -> (String, gleaner_core::VmRef) {
+    let spec = &harvester_machine.data["spec"];
+    (
+        spec["common"]["cloudCredentialSecretName"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned(),
+        vm_of(&harvester_machine.name_any(), spec["vmNamespace"].as_str()),
+    )
+}
+
+/// How long the Footprint has recorded its Harvesters unreachable and misconfigured: the one
+/// clock the hook timeout reads.
+pub fn harvester_record(footprint: &Footprint) -> HarvesterRecord {
+    let since = |type_: ConditionType| {
+        let condition = footprint
+            .status
+            .as_ref()?
+            .conditions
+            .iter()
+            .find(|condition| condition.type_ == type_.to_string() && condition.status == "True")?;
+        Timestamp::now()
+            .duration_since(condition.last_transition_time.0)
+            .try_into()
+            .ok()
+            .or(Some(Duration::ZERO))
+    };
+    HarvesterRecord {
+        unreachable_for: since(ConditionType::HarvesterUnreachable),
+        misconfigured_for: since(ConditionType::HarvesterMisconfigured),
     }
 }
 
-/// Sets `ProtectionLapsed`: the hook timeout let a Machine go without its intent.
-pub async fn protection_lapsed(context: &Context, footprint: &str, note: &str) -> Result<()> {
-    update_status(context, footprint, |status| {
+/// Sets `ProtectionLapsed` and records the Machine that went without its intent.
+pub async fn protection_lapsed(
+    context: &Context,
+    footprint: &str,
+    machine: &str,
+    vm: &str,
+    note: &str,
+) -> Result<()> {
+    update_hooks_status(context, footprint, |status| {
         set_condition(
             &mut status.conditions,
-            "ProtectionLapsed",
-            "True",
-            "HookTimeout",
-            note,
+            conditions::protection_lapsed(note.to_owned()),
         );
+        record_release(status, machine, vm, ReleaseReason::HookTimeout, note);
     })
     .await
 }
 
+/// Records a Machine whose VM was not on Harvester: its hook went with nothing to protect.
+pub async fn vm_not_found(
+    context: &Context,
+    footprint: &str,
+    machine: &str,
+    vm: &str,
+    note: &str,
+) -> Result<()> {
+    update_hooks_status(context, footprint, |status| {
+        record_release(status, machine, vm, ReleaseReason::VmNotFound, note);
+    })
+    .await
+}
+
+fn record_release(
+    status: &mut FootprintStatus,
+    machine: &str,
+    vm: &str,
+    reason: ReleaseReason,
+    note: &str,
+) {
+    status
+        .released
+        .retain(|released| released.machine != machine);
+    status.released.insert(
+        0,
+        ReleasedMachine {
+            machine: machine.to_owned(),
+            vm: vm.to_owned(),
+            reason,
+            message: note.to_owned(),
+            time: Time(Timestamp::now()),
+        },
+    );
+    status.released.truncate(RELEASED_KEPT);
+}
+
 /// Records, most recent first, what a dry run would have done.
 pub async fn would(context: &Context, footprint: &str, what: String) -> Result<()> {
-    update_status(context, footprint, |status| {
+    update_hooks_status(context, footprint, |status| {
         status.would.retain(|entry| *entry != what);
         status.would.insert(0, what.clone());
         status.would.truncate(WOULD_KEPT);
@@ -401,9 +452,9 @@ pub async fn would(context: &Context, footprint: &str, what: String) -> Result<(
     .await
 }
 
-/// Reads the Footprint, changes its status and writes it back, again if another write came in
-/// between.
-async fn update_status(
+/// Reads the Footprint live, changes what the hooks own of its status and applies it, guarded
+/// by the resourceVersion read, again if another write came in between.
+async fn update_hooks_status(
     context: &Context,
     name: &str,
     mut change: impl FnMut(&mut FootprintStatus),
@@ -419,175 +470,110 @@ async fn update_status(
             })?;
         let mut status = footprint.status.clone().unwrap_or_default();
         change(&mut status);
-        if write_status(context, &footprint, &status).await? {
+        if apply_status(context, &footprint, StatusWriter::Hooks, &status, true).await? {
             return Ok(());
         }
     }
     Err(Error::Conflict(format!("Footprint {name}")))
 }
 
-/// Writes the whole status, guarded by the resourceVersion read; `false` on a conflict.
-async fn write_status(
-    context: &Context,
-    footprint: &Footprint,
-    status: &FootprintStatus,
-) -> Result<bool> {
-    let mut body = serde_json::to_value(status).expect("a Footprint status always serializes");
-    // A merge patch keeps what it does not name: name emptied lists, as null, to clear them.
-    for list in ["conditions", "vms", "objects", "would"] {
-        body.as_object_mut()
-            .expect("a status is an object")
-            .entry(list)
-            .or_insert(serde_json::Value::Null);
+/// The writers of a Footprint's status.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum StatusWriter {
+    /// The Footprint controller.
+    Footprints,
+    /// The hook controller.
+    Hooks,
+}
+
+impl StatusWriter {
+    fn manager(self) -> &'static str {
+        match self {
+            Self::Footprints => STATUS_MANAGER,
+            Self::Hooks => HOOKS_MANAGER,
+        }
     }
-    let patch = json!({
-        "metadata": {"resourceVersion": footprint.resource_version()},
-        "status": body,
-    });
-    match context
-        .footprints()
-        .patch_status(
-            &footprint.name_any(),
-            &PatchParams::default(),
-            &Patch::Merge(&patch),
-        )
-        .await
-    {
-        Ok(_) => Ok(true),
-        Err(kube::Error::Api(status)) if status.code == 409 => Ok(false),
-        Err(source) => Err(Error::Kube {
-            context: format!("cannot update Footprint {}", footprint.name_any()),
-            source,
+
+    fn owns(self, condition: &Condition) -> bool {
+        let hooks = condition.type_ == ConditionType::ProtectionLapsed.to_string();
+        hooks == (self == Self::Hooks)
+    }
+}
+
+/// What `writer` owns of `status`, as it applies it.
+fn owned(writer: StatusWriter, status: &FootprintStatus) -> serde_json::Value {
+    let conditions: Vec<&Condition> = status
+        .conditions
+        .iter()
+        .filter(|condition| writer.owns(condition))
+        .collect();
+    match writer {
+        StatusWriter::Footprints => json!({
+            "phase": status.phase,
+            "conditions": conditions,
+            "vms": status.vms,
+        }),
+        StatusWriter::Hooks => json!({
+            "conditions": conditions,
+            "released": status.released,
+            "would": status.would,
         }),
     }
 }
 
-/// `OptedOut` and `Frozen`, from the recorded Cluster objects as they are now (a same-named
-/// successor is not this Footprint's cluster). Once deletion is confirmed an opt-out stays,
-/// since the object that carried it may be gone; `Frozen` follows the CAPI Cluster while it
-/// exists.
-async fn set_cluster_conditions(
-    conditions: &mut Vec<Condition>,
-    recorded: &ClusterIdentity,
-    confirmed: bool,
+/// Applies what `writer` owns of `status`; with `guarded`, only over the resourceVersion the
+/// Footprint was read at. `false` on a conflict.
+async fn apply_status(
     context: &Context,
-) -> Result<()> {
-    let read = |api: Api<DynamicObject>| async move {
-        api.get_opt(&recorded.name)
-            .await
-            .map_err(|source| Error::Kube {
-                context: format!(
-                    "cannot read Cluster {}/{}",
-                    recorded.namespace, recorded.name
-                ),
-                source,
-            })
-    };
-    let provisioning = read(Api::namespaced_with(
-        context.client.clone(),
-        &recorded.namespace,
-        &provisioning_cluster(),
-    ))
-    .await?;
-    let capi = read(context.capi.clusters(&context.client, &recorded.namespace)).await?;
-    let recorded_uid = |cluster: Option<DynamicObject>, uid: &str| {
-        cluster.filter(|cluster| cluster.metadata.uid.as_deref() == Some(uid))
-    };
-    let provisioning = recorded_uid(provisioning, &recorded.provisioning_uid);
-    let capi = recorded_uid(capi, &recorded.capi_uid);
-    let skip = |cluster: &Option<DynamicObject>| {
-        cluster.as_ref().and_then(|cluster| {
-            cluster
-                .annotations()
-                .get(keys::SKIP_CLEANUP_ANNOTATION)
-                .cloned()
-        })
-    };
-    let (status, reason, message) =
-        match opt_out(skip(&provisioning).as_deref(), skip(&capi).as_deref()) {
-            OptOut::No => (
-                "False",
-                "NotOptedOut",
-                "no Cluster object opts out".to_owned(),
-            ),
-            OptOut::OptedOut { object } => (
-                "True",
-                "SkipCleanupAnnotation",
-                format!(
-                    "the {object:?} Cluster carries {}",
-                    keys::SKIP_CLEANUP_ANNOTATION
-                ),
-            ),
-            OptOut::Malformed { object, value } => (
-                "False",
-                "MalformedAnnotation",
-                format!(
-                    "the {object:?} Cluster's {} is {value:?}, not a boolean",
-                    keys::SKIP_CLEANUP_ANNOTATION
-                ),
-            ),
-        };
-    let opted_out_before = conditions
-        .iter()
-        .any(|condition| condition.type_ == "OptedOut" && condition.status == "True");
-    if !(confirmed && opted_out_before) {
-        set_condition(conditions, "OptedOut", status, reason, &message);
+    footprint: &Footprint,
+    writer: StatusWriter,
+    status: &FootprintStatus,
+    guarded: bool,
+) -> Result<bool> {
+    let mut metadata = json!({"name": footprint.name_any()});
+    if guarded {
+        metadata["resourceVersion"] = json!(footprint.resource_version());
     }
-    let paused = paused_by(&PauseFacts {
-        cluster_spec_paused: capi
-            .as_ref()
-            .is_some_and(|cluster| cluster.data["spec"]["paused"] == serde_json::Value::Bool(true)),
-        cluster_annotated: capi
-            .as_ref()
-            .is_some_and(|cluster| cluster.annotations().contains_key(keys::PAUSED_ANNOTATION)),
-        machine_annotated: false,
+    let body = json!({
+        "apiVersion": Footprint::api_version(&()),
+        "kind": Footprint::kind(&()),
+        "metadata": metadata,
+        "status": owned(writer, status),
     });
-    match paused {
-        Some(by) => set_condition(
-            conditions,
-            "Frozen",
-            "True",
-            "Paused",
-            &format!("paused by {by:?}"),
-        ),
-        None if capi.is_none() => set_condition(
-            conditions,
-            "Frozen",
-            "False",
-            "ClusterGone",
-            "the CAPI Cluster is gone",
-        ),
-        None => set_condition(
-            conditions,
-            "Frozen",
-            "False",
-            "NotPaused",
-            "the cluster is not paused",
-        ),
-    }
-    Ok(())
-}
-
-fn same_conditions(before: &[Condition], after: &[Condition]) -> bool {
-    let key = |conditions: &[Condition]| {
-        let mut keys: Vec<(String, String, String)> = conditions
-            .iter()
-            .map(|c| (c.type_.clone(), c.status.clone(), c.reason.clone()))
-            .collect();
-        keys.sort();
-        keys
+    let result = context
+        .footprints()
+        .patch_status(
+            &footprint.name_any(),
+            &PatchParams::apply(writer.manager()).force(),
+            &Patch::Apply(&body),
+        )
+        .await;
+    let outcome = match result {
+        Ok(_) => Ok(true),
+        Err(kube::Error::Api(status)) if status.code == 409 => Ok(false),
+        Err(source) => Err(Error::Kube {
+            context: format!(
+                "cannot write the status of Footprint {}",
+                footprint.name_any()
+            ),
+            source,
+        }),
     };
-    key(before) == key(after)
+    context.wrote(WriteKind::FootprintStatus, &outcome);
+    outcome
 }
 
-/// Sets a condition, keeping its transition time when its status does not change.
-pub fn set_condition(
-    conditions: &mut Vec<Condition>,
-    type_: &str,
-    status: &str,
-    reason: &str,
-    message: &str,
-) {
+fn is_true(conditions: &[Condition], type_: ConditionType) -> bool {
+    conditions
+        .iter()
+        .any(|condition| condition.type_ == type_.to_string() && condition.status == "True")
+}
+
+/// Sets a condition as the core decided it, keeping its transition time when its status does
+/// not change.
+pub fn set_condition(conditions: &mut Vec<Condition>, decided: ConditionState) {
+    let status = if decided.status { "True" } else { "False" };
+    let type_ = decided.type_.to_string();
     let now = Time(Timestamp::now());
     match conditions
         .iter_mut()
@@ -598,16 +584,93 @@ pub fn set_condition(
                 condition.last_transition_time = now;
             }
             condition.status = status.to_owned();
-            condition.reason = reason.to_owned();
-            condition.message = message.to_owned();
+            condition.reason = decided.reason.to_string();
+            condition.message = decided.message;
         }
         None => conditions.push(Condition {
-            type_: type_.to_owned(),
+            type_,
             status: status.to_owned(),
-            reason: reason.to_owned(),
-            message: message.to_owned(),
+            reason: decided.reason.to_string(),
+            message: decided.message,
             last_transition_time: now,
             observed_generation: None,
         }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use gleaner_core::ConditionReason;
+    use k8s_openapi::jiff::SignedDuration;
+
+    use super::*;
+    use gleaner_core::VmRecord;
+
+    fn state(type_: ConditionType, status: bool) -> ConditionState {
+        ConditionState {
+            type_,
+            status,
+            reason: ConditionReason::WatchFailing,
+            message: "down".into(),
+        }
+    }
+
+    #[test]
+    fn the_footprint_says_how_long_its_harvester_has_been_failing() {
+        let mut footprint = Footprint::new("uid", FootprintSpec::default());
+        assert_eq!(harvester_record(&footprint), HarvesterRecord::default());
+        let mut status = FootprintStatus::default();
+        set_condition(
+            &mut status.conditions,
+            state(ConditionType::HarvesterUnreachable, true),
+        );
+        status.conditions[0].last_transition_time =
+            Time(Timestamp::now() - SignedDuration::from_secs(90));
+        footprint.status = Some(status.clone());
+        let record = harvester_record(&footprint);
+        assert!(record.unreachable_for.unwrap() >= Duration::from_secs(90));
+        assert_eq!(record.misconfigured_for, None);
+        set_condition(
+            &mut status.conditions,
+            state(ConditionType::HarvesterUnreachable, false),
+        );
+        footprint.status = Some(status);
+        assert_eq!(harvester_record(&footprint), HarvesterRecord::default());
+    }
+
+    #[test]
+    fn a_condition_keeps_its_transition_time_while_its_status_holds() {
+        let mut conditions = Vec::new();
+        set_condition(&mut conditions, state(ConditionType::Frozen, true));
+        let first = conditions[0].last_transition_time.clone();
+        std::thread::sleep(Duration::from_millis(2));
+        set_condition(&mut conditions, state(ConditionType::Frozen, true));
+        assert_eq!(conditions[0].last_transition_time, first);
+        set_condition(&mut conditions, state(ConditionType::Frozen, false));
+        assert_ne!(conditions[0].last_transition_time, first);
+        assert_eq!(conditions.len(), 1);
+    }
+
+    #[test]
+    fn each_writer_applies_only_what_it_owns() {
+        let mut status = FootprintStatus {
+            phase: Some(Phase::Tracking),
+            would: vec!["would write".into()],
+            vms: vec![VmRecord::default()],
+            ..FootprintStatus::default()
+        };
+        set_condition(&mut status.conditions, state(ConditionType::Frozen, false));
+        set_condition(
+            &mut status.conditions,
+            state(ConditionType::ProtectionLapsed, true),
+        );
+        let footprints = owned(StatusWriter::Footprints, &status);
+        assert_eq!(footprints["conditions"].as_array().unwrap().len(), 1);
+        assert_eq!(footprints["conditions"][0]["type"], "Frozen");
+        assert!(footprints.get("would").is_none());
+        let hooks = owned(StatusWriter::Hooks, &status);
+        assert_eq!(hooks["conditions"][0]["type"], "ProtectionLapsed");
+        assert_eq!(hooks["would"][0], "would write");
+        assert!(hooks.get("vms").is_none() && hooks.get("phase").is_none());
     }
 }

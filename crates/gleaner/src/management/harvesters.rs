@@ -3,17 +3,18 @@
 //! A client per credential is built from the Secret's kubeconfig and rebuilt when the Secret
 //! changes. Harvesters come and go at run time, so each one a Footprint names gets a watch task
 //! of its own: it follows the node driver's VMs into a shared index, keeps the Harvester's health
-//! and tells the Footprint controller what changed. A task retires once no Footprint has asked
-//! for its Harvester for a while. Secrets are read one by one by name, never listed; no
-//! credential, token or kubeconfig is ever logged.
+//! and tells the Footprints that use it (an index from credential to Footprints) what changed. A
+//! task retires once no Footprint names its credential. Secrets are read one by one by name,
+//! never listed; no credential, token or kubeconfig is ever logged.
 
 use std::{
-    collections::HashMap,
+    collections::{BTreeSet, HashMap},
     sync::{Arc, Mutex, MutexGuard},
-    time::{Duration, Instant},
+    time::Duration,
 };
 
 use futures::StreamExt;
+use gleaner_core::{CredentialRef, HarvesterHealth, WriteFailure};
 use k8s_openapi::api::core::v1::Secret;
 use kube::{
     Api, Client, ResourceExt,
@@ -29,7 +30,10 @@ use tokio::{sync::mpsc, task::AbortHandle};
 
 use crate::{
     Error, Result,
-    metrics::{HarvesterState, Metrics},
+    error::ApiFailure,
+    footprint::Footprint,
+    metrics::{HarvesterState, Metrics, WatchKind},
+    timeouts,
 };
 
 /// The Secret key Rancher keeps a Harvester cloud credential's kubeconfig under.
@@ -40,8 +44,6 @@ const DRIVER_VMS: &str = "harvesterhci.io/creator=docker-machine-driver-harveste
 const SECRET_RECHECK: Duration = Duration::from_secs(10);
 /// How soon a task whose credential cannot be used tries again.
 const RETRY: Duration = Duration::from_secs(5);
-/// A watch no Footprint asked for in this long stops. Footprints are looked at every 30 s.
-const RETIRE_AFTER: Duration = Duration::from_secs(120);
 
 pub fn virtual_machine() -> ApiResource {
     ApiResource::from_gvk_with_plural(
@@ -50,26 +52,53 @@ pub fn virtual_machine() -> ApiResource {
     )
 }
 
-/// How gleaner's watch on one Harvester fares.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Health {
-    /// Listing for the first time.
-    Syncing,
-    Reachable,
-    /// The credential is unusable or the Harvester does not answer; `problem` says which
-    /// (error messages, never the credential's content).
-    Unreachable {
-        problem: String,
-    },
+fn state(health: &HarvesterHealth) -> HarvesterState {
+    match health {
+        HarvesterHealth::Syncing => HarvesterState::Syncing,
+        HarvesterHealth::Reachable => HarvesterState::Reachable,
+        HarvesterHealth::Unreachable { .. } => HarvesterState::Unreachable,
+        HarvesterHealth::Misconfigured { .. } => HarvesterState::Misconfigured,
+    }
 }
 
-impl Health {
-    fn state(&self) -> HarvesterState {
-        match self {
-            Health::Syncing => HarvesterState::Syncing,
-            Health::Reachable => HarvesterState::Reachable,
-            Health::Unreachable { .. } => HarvesterState::Unreachable,
+/// What a failure to reach a Harvester through its credential means.
+pub fn failure_of(error: &Error) -> WriteFailure {
+    match error {
+        Error::Credential { .. } => WriteFailure::Misconfigured,
+        Error::Kube { source, .. } => match ApiFailure::of(source) {
+            ApiFailure::NotFound | ApiFailure::Conflict => WriteFailure::VmNotFound,
+            ApiFailure::Forbidden | ApiFailure::Rejected => WriteFailure::Misconfigured,
+            ApiFailure::Unreachable | ApiFailure::ServerError | ApiFailure::Other => {
+                WriteFailure::Unreachable
+            }
+        },
+        _ => WriteFailure::Unreachable,
+    }
+}
+
+/// The health a failure shows, with its message (never the credential's content).
+fn health_of(failure: WriteFailure, problem: String) -> HarvesterHealth {
+    match failure {
+        WriteFailure::Misconfigured => HarvesterHealth::Misconfigured { problem },
+        WriteFailure::Unreachable | WriteFailure::VmNotFound => {
+            HarvesterHealth::Unreachable { problem }
         }
+    }
+}
+
+fn watch_health(error: &watcher::Error) -> HarvesterHealth {
+    let problem = error.to_string();
+    let misconfigured = match error {
+        watcher::Error::InitialListFailed(source)
+        | watcher::Error::WatchStartFailed(source)
+        | watcher::Error::WatchFailed(source) => ApiFailure::of(source) == ApiFailure::Forbidden,
+        watcher::Error::WatchError(status) => matches!(status.code, 401 | 403),
+        watcher::Error::NoResourceVersion => false,
+    };
+    if misconfigured {
+        HarvesterHealth::Misconfigured { problem }
+    } else {
+        HarvesterHealth::Unreachable { problem }
     }
 }
 
@@ -82,45 +111,63 @@ pub enum VmLookup {
     Present(Arc<DynamicObject>),
 }
 
-/// Something a Footprint may have to look at again: a VM changed in `namespace` of the
-/// Harvester, or (`namespace: None`) the Harvester's health did.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Change {
-    pub credential: String,
-    pub namespace: Option<String>,
-}
-
 struct Watched {
     vms: Store<DynamicObject>,
-    health: Health,
-    wanted: Instant,
+    /// What the watch shows.
+    watch: HarvesterHealth,
+    /// What the last failed write showed, until a write succeeds.
+    write: Option<HarvesterHealth>,
     task: AbortHandle,
 }
+
+impl Watched {
+    /// A failing watch speaks first; a failed write speaks while the watch looks fine.
+    fn health(&self) -> HarvesterHealth {
+        match (&self.watch, &self.write) {
+            (HarvesterHealth::Reachable | HarvesterHealth::Syncing, Some(write)) => write.clone(),
+            (watch, _) => watch.clone(),
+        }
+    }
+}
+
+/// The Footprints that use each credential, and the VM namespaces their pools run in there.
+type FootprintIndex = HashMap<String, HashMap<String, BTreeSet<String>>>;
 
 pub struct Harvesters {
     management: Client,
     metrics: Metrics,
+    api_timeout: Duration,
+    footprints: Store<Footprint>,
     clients: Mutex<HashMap<String, (String, Client)>>,
     watched: Mutex<HashMap<String, Watched>>,
-    changed: mpsc::UnboundedSender<Change>,
-    changes: Mutex<Option<mpsc::UnboundedReceiver<Change>>>,
+    index: Mutex<FootprintIndex>,
+    changed: mpsc::UnboundedSender<String>,
+    changes: Mutex<Option<mpsc::UnboundedReceiver<String>>>,
 }
 
 impl Harvesters {
-    pub fn new(management: Client, metrics: Metrics) -> Self {
+    pub fn new(
+        management: Client,
+        metrics: Metrics,
+        api_timeout: Duration,
+        footprints: Store<Footprint>,
+    ) -> Self {
         let (changed, changes) = mpsc::unbounded_channel();
         Self {
             management,
             metrics,
+            api_timeout,
+            footprints,
             clients: Mutex::default(),
             watched: Mutex::default(),
+            index: Mutex::default(),
             changed,
             changes: Mutex::new(Some(changes)),
         }
     }
 
-    /// The stream of changes, for the one controller that follows them.
-    pub fn changes(&self) -> Option<mpsc::UnboundedReceiver<Change>> {
+    /// The names of the Footprints to look at again, for the one controller that follows them.
+    pub fn changes(&self) -> Option<mpsc::UnboundedReceiver<String>> {
         lock(&self.changes).take()
     }
 
@@ -132,15 +179,13 @@ impl Harvesters {
     }
 
     async fn versioned_client(&self, credential: &str) -> Result<(String, Client)> {
-        let (namespace, name) = credential
-            .split_once(':')
-            .filter(|(namespace, name)| !namespace.is_empty() && !name.is_empty())
-            .ok_or_else(|| Error::Credential {
+        let CredentialRef { namespace, name } =
+            credential.parse().map_err(|_| Error::Credential {
                 credential: credential.to_owned(),
                 problem: "is not of the form namespace:name".into(),
             })?;
-        let secret = Api::<Secret>::namespaced(self.management.clone(), namespace)
-            .get(name)
+        let secret = Api::<Secret>::namespaced(self.management.clone(), &namespace)
+            .get(&name)
             .await
             .map_err(|source| Error::Kube {
                 context: format!("cannot read cloud credential {credential}"),
@@ -152,16 +197,43 @@ impl Harvesters {
         {
             return Ok((version, client.clone()));
         }
-        let client = build(credential, &secret).await?;
+        let client = build(credential, &secret, self.api_timeout).await?;
         lock(&self.clients).insert(credential.to_owned(), (version.clone(), client.clone()));
         Ok((version, client))
     }
 
-    /// Makes sure the Harvester of `credential` is watched, and keeps its watch from retiring.
-    pub fn watch(self: &Arc<Self>, credential: &str) {
+    /// Records which credentials (and VM namespaces there) a Footprint's pools use, and makes
+    /// sure each of those Harvesters is watched.
+    pub fn follow_footprint(
+        self: &Arc<Self>,
+        footprint: &str,
+        pools: impl IntoIterator<Item = (String, String)>,
+    ) {
+        let mut uses: HashMap<String, BTreeSet<String>> = HashMap::new();
+        for (credential, namespace) in pools {
+            uses.entry(credential).or_default().insert(namespace);
+        }
+        {
+            let mut index = lock(&self.index);
+            for footprints in index.values_mut() {
+                footprints.remove(footprint);
+            }
+            for (credential, namespaces) in &uses {
+                index
+                    .entry(credential.clone())
+                    .or_default()
+                    .insert(footprint.to_owned(), namespaces.clone());
+            }
+            index.retain(|_, footprints| !footprints.is_empty());
+        }
+        for credential in uses.keys() {
+            self.watch(credential);
+        }
+    }
+
+    fn watch(self: &Arc<Self>, credential: &str) {
         let mut watched = lock(&self.watched);
-        if let Some(entry) = watched.get_mut(credential) {
-            entry.wanted = Instant::now();
+        if watched.contains_key(credential) {
             return;
         }
         let writer = Writer::new(virtual_machine());
@@ -171,8 +243,8 @@ impl Harvesters {
             credential.to_owned(),
             Watched {
                 vms,
-                health: Health::Syncing,
-                wanted: Instant::now(),
+                watch: HarvesterHealth::Syncing,
+                write: None,
                 task: task.abort_handle(),
             },
         );
@@ -181,10 +253,32 @@ impl Harvesters {
         self.report();
     }
 
-    pub fn health(&self, credential: &str) -> Health {
+    /// How the Harvester of `credential` fares: its watch, and the last failed write since one
+    /// succeeded.
+    pub fn health(&self, credential: &str) -> HarvesterHealth {
         lock(&self.watched)
             .get(credential)
-            .map_or(Health::Syncing, |entry| entry.health.clone())
+            .map_or(HarvesterHealth::Syncing, Watched::health)
+    }
+
+    /// A write through `credential` succeeded (`None`) or failed: the Footprints of that
+    /// Harvester hear of it when its health changes.
+    pub fn wrote(&self, credential: &str, failure: Option<(WriteFailure, String)>) {
+        let write = failure
+            .filter(|(failure, _)| *failure != WriteFailure::VmNotFound)
+            .map(|(failure, problem)| health_of(failure, problem));
+        let mut watched = lock(&self.watched);
+        let Some(entry) = watched.get_mut(credential) else {
+            return;
+        };
+        let before = state(&entry.health());
+        entry.write = write;
+        let after = state(&entry.health());
+        drop(watched);
+        if before != after {
+            self.notify(credential, None);
+            self.report();
+        }
     }
 
     pub fn vm(&self, credential: &str, namespace: &str, name: &str) -> VmLookup {
@@ -192,7 +286,7 @@ impl Harvesters {
         let Some(entry) = watched.get(credential) else {
             return VmLookup::Unknown;
         };
-        if entry.health != Health::Reachable {
+        if entry.watch != HarvesterHealth::Reachable {
             return VmLookup::Unknown;
         }
         match entry
@@ -216,17 +310,16 @@ impl Harvesters {
                 Err(error) => {
                     self.set_health(
                         &credential,
-                        Health::Unreachable {
-                            problem: error.to_string(),
-                        },
+                        health_of(failure_of(&error), error.to_string()),
                     );
                     tokio::time::sleep(RETRY).await;
                     continue;
                 }
             };
             let vms = Api::<DynamicObject>::all_with(client, &virtual_machine());
+            let config = timeouts::watcher_config(self.api_timeout).labels(DRIVER_VMS);
             let mut events = std::pin::pin!(
-                watcher(vms, watcher::Config::default().labels(DRIVER_VMS))
+                watcher(vms, config)
                     .default_backoff()
                     .modify(|vm| vm.managed_fields_mut().clear())
             );
@@ -236,9 +329,16 @@ impl Harvesters {
                 tokio::select! {
                     event = events.next() => match event {
                         Some(Ok(event)) => self.apply(&credential, &mut writer, &event),
-                        Some(Err(error)) => self.set_health(&credential, Health::Unreachable {
-                            problem: error.to_string(),
-                        }),
+                        Some(Err(error)) => {
+                            self.metrics.watch_failed(
+                                WatchKind::VirtualMachine,
+                                match failure_of_watch(&error) {
+                                    WriteFailure::Misconfigured => "forbidden",
+                                    _ => "unreachable",
+                                },
+                            );
+                            self.set_health(&credential, watch_health(&error));
+                        }
                         None => break,
                     },
                     _ = recheck.tick() => {
@@ -252,9 +352,10 @@ impl Harvesters {
                                 break;
                             }
                             Err(error) => {
-                                self.set_health(&credential, Health::Unreachable {
-                                    problem: error.to_string(),
-                                });
+                                self.set_health(
+                                    &credential,
+                                    health_of(failure_of(&error), error.to_string()),
+                                );
                                 break;
                             }
                         }
@@ -284,9 +385,9 @@ impl Harvesters {
         };
         writer.apply_watcher_event(event);
         match event {
-            watcher::Event::InitDone => self.set_health(credential, Health::Reachable),
+            watcher::Event::InitDone => self.set_health(credential, HarvesterHealth::Reachable),
             watcher::Event::Apply(vm) | watcher::Event::Delete(vm) => {
-                self.set_health(credential, Health::Reachable);
+                self.set_health(credential, HarvesterHealth::Reachable);
                 if changed {
                     self.notify(credential, vm.namespace());
                 }
@@ -295,55 +396,79 @@ impl Harvesters {
         }
     }
 
-    fn set_health(&self, credential: &str, health: Health) {
+    fn set_health(&self, credential: &str, health: HarvesterHealth) {
         let mut watched = lock(&self.watched);
         let Some(entry) = watched.get_mut(credential) else {
             return;
         };
-        if entry.health == health {
+        if entry.watch == health {
             return;
         }
-        if let Health::Unreachable { problem } = &health {
-            tracing::warn!(%credential, %problem, "Harvester unreachable");
-        } else {
-            tracing::info!(%credential, ?health, "Harvester");
+        match &health {
+            HarvesterHealth::Unreachable { problem }
+            | HarvesterHealth::Misconfigured { problem } => {
+                tracing::warn!(%credential, %problem, state = ?state(&health), "Harvester failing");
+            }
+            HarvesterHealth::Syncing | HarvesterHealth::Reachable => {
+                tracing::info!(%credential, ?health, "Harvester");
+            }
         }
-        let changed_state = entry.health.state() != health.state();
-        entry.health = health;
+        let before = state(&entry.health());
+        entry.watch = health;
+        let after = state(&entry.health());
         drop(watched);
-        if changed_state {
+        if before != after {
             self.notify(credential, None);
             self.report();
         }
     }
 
+    /// Tells the Footprints that use `credential` (in `namespace`, or all of them) to look again.
     fn notify(&self, credential: &str, namespace: Option<String>) {
-        // The receiver lives as long as the controllers; once they stop nobody needs to know.
-        let _ = self.changed.send(Change {
-            credential: credential.to_owned(),
-            namespace,
-        });
+        let footprints: Vec<String> = lock(&self.index)
+            .get(credential)
+            .map(|footprints| {
+                footprints
+                    .iter()
+                    .filter(|(_, namespaces)| {
+                        namespace
+                            .as_ref()
+                            .is_none_or(|namespace| namespaces.contains(namespace))
+                    })
+                    .map(|(footprint, _)| footprint.clone())
+                    .collect()
+            })
+            .unwrap_or_default();
+        for footprint in footprints {
+            // The receiver lives as long as the controllers; once they stop nobody needs to know.
+            let _ = self.changed.send(footprint);
+        }
     }
 
-    /// Removes the entry of a Harvester no Footprint asked for lately; `true` if it did.
+    /// Removes the entry of a Harvester no existing Footprint names; `true` if it did.
     fn retire_if_unwanted(&self, credential: &str) -> bool {
-        let mut watched = lock(&self.watched);
-        let unwanted = watched
-            .get(credential)
-            .is_none_or(|entry| entry.wanted.elapsed() > RETIRE_AFTER);
-        if unwanted {
-            watched.remove(credential);
-            drop(watched);
-            tracing::info!(%credential, "no Footprint needs this Harvester: its watch stops");
-            self.report();
+        let wanted = lock(&self.index).get(credential).is_some_and(|footprints| {
+            footprints.keys().any(|footprint| {
+                self.footprints
+                    .state()
+                    .iter()
+                    .any(|existing| existing.metadata.name.as_deref() == Some(footprint))
+            })
+        });
+        if wanted {
+            return false;
         }
-        unwanted
+        lock(&self.index).remove(credential);
+        lock(&self.watched).remove(credential);
+        tracing::info!(%credential, "no Footprint needs this Harvester: its watch stops");
+        self.report();
+        true
     }
 
     fn report(&self) {
         let states: Vec<HarvesterState> = lock(&self.watched)
             .values()
-            .map(|entry| entry.health.state())
+            .map(|entry| state(&entry.health()))
             .collect();
         self.metrics.harvesters(states);
     }
@@ -372,7 +497,14 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
         .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
-async fn build(credential: &str, secret: &Secret) -> Result<Client> {
+fn failure_of_watch(error: &watcher::Error) -> WriteFailure {
+    match watch_health(error) {
+        HarvesterHealth::Misconfigured { .. } => WriteFailure::Misconfigured,
+        _ => WriteFailure::Unreachable,
+    }
+}
+
+async fn build(credential: &str, secret: &Secret, api_timeout: Duration) -> Result<Client> {
     let problem = |problem: &str| Error::Credential {
         credential: credential.to_owned(),
         problem: problem.to_owned(),
@@ -390,7 +522,7 @@ async fn build(credential: &str, secret: &Secret) -> Result<Client> {
     let config = kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
         .await
         .map_err(|_| problem("holds a kubeconfig without a usable cluster, user and context"))?;
-    Client::try_from(config)
+    Client::try_from(timeouts::bounded(config, api_timeout))
         .map_err(|_| problem("holds a kubeconfig kube cannot build a client from"))
 }
 

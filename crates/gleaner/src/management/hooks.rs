@@ -1,13 +1,15 @@
 //! gleaner's pre-terminate hook on CAPI Machines backed by a HarvesterMachine, and what it does
-//! when such a Machine is deleting: decide why (a live read), write the intent and
-//! `removeAllPersistentVolumeClaims: "false"` on the VM, and let the Machine go (design.md §5).
+//! when such a Machine is deleting (design.md §5): observe why it goes (a live read of both
+//! Cluster objects, the Footprint and the HarvesterMachine from the caches), let the core
+//! decide, then act: write the intent and `removeAllPersistentVolumeClaims: "false"` on the VM
+//! and let the Machine go, or wait, saying why.
 
 use std::{sync::Arc, time::Duration};
 
 use gleaner_core::{
-    AddHook, ClusterIdentity, DeletingMachine, HookDecision, InfrastructureRef, Intent,
-    MachineFacts, OptOut, PauseFacts, Reachability, Reason, add_hook, deleting_machine_hook, keys,
-    machine_reason, opt_out, paused_by, vm_of,
+    AddHook, AfterFailedWrite, ClusterIdentity, DeletingMachine, FootprintState, HookDecision,
+    Intent, MachineFacts, OptOut, Reason, WaitReason, WriteFailure, add_hook, after_failed_write,
+    deleting_machine_hook, keys, machine_reason, opt_out, paused_by,
 };
 use k8s_openapi::{api::core::v1::ObjectReference, jiff::Timestamp};
 use kube::{
@@ -24,58 +26,53 @@ use crate::{
         Context,
         capi::Capi,
         footprints,
-        harvesters::virtual_machine,
-        observe::{self, harvester_machine},
+        harvesters::{VmLookup, failure_of, virtual_machine},
+        observe::{Clusters, provisioning_cluster},
     },
+    metrics::WriteKind,
 };
 
-/// How soon a waiting hook (paused cluster, Harvester unreachable) is looked at again.
+/// How soon a waiting hook (paused cluster, Harvester failing, Footprint missing) is looked at
+/// again.
 const WAIT: Duration = Duration::from_secs(5);
-/// How soon a standby replica looks again at what it may not write yet.
-const STANDBY: Duration = Duration::from_secs(2);
-
-fn annotation<'a>(object: &'a DynamicObject, key: &str) -> Option<&'a str> {
-    object.annotations().get(key).map(String::as_str)
-}
 
 pub async fn reconcile(machine: Arc<DynamicObject>, context: Arc<Context>) -> Result<Action> {
-    let hooked = annotation(&machine, keys::HOOK_ANNOTATION).is_some();
+    // A standby decides nothing: winning the Lease brings every Machine back here.
+    if !context.may_write() {
+        return Ok(Action::await_change());
+    }
+    let hooked = machine.annotations().contains_key(keys::HOOK_ANNOTATION);
     let deleting = machine.metadata.deletion_timestamp.is_some();
     if deleting && hooked {
         return on_deletion(&machine, &context).await;
     }
-    let (kind, group) = Capi::infrastructure_of(&machine);
     let facts = MachineFacts {
-        infrastructure: InfrastructureRef {
-            group: group.unwrap_or_default().to_owned(),
-            kind: kind.unwrap_or_default().to_owned(),
-        },
+        infrastructure: Capi::infrastructure_of(&machine),
         deleting,
     };
     if !hooked && add_hook(&facts) == AddHook::Add {
-        return add_the_hook(&machine, &context).await;
+        add_the_hook(&machine, &context).await?;
     }
     Ok(Action::await_change())
 }
 
 /// Adds the hook, guarded by the resourceVersion read, so a Machine that started deleting in
 /// between is never hooked (safety rule 6).
-async fn add_the_hook(machine: &DynamicObject, context: &Context) -> Result<Action> {
-    if !context.may_write() {
-        return Ok(Action::requeue(STANDBY));
-    }
+async fn add_the_hook(machine: &DynamicObject, context: &Context) -> Result<()> {
     let patch = json!({"metadata": {
         "annotations": {keys::HOOK_ANNOTATION: keys::HOOK_VALUE},
         "resourceVersion": machine.metadata.resource_version,
     }});
     patch_machine(machine, context, &patch, "add the hook to").await?;
     tracing::info!(machine = %machine.name_any(), "hook added");
-    Ok(Action::await_change())
+    Ok(())
 }
 
 async fn remove_hook(machine: &DynamicObject, context: &Context) -> Result<()> {
     let patch = json!({"metadata": {"annotations": {keys::HOOK_ANNOTATION: null}}});
-    patch_machine(machine, context, &patch, "remove the hook from").await
+    patch_machine(machine, context, &patch, "remove the hook from").await?;
+    tracing::info!(machine = %machine.name_any(), "hook removed");
+    Ok(())
 }
 
 async fn patch_machine(
@@ -85,7 +82,7 @@ async fn patch_machine(
     what: &str,
 ) -> Result<()> {
     let namespace = machine.namespace().unwrap_or_default();
-    context
+    let result = context
         .capi
         .machines(&context.client, Some(&namespace))
         .patch(
@@ -94,89 +91,229 @@ async fn patch_machine(
             &Patch::Merge(patch),
         )
         .await
+        .map(drop)
         .map_err(|source| Error::Kube {
             context: format!("cannot {what} Machine {namespace}/{}", machine.name_any()),
             source,
-        })?;
-    Ok(())
+        });
+    context.wrote(WriteKind::MachineHook, &result);
+    result
+}
+
+/// Where a Machine's VM is, and which one it is.
+struct VmTarget {
+    credential: String,
+    namespace: String,
+    name: String,
+    /// Its UID as the Footprint or the Harvester watch know it: the write's precondition.
+    uid: Option<String>,
+}
+
+impl std::fmt::Display for VmTarget {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.namespace, self.name)
+    }
+}
+
+/// Everything the decision about a deleting Machine rests on.
+struct Observed {
+    facts: DeletingMachine,
+    explanation: String,
+    footprint: Option<Arc<Footprint>>,
+    /// The name of the Footprint the intent names: the recorded one, or the one the cluster
+    /// would get.
+    footprint_name: String,
+    vm: Option<VmTarget>,
+    /// What Events are about: the provisioning Cluster, else the Machine.
+    about: ObjectReference,
 }
 
 async fn on_deletion(machine: &DynamicObject, context: &Context) -> Result<Action> {
-    if !context.may_write() {
-        return Ok(Action::requeue(STANDBY));
+    let observed = observe(machine, context).await?;
+    if let OptOut::Malformed { object, value } = &observed.facts.opt_out {
+        let note = format!(
+            "{} on the {object:?} Cluster is {value:?}, not a boolean: it is ignored",
+            keys::SKIP_CLEANUP_ANNOTATION
+        );
+        context.warn(&observed.about, "MalformedOptOut", note).await;
     }
+    let decision = deleting_machine_hook(&observed.facts);
+    act(machine, &observed, decision, context).await
+}
+
+/// A live read of both Cluster objects (why the Machine goes is decided live), the Footprint
+/// and the HarvesterMachine from the caches.
+async fn observe(machine: &DynamicObject, context: &Context) -> Result<Observed> {
     let namespace = machine.namespace().unwrap_or_default();
     let cluster_name = machine.data["spec"]["clusterName"]
         .as_str()
         .unwrap_or_default()
         .to_owned();
-    let capi_cluster = context
-        .capi
-        .clusters(&context.client, &namespace)
-        .get_opt(&cluster_name)
-        .await
-        .map_err(|source| Error::Kube {
-            context: format!("cannot read CAPI Cluster {namespace}/{cluster_name}"),
-            source,
-        })?;
-    let provisioning = Api::<DynamicObject>::namespaced_with(
-        context.client.clone(),
-        &namespace,
-        &observe::provisioning_cluster(),
-    )
-    .get_opt(&cluster_name)
-    .await
-    .map_err(|source| Error::Kube {
-        context: format!("cannot read provisioning Cluster {namespace}/{cluster_name}"),
-        source,
-    })?;
-    let about = provisioning
-        .as_ref()
-        .map(|cluster| cluster.object_ref(&observe::provisioning_cluster()))
-        .unwrap_or_else(|| machine.object_ref(&context.capi.machine()));
-    let opt_out = opt_out(
-        provisioning
-            .as_ref()
-            .and_then(|cluster| annotation(cluster, keys::SKIP_CLEANUP_ANNOTATION)),
-        capi_cluster
-            .as_ref()
-            .and_then(|cluster| annotation(cluster, keys::SKIP_CLEANUP_ANNOTATION)),
-    );
-    if let OptOut::Malformed { object, value } = &opt_out {
-        let note = format!(
-            "{} on the {object:?} Cluster is {value:?}, not a boolean: it is ignored",
-            keys::SKIP_CLEANUP_ANNOTATION
-        );
-        context.warn(&about, "MalformedOptOut", note).await;
-    }
-    let (footprint, reason, explanation) =
-        decide(capi_cluster.as_ref(), &namespace, &cluster_name, context).await?;
-    if footprint.is_none() && provisioning.is_some() {
-        // The Footprint tracker has not recorded this cluster yet (gleaner just started):
-        // wait for it rather than decide without the recorded identity.
-        return Ok(Action::requeue(STANDBY));
-    }
-    let facts = DeletingMachine {
-        reason,
-        opt_out,
-        paused_by: paused_by(&pause_facts(machine, capi_cluster.as_ref())),
-        // Reachability is learnt by trying: every attempt writes, and only a failed write asks
-        // the core again, with how long Harvester has been unreachable.
-        harvester: Reachability::Reachable,
-        hook_timeout: context.hook_timeout,
-    };
-    // The Footprint's condition makes the unreachable time outlive a restart of gleaner.
-    let recorded_unreachable_for = footprint.as_ref().and_then(unreachable_for);
-    let intent = Intent {
-        footprint: footprint
-            .as_ref()
-            .map(ResourceExt::name_any)
-            .unwrap_or_default(),
-        reason,
-        decided_at: Timestamp::now(),
-    };
+    let live = Clusters::live(&context.client, &context.capi, &namespace, &cluster_name).await?;
     let machine_name = machine.name_any();
-    match deleting_machine_hook(&facts) {
+    let footprint = find_footprint(context, &namespace, &cluster_name, &live, &machine_name);
+    let live_capi_uid = live.capi.as_ref().and_then(|cluster| cluster.uid());
+    let identity = match &footprint {
+        Some(footprint) => {
+            let mut identity = footprint.spec.identity.clone();
+            identity.capi_cluster_uid = identity.capi_cluster_uid.or(live_capi_uid);
+            identity.capi_cluster_uid.get_or_insert_default();
+            ClusterIdentity::try_from(&identity)?
+        }
+        // Without a record, the live objects stand in for it: enough to tell a scale-down,
+        // never enough to reclaim anything.
+        None => ClusterIdentity {
+            install_uuid: live.install_uuid.clone().unwrap_or_default(),
+            namespace: namespace.clone(),
+            name: cluster_name.clone(),
+            provisioning_uid: live.provisioning_uid().unwrap_or_default(),
+            capi_uid: live_capi_uid.unwrap_or_default(),
+        },
+    };
+    let decided = machine_reason(&identity, &live.observation());
+    let own = live.recorded(&identity.provisioning_uid, &identity.capi_uid);
+    let (provisioning_skip, capi_skip) = own.skip_cleanup();
+    let about = live
+        .provisioning
+        .as_ref()
+        .map(|cluster| cluster.object_ref(&provisioning_cluster()))
+        .unwrap_or_else(|| machine.object_ref(&context.capi.machine()));
+    let deleting_for = machine
+        .metadata
+        .deletion_timestamp
+        .as_ref()
+        .and_then(|since| Timestamp::now().duration_since(since.0).try_into().ok())
+        .unwrap_or_default();
+    let facts = DeletingMachine {
+        reason: decided.reason,
+        opt_out: opt_out(provisioning_skip, capi_skip),
+        paused_by: paused_by(&own.pause(Some(machine))),
+        footprint: match &footprint {
+            Some(footprint) => FootprintState::Recorded(footprints::harvester_record(footprint)),
+            None => FootprintState::Missing {
+                waited: deleting_for,
+            },
+        },
+        hook_timeout: context.hook_timeout,
+        footprint_wait: context.footprint_wait,
+    };
+    Ok(Observed {
+        facts,
+        explanation: decided.explanation.to_string(),
+        vm: vm_target(machine, footprint.as_deref(), context),
+        footprint_name: footprint
+            .as_ref()
+            .map_or(identity.provisioning_uid.clone(), |footprint| {
+                footprint.name_any()
+            }),
+        footprint,
+        about,
+    })
+}
+
+/// The cluster's Footprint from the cache: the one of its provisioning Cluster's UID, else (both
+/// Cluster objects gone) the one of that namespace and name that recorded this Machine's VM.
+fn find_footprint(
+    context: &Context,
+    namespace: &str,
+    cluster: &str,
+    live: &Clusters,
+    machine: &str,
+) -> Option<Arc<Footprint>> {
+    if let Some(uid) = live.provisioning_uid() {
+        return context.caches.footprint(&context.namespace, &uid);
+    }
+    context
+        .caches
+        .footprints
+        .state()
+        .into_iter()
+        .find(|footprint| {
+            let identity = &footprint.spec.identity;
+            identity.namespace == namespace
+                && identity.name == cluster
+                && footprint
+                    .status
+                    .as_ref()
+                    .is_some_and(|status| status.vms.iter().any(|vm| vm.machine == machine))
+        })
+}
+
+/// Where the Machine's VM is: from its HarvesterMachine, else from the Footprint's record of it;
+/// with its UID as the Footprint recorded it, else as the Harvester watch shows it.
+fn vm_target(
+    machine: &DynamicObject,
+    footprint: Option<&Footprint>,
+    context: &Context,
+) -> Option<VmTarget> {
+    let namespace = machine.namespace().unwrap_or_default();
+    let infrastructure = machine.data["spec"]["infrastructureRef"]["name"]
+        .as_str()
+        .unwrap_or_default();
+    let recorded = footprint
+        .and_then(|footprint| footprint.status.as_ref())
+        .map(|status| status.vms.as_slice())
+        .unwrap_or_default();
+    let (credential, namespace, name) = match context
+        .caches
+        .harvester_machines
+        .get(&namespace, infrastructure)
+    {
+        Some(harvester_machine) => {
+            let (credential, vm) = footprints::vm_target(&harvester_machine);
+            (credential, vm.namespace, vm.name)
+        }
+        None => {
+            let vm = recorded
+                .iter()
+                .find(|vm| vm.machine == machine.name_any())?;
+            (
+                vm.cloud_credential.clone(),
+                vm.namespace.clone(),
+                vm.name.clone(),
+            )
+        }
+    };
+    let uid = recorded
+        .iter()
+        .find(|vm| {
+            vm.cloud_credential == credential && vm.namespace == namespace && vm.name == name
+        })
+        .and_then(|vm| vm.uid.clone())
+        .or_else(
+            || match context.harvesters.vm(&credential, &namespace, &name) {
+                VmLookup::Present(vm) => vm.uid(),
+                VmLookup::Absent | VmLookup::Unknown => None,
+            },
+        );
+    Some(VmTarget {
+        credential,
+        namespace,
+        name,
+        uid,
+    })
+}
+
+async fn act(
+    machine: &DynamicObject,
+    observed: &Observed,
+    decision: HookDecision,
+    context: &Context,
+) -> Result<Action> {
+    let machine_name = machine.name_any();
+    let about = &observed.about;
+    match decision {
+        HookDecision::Wait(WaitReason::FootprintMissing { waited }) => {
+            let note = format!(
+                "Machine {machine_name} is deleting and gleaner has no Footprint for its cluster \
+                 (see the FootprintNotWritten Events): its hook waits, {}s so far, at most {}s, \
+                 then gleaner writes the protective intent Unknown and lets it go",
+                waited.as_secs(),
+                context.footprint_wait.as_secs()
+            );
+            context.warn(about, "FootprintMissing", note).await;
+            Ok(Action::requeue(WAIT))
+        }
         HookDecision::Wait(why) => {
             tracing::debug!(machine = %machine_name, ?why, "hook waits");
             Ok(Action::requeue(WAIT))
@@ -186,244 +323,199 @@ async fn on_deletion(machine: &DynamicObject, context: &Context) -> Result<Actio
             let note = format!(
                 "the {object:?} Cluster opts out: hook removed from Machine {machine_name}, nothing written"
             );
-            context.event(&about, "OptedOut", note).await;
+            context.event(about, "OptedOut", note).await;
             Ok(Action::await_change())
         }
         HookDecision::RemoveHookThenWriteIntent { reason } => {
             context.decided(reason);
-            let note = format!("Machine {machine_name} goes for {reason}: {explanation}");
-            context.event(&about, reason.as_str(), note).await;
-            remove_hook(machine, context).await?;
-            if let Err(error) = write_intent(machine, &intent, context).await {
-                let note = format!(
-                    "the intent for Machine {machine_name} was not written (best effort): {error}"
-                );
-                context.warn(&about, "IntentNotWritten", note).await;
-            }
-            Ok(Action::await_change())
-        }
-        HookDecision::WriteIntentThenRemoveHook => {
-            if let Err(error) = write_intent(machine, &intent, context).await {
-                context.mark_unreachable(machine);
-                let harvester = match context.reachability(machine) {
-                    Reachability::Unreachable { unreachable_for } => Reachability::Unreachable {
-                        unreachable_for: unreachable_for
-                            .max(recorded_unreachable_for.unwrap_or_default()),
-                    },
-                    Reachability::Reachable => Reachability::Reachable,
-                };
-                let retry = DeletingMachine { harvester, ..facts };
-                return lapse_or_wait(machine, &about, &retry, &error, &intent.footprint, context)
-                    .await;
-            }
-            context.mark_reachable(machine);
-            context.decided(Reason::ClusterDeletion);
             let note = format!(
-                "Machine {machine_name} goes for ClusterDeletion: {explanation}; intent written on its VM"
+                "Machine {machine_name} goes for {reason}: {}",
+                observed.explanation
             );
-            context.event(&about, "ClusterDeletion", note).await;
+            context.event(about, reason.as_str(), note).await;
             remove_hook(machine, context).await?;
+            if let Err((failure, error)) = write_intent(observed, reason, context).await {
+                let note = format!(
+                    "the intent for Machine {machine_name} was not written (best effort, {failure:?}): {error}"
+                );
+                context.warn(about, "IntentNotWritten", note).await;
+            }
             Ok(Action::await_change())
         }
-        // Only a failed write asks with Harvester unreachable (see `lapse_or_wait`).
-        HookDecision::RemoveHookLapsed { .. } => Ok(Action::requeue(WAIT)),
+        HookDecision::WriteIntentThenRemoveHook { reason } => {
+            match write_intent(observed, reason, context).await {
+                Ok(()) => {
+                    context.decided(reason);
+                    let note = match &observed.footprint {
+                        Some(_) => format!(
+                            "Machine {machine_name} goes for {reason}: {}; intent written on its VM",
+                            observed.explanation
+                        ),
+                        None => format!(
+                            "Machine {machine_name} goes: gleaner has no Footprint for its cluster \
+                             after {}s, so it wrote the protective intent {reason} on its VM",
+                            context.footprint_wait.as_secs()
+                        ),
+                    };
+                    context.event(about, reason.as_str(), note).await;
+                    remove_hook(machine, context).await?;
+                    Ok(Action::await_change())
+                }
+                Err((failure, error)) => {
+                    let after = after_failed_write(&observed.facts, failure);
+                    failed_write(machine, observed, after, &error, context).await
+                }
+            }
+        }
     }
 }
 
-/// After a failed write for a cluster deletion: the hook waits (a Warning Event and the held
-/// hooks metric say so), unless the hook timeout has passed, which removes it anyway.
-async fn lapse_or_wait(
+/// After the intent of a [`HookDecision::WriteIntentThenRemoveHook`] failed.
+async fn failed_write(
     machine: &DynamicObject,
-    about: &ObjectReference,
-    facts: &DeletingMachine,
+    observed: &Observed,
+    after: AfterFailedWrite,
     error: &Error,
-    footprint: &str,
     context: &Context,
 ) -> Result<Action> {
     let machine_name = machine.name_any();
-    if let HookDecision::RemoveHookLapsed { unreachable_for } = deleting_machine_hook(facts) {
-        let note = format!(
-            "Harvester unreachable for {}s ({error}): the hook timeout removed the hook from Machine {machine_name}; protection lapsed",
-            unreachable_for.as_secs()
-        );
-        // The Footprint records it first: it is what outlives the cluster's objects.
-        footprints::protection_lapsed(context, footprint, &note).await?;
-        remove_hook(machine, context).await?;
-        context.mark_reachable(machine);
-        context.warn(about, "ProtectionLapsed", note).await;
-        return Ok(Action::await_change());
+    let about = &observed.about;
+    let vm = observed
+        .vm
+        .as_ref()
+        .map_or_else(|| "unknown".to_owned(), ToString::to_string);
+    match after {
+        AfterFailedWrite::Wait {
+            failure,
+            failing_for,
+        } => {
+            let (reason, what) = match failure {
+                WriteFailure::Misconfigured => (
+                    "HarvesterMisconfigured",
+                    "for its Harvester to accept the credential",
+                ),
+                WriteFailure::Unreachable | WriteFailure::VmNotFound => {
+                    ("HarvesterUnreachable", "for Harvester")
+                }
+            };
+            let limit = context.hook_timeout.map_or_else(
+                || "no hook timeout".to_owned(),
+                |timeout| format!("hook timeout {}s", timeout.as_secs()),
+            );
+            let note = format!(
+                "the hook on Machine {machine_name} has waited {}s {what} ({limit}): {error}",
+                failing_for.as_secs()
+            );
+            context.warn(about, reason, note).await;
+            Ok(Action::requeue(WAIT))
+        }
+        AfterFailedWrite::RemoveHookNothingToProtect => {
+            let note = format!(
+                "the VM {vm} of Machine {machine_name} is not on Harvester ({error}): nothing to \
+                 protect, hook removed"
+            );
+            // The Footprint records it first: it is what outlives the cluster's objects.
+            footprints::vm_not_found(context, &observed.footprint_name, &machine_name, &vm, &note)
+                .await?;
+            remove_hook(machine, context).await?;
+            context.event(about, "VmNotFound", note).await;
+            Ok(Action::await_change())
+        }
+        AfterFailedWrite::RemoveHookFootprintMissing => {
+            remove_hook(machine, context).await?;
+            let note = format!(
+                "Machine {machine_name} goes without gleaner's intent: no Footprint after {}s, and \
+                 the intent could not be written on VM {vm}: {error}",
+                context.footprint_wait.as_secs()
+            );
+            context.warn(about, "FootprintMissing", note).await;
+            Ok(Action::await_change())
+        }
+        AfterFailedWrite::RemoveHookLapsed { failing_for } => {
+            let note = format!(
+                "Harvester failing for {}s ({error}): the hook timeout removed the hook from \
+                 Machine {machine_name}; protection lapsed",
+                failing_for.as_secs()
+            );
+            footprints::protection_lapsed(
+                context,
+                &observed.footprint_name,
+                &machine_name,
+                &vm,
+                &note,
+            )
+            .await?;
+            remove_hook(machine, context).await?;
+            context.warn(about, "ProtectionLapsed", note).await;
+            Ok(Action::await_change())
+        }
     }
-    let waited = match facts.harvester {
-        Reachability::Unreachable { unreachable_for } => unreachable_for.as_secs(),
-        Reachability::Reachable => 0,
-    };
-    let note =
-        format!("the hook on Machine {machine_name} has waited {waited}s for Harvester: {error}");
-    context.warn(about, "HarvesterUnreachable", note).await;
-    Ok(Action::requeue(WAIT))
-}
-
-/// How long the Footprint has said its Harvester is unreachable, if it says so.
-fn unreachable_for(footprint: &Footprint) -> Option<Duration> {
-    let condition = footprint
-        .status
-        .as_ref()?
-        .conditions
-        .iter()
-        .find(|condition| {
-            condition.type_ == "HarvesterUnreachable" && condition.status == "True"
-        })?;
-    Timestamp::now()
-        .duration_since(condition.last_transition_time.0)
-        .try_into()
-        .ok()
-}
-
-fn pause_facts(machine: &DynamicObject, cluster: Option<&DynamicObject>) -> PauseFacts {
-    PauseFacts {
-        cluster_spec_paused: cluster
-            .is_some_and(|cluster| cluster.data["spec"]["paused"] == serde_json::Value::Bool(true)),
-        cluster_annotated: cluster
-            .is_some_and(|cluster| annotation(cluster, keys::PAUSED_ANNOTATION).is_some()),
-        machine_annotated: annotation(machine, keys::PAUSED_ANNOTATION).is_some(),
-    }
-}
-
-/// The recorded identity (from the Footprint the CAPI Cluster's owner names) and a live read,
-/// handed to the core.
-async fn decide(
-    capi_cluster: Option<&DynamicObject>,
-    namespace: &str,
-    cluster_name: &str,
-    context: &Context,
-) -> Result<(Option<Footprint>, Reason, String)> {
-    let provisioning_uid = capi_cluster.and_then(|cluster| {
-        cluster
-            .owner_references()
-            .iter()
-            .find(|owner| {
-                owner.kind == "Cluster" && owner.api_version.starts_with("provisioning.cattle.io/")
-            })
-            .map(|owner| owner.uid.clone())
-    });
-    let footprint = match &provisioning_uid {
-        Some(uid) => context
-            .footprints()
-            .get_opt(uid)
-            .await
-            .map_err(|source| Error::Kube {
-                context: format!("cannot read Footprint {uid}"),
-                source,
-            })?,
-        None => None,
-    };
-    let Some(footprint) = footprint else {
-        return Ok((
-            None,
-            Reason::Unknown,
-            "gleaner has no Footprint for this cluster".into(),
-        ));
-    };
-    let identity = &footprint.spec.identity;
-    let recorded = ClusterIdentity {
-        install_uuid: identity.install_uuid.clone(),
-        namespace: identity.namespace.clone(),
-        name: identity.name.clone(),
-        provisioning_uid: identity.provisioning_cluster_uid.clone(),
-        capi_uid: identity
-            .capi_cluster_uid
-            .clone()
-            .or_else(|| capi_cluster.and_then(|cluster| cluster.metadata.uid.clone()))
-            .unwrap_or_default(),
-    };
-    let live = observe::live(&context.client, &context.capi, namespace, cluster_name).await?;
-    let decision = machine_reason(&recorded, &live);
-    Ok((
-        Some(footprint),
-        decision.reason,
-        decision.explanation.to_string(),
-    ))
 }
 
 /// The intent and removeAll "false" on the Machine's VM, through the pool's own credential
-/// (Rancher copies it into the HarvesterMachine). In a dry run, nothing is written.
-async fn write_intent(machine: &DynamicObject, intent: &Intent, context: &Context) -> Result<()> {
-    let namespace = machine.namespace().unwrap_or_default();
-    let infrastructure = machine.data["spec"]["infrastructureRef"]["name"]
-        .as_str()
-        .unwrap_or_default();
-    let harvester_machine = Api::<DynamicObject>::namespaced_with(
-        context.client.clone(),
-        &namespace,
-        &harvester_machine(),
-    )
-    .get(infrastructure)
-    .await
-    .map_err(|source| Error::Kube {
-        context: format!("cannot read HarvesterMachine {namespace}/{infrastructure}"),
-        source,
-    })?;
-    let spec = &harvester_machine.data["spec"];
-    let vm = vm_of(infrastructure, spec["vmNamespace"].as_str());
-    let (vm_namespace, vm) = (vm.namespace, vm.name);
+/// (Rancher copies it into the HarvesterMachine), with the VM's UID as a precondition when it is
+/// known, so a re-created namesake never gets another cluster's intent. In a dry run, nothing is
+/// written. A failure comes with what it means.
+async fn write_intent(
+    observed: &Observed,
+    reason: Reason,
+    context: &Context,
+) -> std::result::Result<(), (WriteFailure, Error)> {
+    let Some(vm) = &observed.vm else {
+        return Err((
+            WriteFailure::VmNotFound,
+            Error::Unsupported(
+                "neither its HarvesterMachine nor its Footprint says where its VM is".into(),
+            ),
+        ));
+    };
+    let intent = Intent {
+        footprint: observed.footprint_name.clone(),
+        reason,
+        decided_at: Timestamp::now(),
+    };
     if context.dry_run {
-        tracing::info!(%vm_namespace, %vm, reason = intent.reason.as_str(), "dry run: would write the intent on the VM");
-        if !intent.footprint.is_empty() {
+        tracing::info!(%vm, %reason, "dry run: would write the intent on the VM");
+        if observed.footprint.is_some() {
             let what = format!(
-                "would write intent {} and {}: \"{}\" on VM {vm_namespace}/{vm}",
-                intent.reason.as_str(),
+                "would write intent {reason} and {}: \"{}\" on VM {vm}",
                 keys::REMOVE_ALL_ANNOTATION,
                 keys::REMOVE_ALL_VALUE
             );
-            footprints::would(context, &intent.footprint, what).await?;
+            footprints::would(context, &observed.footprint_name, what)
+                .await
+                .map_err(|error| (WriteFailure::Unreachable, error))?;
         }
         return Ok(());
     }
-    let credential = spec["common"]["cloudCredentialSecretName"]
-        .as_str()
-        .unwrap_or_default();
-    let harvester = context.harvesters.client(credential).await?;
-    let patch = json!({"metadata": {"annotations": intent.to_annotations()}});
-    Api::<DynamicObject>::namespaced_with(harvester, &vm_namespace, &virtual_machine())
-        .patch(&vm, &PatchParams::default(), &Patch::Merge(&patch))
-        .await
-        .map_err(|source| Error::Kube {
-            context: format!("cannot write the intent on VM {vm_namespace}/{vm}"),
-            source,
-        })?;
-    tracing::info!(%vm_namespace, %vm, reason = intent.reason.as_str(), "intent written");
+    let result = patch_vm(vm, &intent, context).await;
+    context.wrote(WriteKind::VmIntent, &result);
+    let failure = result
+        .as_ref()
+        .err()
+        .map(|error| (failure_of(error), error.to_string()));
+    context.harvesters.wrote(&vm.credential, failure.clone());
+    result.map_err(|error| (failure_of(&error), error))?;
+    tracing::info!(%vm, %reason, "intent written");
     Ok(())
 }
 
-#[cfg(test)]
-mod tests {
-    use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-
-    use super::*;
-    use crate::{
-        footprint::{FootprintSpec, FootprintStatus},
-        management::footprints::set_condition,
-    };
-
-    #[test]
-    fn the_footprint_says_how_long_its_harvester_has_been_unreachable() {
-        let mut footprint = Footprint::new("uid", FootprintSpec::default());
-        assert_eq!(unreachable_for(&footprint), None);
-        let mut status = FootprintStatus::default();
-        set_condition(
-            &mut status.conditions,
-            "HarvesterUnreachable",
-            "True",
-            "WatchFailing",
-            "down",
-        );
-        status.conditions[0].last_transition_time =
-            Time(Timestamp::now() - k8s_openapi::jiff::SignedDuration::from_secs(90));
-        footprint.status = Some(status.clone());
-        let waited = unreachable_for(&footprint).unwrap();
-        assert!(waited >= Duration::from_secs(90), "{waited:?}");
-        status.conditions[0].status = "False".into();
-        footprint.status = Some(status);
-        assert_eq!(unreachable_for(&footprint), None);
+async fn patch_vm(vm: &VmTarget, intent: &Intent, context: &Context) -> Result<()> {
+    let harvester = context.harvesters.client(&vm.credential).await?;
+    let mut metadata = json!({"annotations": intent.to_annotations()});
+    if let Some(uid) = &vm.uid {
+        metadata["uid"] = json!(uid);
     }
+    Api::<DynamicObject>::namespaced_with(harvester, &vm.namespace, &virtual_machine())
+        .patch(
+            &vm.name,
+            &PatchParams::default(),
+            &Patch::Merge(&json!({"metadata": metadata})),
+        )
+        .await
+        .map(drop)
+        .map_err(|source| Error::Kube {
+            context: format!("cannot write the intent on VM {vm}"),
+            source,
+        })
 }

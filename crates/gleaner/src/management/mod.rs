@@ -1,12 +1,16 @@
 //! The management-side controllers: hooks and intent on CAPI Machines, and one Footprint per
 //! Harvester-backed guest cluster.
+//!
+//! Every kind is watched once per namespace scope into a store ([`cache`]); the controllers are
+//! triggered by those watches, by the Harvester watches, and by winning the Lease, and read the
+//! stores. A standby replica watches and decides nothing: winning the Lease looks at everything.
 
+mod cache;
 pub mod capi;
 mod footprints;
 mod harvesters;
 mod hooks;
 mod observe;
-mod vms;
 
 use std::{
     collections::HashMap,
@@ -15,23 +19,24 @@ use std::{
 };
 
 use futures::{
-    FutureExt, StreamExt,
+    FutureExt, Stream, StreamExt,
     future::{BoxFuture, try_join_all},
 };
-use gleaner_core::{Reachability, Reason, keys};
+use gleaner_core::{Reason, keys};
 use k8s_openapi::{api::core::v1::ObjectReference, jiff::Timestamp};
 use kube::{
     Api, Resource, ResourceExt,
-    api::{DynamicObject, ListParams, Patch, PatchParams},
+    api::{ApiResource, DynamicObject, ListParams, Patch, PatchParams},
     runtime::{
         Controller,
         controller::Action,
         events::{Event, EventType, Recorder, Reporter},
         reflector::{ObjectRef, Store},
-        watcher,
     },
 };
 use serde_json::json;
+use tokio::sync::watch;
+use tracing::Instrument;
 
 use crate::{
     Error, Result,
@@ -39,16 +44,53 @@ use crate::{
     cli::WatchArgs,
     footprint::Footprint,
     leadership,
-    metrics::{DecisionReason, Kind},
+    metrics::{DecisionReason, Kind, Metrics, WatchKind, WriteKind},
+    timeouts,
 };
 
+use cache::{Scoped, Shared};
 pub use capi::Capi;
 use harvesters::Harvesters;
+use observe::{harvester_config, harvester_machine, provisioning_cluster, setting};
 
-/// How often a watch's readiness is asked for again.
-const SYNC_POLL: Duration = Duration::from_millis(200);
 /// How often the held-hooks metrics are worked out again.
 const HELD_HOOKS_REPORT: Duration = Duration::from_secs(5);
+/// The first retry after a failed reconcile; each further failure doubles it, up to the cap.
+const BACKOFF_FIRST: Duration = Duration::from_millis(500);
+const BACKOFF_CAP: Duration = Duration::from_secs(300);
+pub const CLUSTER_NAME_LABEL: &str = "cluster.x-k8s.io/cluster-name";
+
+/// The management cluster as the caches show it.
+pub struct Caches {
+    provisioning: Scoped<DynamicObject>,
+    capi_clusters: Scoped<DynamicObject>,
+    harvester_machines: Scoped<DynamicObject>,
+    harvester_configs: Scoped<DynamicObject>,
+    footprints: Store<Footprint>,
+    settings: Store<DynamicObject>,
+}
+
+impl Caches {
+    /// The installation UUID as the `install-uuid` Setting's watch shows it.
+    fn install_uuid(&self) -> Option<String> {
+        observe::install_uuid_of(self.settings.state().first().map(AsRef::as_ref))
+    }
+
+    fn footprint(&self, namespace: &str, name: &str) -> Option<Arc<Footprint>> {
+        self.footprints.get(&ObjectRef::new(name).within(namespace))
+    }
+}
+
+/// The watches behind the caches, each started once every controller has subscribed.
+struct Sources {
+    machines: Vec<Shared<DynamicObject>>,
+    provisioning: Vec<Shared<DynamicObject>>,
+    capi_clusters: Vec<Shared<DynamicObject>>,
+    harvester_machines: Vec<Shared<DynamicObject>>,
+    harvester_configs: Vec<Shared<DynamicObject>>,
+    footprints: Shared<Footprint>,
+    settings: Shared<DynamicObject>,
+}
 
 /// What every management controller shares.
 pub struct Context {
@@ -60,37 +102,17 @@ pub struct Context {
     namespace: String,
     dry_run: bool,
     hook_timeout: Option<Duration>,
-    /// When writing on each Machine's Harvester first failed (by Machine UID).
-    unreachable_since: Mutex<HashMap<String, Instant>>,
+    footprint_wait: Duration,
+    caches: Caches,
 }
 
 impl Context {
-    pub async fn new(runtime: crate::Context) -> Result<Self> {
-        let client = runtime.client.clone();
-        let capi = Capi::discover(&client).await?;
-        tracing::info!(version = capi.version(), "Cluster API");
-        let recorder = Recorder::new(
-            client.clone(),
-            Reporter {
-                controller: "gleaner".into(),
-                instance: Some(leadership::identity()),
-            },
-        );
-        Ok(Self {
-            harvesters: Arc::new(Harvesters::new(client.clone(), runtime.metrics.clone())),
-            namespace: runtime.config.namespace.clone(),
-            dry_run: runtime.config.dry_run,
-            hook_timeout: runtime.config.hook_timeout,
-            client,
-            capi,
-            recorder,
-            unreachable_since: Mutex::default(),
-            runtime,
-        })
-    }
-
     fn footprints(&self) -> Api<Footprint> {
         Api::namespaced(self.client.clone(), &self.namespace)
+    }
+
+    fn metrics(&self) -> &Metrics {
+        &self.runtime.metrics
     }
 
     /// Only the Lease holder writes.
@@ -98,7 +120,17 @@ impl Context {
         *self.runtime.leader.borrow()
     }
 
+    /// Counts a write by its outcome.
+    fn wrote<T>(&self, kind: WriteKind, result: &Result<T>) {
+        let label = match result {
+            Ok(_) => "ok",
+            Err(error) => error.metric_label(),
+        };
+        self.metrics().wrote(kind, label);
+    }
+
     async fn event(&self, about: &ObjectReference, reason: &str, note: String) {
+        tracing::info!(%reason, %note, "event");
         self.publish(about, EventType::Normal, reason, note).await;
     }
 
@@ -126,143 +158,315 @@ impl Context {
     }
 
     fn decided(&self, reason: Reason) {
-        self.runtime.metrics.decided(match reason {
+        self.metrics().decided(match reason {
             Reason::ClusterDeletion => DecisionReason::ClusterDeletion,
             Reason::ScaleDown => DecisionReason::ScaleDown,
             Reason::Unknown => DecisionReason::Unknown,
         });
     }
 
-    fn reachability(&self, machine: &DynamicObject) -> Reachability {
-        match self.unreachable().get(&machine.uid().unwrap_or_default()) {
-            Some(since) => Reachability::Unreachable {
-                unreachable_for: since.elapsed(),
-            },
-            None => Reachability::Reachable,
-        }
-    }
-
-    fn mark_unreachable(&self, machine: &DynamicObject) {
-        self.unreachable()
-            .entry(machine.uid().unwrap_or_default())
-            .or_insert_with(Instant::now);
-    }
-
-    fn mark_reachable(&self, machine: &DynamicObject) {
-        self.unreachable()
-            .remove(&machine.uid().unwrap_or_default());
-    }
-
-    fn unreachable(&self) -> std::sync::MutexGuard<'_, HashMap<String, Instant>> {
-        self.unreachable_since
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    /// Emits once each time this replica wins the Lease.
+    fn leadership_won(&self) -> impl Stream<Item = ()> + Send + 'static {
+        futures::stream::unfold(self.runtime.leader.clone(), won)
     }
 }
 
-/// Runs the hook, Footprint-tracking and Footprint-phase controllers until one fails. Each
-/// watch flips its readiness once its cache has synced; `started` flips once they are all
-/// registered.
-pub async fn run(context: Arc<Context>, started: WatchSynced) -> Result<()> {
-    let scopes = context.runtime.config.watch.scopes();
-    let mut controllers: Vec<BoxFuture<'static, Result<()>>> = Vec::new();
-    let mut machine_stores = Vec::new();
-    for scope in &scopes {
-        let machines = capi::scoped(&context.client, scope.as_deref(), &context.capi.machine());
-        let controller =
-            Controller::new_with(machines, watcher::Config::default(), context.capi.machine());
-        machine_stores.push(controller.store());
-        controllers.push(drive(
+async fn won(mut leader: watch::Receiver<bool>) -> Option<((), watch::Receiver<bool>)> {
+    loop {
+        leader.changed().await.ok()?;
+        if *leader.borrow_and_update() {
+            return Some(((), leader));
+        }
+    }
+}
+
+/// Discovers Cluster API, starts every watch and runs the hook, Footprint-tracking and
+/// Footprint controllers until one fails. `started` flips once they are all registered; each
+/// watch flips its own readiness once its first list is in.
+pub async fn start(runtime: crate::Context, started: WatchSynced) -> Result<()> {
+    let client = runtime.client.clone();
+    let capi = Capi::discover(&client).await?;
+    tracing::info!(version = capi.version(), "Cluster API");
+    let scopes = runtime.config.watch.scopes();
+    let readiness = &runtime.readiness;
+    let per_scope = |resource: &ApiResource, watch: WatchKind, name: &str| {
+        scopes
+            .iter()
+            .map(|scope| {
+                Shared::new_with(
+                    capi::scoped(&client, scope.as_deref(), resource),
+                    resource.clone(),
+                    watch,
+                    readiness,
+                    format!("{name}{}", suffix(scope)),
+                )
+            })
+            .collect::<Vec<_>>()
+    };
+    let sources = Sources {
+        machines: per_scope(&capi.machine(), WatchKind::Machine, "machines"),
+        provisioning: per_scope(
+            &provisioning_cluster(),
+            WatchKind::ProvisioningCluster,
+            "clusters",
+        ),
+        capi_clusters: per_scope(&capi.cluster(), WatchKind::CapiCluster, "capi clusters"),
+        harvester_machines: per_scope(
+            &harvester_machine(),
+            WatchKind::HarvesterMachine,
+            "harvestermachines",
+        ),
+        harvester_configs: per_scope(
+            &harvester_config(),
+            WatchKind::HarvesterConfig,
+            "harvesterconfigs",
+        ),
+        footprints: Shared::new(
+            Api::namespaced(client.clone(), &runtime.config.namespace),
+            WatchKind::Footprint,
+            readiness,
+            "footprints".into(),
+        ),
+        settings: Shared::new_with(
+            Api::all_with(client.clone(), &setting()),
+            setting(),
+            WatchKind::Setting,
+            readiness,
+            "install-uuid setting".into(),
+        ),
+    };
+    let stores = |sources: &[Shared<DynamicObject>], resource: ApiResource| {
+        Scoped::new(sources.iter().map(Shared::store).collect(), resource)
+    };
+    let caches = Caches {
+        provisioning: stores(&sources.provisioning, provisioning_cluster()),
+        capi_clusters: stores(&sources.capi_clusters, capi.cluster()),
+        harvester_machines: stores(&sources.harvester_machines, harvester_machine()),
+        harvester_configs: stores(&sources.harvester_configs, harvester_config()),
+        footprints: sources.footprints.store(),
+        settings: sources.settings.store(),
+    };
+    let recorder = Recorder::new(
+        client.clone(),
+        Reporter {
+            controller: "gleaner".into(),
+            instance: Some(leadership::identity()),
+        },
+    );
+    let context = Arc::new(Context {
+        harvesters: Arc::new(Harvesters::new(
+            client.clone(),
+            runtime.metrics.clone(),
+            runtime.api_timeout,
+            caches.footprints.clone(),
+        )),
+        namespace: runtime.config.namespace.clone(),
+        dry_run: runtime.config.dry_run,
+        hook_timeout: runtime.config.hook_timeout,
+        footprint_wait: runtime.config.footprint_wait,
+        client,
+        capi,
+        recorder,
+        caches,
+        runtime,
+    });
+    run(context, sources, scopes, started).await
+}
+
+fn run(
+    context: Arc<Context>,
+    sources: Sources,
+    scopes: Vec<Option<String>>,
+    started: WatchSynced,
+) -> BoxFuture<'static, Result<()>> {
+    let mut tasks: Vec<BoxFuture<'static, Result<()>>> = Vec::new();
+    for machines in &sources.machines {
+        let controller = Controller::for_shared_stream_with(
+            machines.subscribe(),
+            machines.store(),
+            context.capi.machine(),
+        )
+        .reconcile_all_on(context.leadership_won());
+        tasks.push(drive(&context, controller, Kind::Machine, hooks::reconcile));
+    }
+    for (index, scope) in scopes.iter().enumerate() {
+        tasks.push(drive(
             &context,
-            format!("machines{}", suffix(scope)),
-            controller,
-            Kind::Machine,
-            hooks::reconcile,
-        ));
-        let clusters = capi::scoped(
-            &context.client,
-            scope.as_deref(),
-            &observe::provisioning_cluster(),
-        );
-        controllers.push(drive(
-            &context,
-            format!("clusters{}", suffix(scope)),
-            Controller::new_with(
-                clusters,
-                watcher::Config::default(),
-                observe::provisioning_cluster(),
-            ),
+            tracking_controller(&context, &sources, index, scope.clone()),
             Kind::Cluster,
             footprints::track,
         ));
     }
-    // A Footprint is looked at again whenever its provisioning Cluster changes (its name is
-    // that Cluster's UID), so opt-out, pause and deletion show at once.
-    let mut footprint_controller =
-        Controller::new(context.footprints(), watcher::Config::default());
-    for scope in &scopes {
-        let clusters = capi::scoped(
-            &context.client,
-            scope.as_deref(),
-            &observe::provisioning_cluster(),
-        );
-        let namespace = context.namespace.clone();
-        footprint_controller = footprint_controller.watches_with(
-            clusters,
-            observe::provisioning_cluster(),
-            watcher::Config::default(),
-            move |cluster| {
-                cluster
-                    .uid()
-                    .map(|uid| ObjectRef::new(&uid).within(&namespace))
-            },
-        );
-    }
-    // What the Harvester watches see sends the Footprints of that Harvester (and VM namespace)
-    // to be looked at again.
-    if let Some(mut changes) = context.harvesters.changes() {
-        let footprints = footprint_controller.store();
-        let changes = futures::stream::poll_fn(move |cx| changes.poll_recv(cx));
-        let triggers = changes.flat_map(move |change| {
-            let affected: Vec<ObjectRef<Footprint>> = footprints
-                .state()
-                .iter()
-                .filter(|footprint| {
-                    footprint.spec.pools.iter().any(|pool| {
-                        pool.cloud_credential == change.credential
-                            && change
-                                .namespace
-                                .as_ref()
-                                .is_none_or(|namespace| *namespace == pool.vm_namespace)
-                    })
-                })
-                .map(|footprint| ObjectRef::from_obj(footprint.as_ref()))
-                .collect();
-            futures::stream::iter(affected)
-        });
-        footprint_controller = footprint_controller.reconcile_on(triggers);
-    }
-    controllers.push(drive(
+    tasks.push(drive(
         &context,
-        "footprints".into(),
-        footprint_controller,
+        footprint_controller(&context, &sources),
         Kind::Footprint,
         footprints::phase,
     ));
-    controllers.push(report_held_hooks(
-        machine_stores,
-        context.runtime.metrics.clone(),
+    tasks.push(report_held_hooks(
+        sources.machines.iter().map(Shared::store).collect(),
+        context.metrics().clone(),
+    ));
+    let config = timeouts::watcher_config(context.runtime.api_timeout);
+    let metrics = context.metrics().clone();
+    let Sources {
+        machines,
+        provisioning,
+        capi_clusters,
+        harvester_machines,
+        harvester_configs,
+        footprints,
+        settings,
+    } = sources;
+    for source in machines
+        .into_iter()
+        .chain(provisioning)
+        .chain(capi_clusters)
+        .chain(harvester_machines)
+        .chain(harvester_configs)
+    {
+        tasks.push(source.run(config.clone(), metrics.clone()));
+    }
+    tasks.push(footprints.run(config.clone(), metrics.clone()));
+    tasks.push(settings.run(
+        config.fields(&format!("metadata.name={}", observe::INSTALL_UUID_SETTING)),
+        metrics,
     ));
     started.synced();
-    try_join_all(controllers).await?;
-    Ok(())
+    async move {
+        try_join_all(tasks).await?;
+        Ok(())
+    }
+    .boxed()
+}
+
+/// The Footprint-tracking controller of one scope: a provisioning Cluster is looked at again
+/// when it, its CAPI Cluster, a HarvesterConfig of its namespace or its Footprint changes, when
+/// the installation UUID changes, and when this replica wins the Lease.
+fn tracking_controller(
+    context: &Arc<Context>,
+    sources: &Sources,
+    index: usize,
+    scope: Option<String>,
+) -> Controller<DynamicObject> {
+    let clusters = &sources.provisioning[index];
+    let same_name = |object: Arc<DynamicObject>| {
+        Some(
+            ObjectRef::new_with(&object.name_any(), provisioning_cluster())
+                .within(&object.namespace().unwrap_or_default()),
+        )
+    };
+    let store = clusters.store();
+    let using_config = move |config: Arc<DynamicObject>| {
+        let namespace = config.namespace().unwrap_or_default();
+        store
+            .state()
+            .into_iter()
+            .filter(|cluster| {
+                cluster.namespace().as_deref() == Some(&namespace)
+                    && footprints::pools_of(cluster).iter().any(|pool| {
+                        pool["machineConfigRef"]["name"].as_str() == Some(&config.name_any())
+                    })
+            })
+            .map(|cluster| ObjectRef::from_obj_with(cluster.as_ref(), provisioning_cluster()))
+            .collect::<Vec<_>>()
+    };
+    let of_footprint = move |footprint: Arc<Footprint>| {
+        let identity = &footprint.spec.identity;
+        scope
+            .as_ref()
+            .is_none_or(|scope| *scope == identity.namespace)
+            .then(|| {
+                ObjectRef::new_with(&identity.name, provisioning_cluster())
+                    .within(&identity.namespace)
+            })
+    };
+    Controller::for_shared_stream_with(
+        clusters.subscribe(),
+        clusters.store(),
+        provisioning_cluster(),
+    )
+    .watches_shared_stream_with(
+        sources.capi_clusters[index].subscribe(),
+        same_name,
+        context.capi.cluster(),
+    )
+    .watches_shared_stream_with(
+        sources.harvester_configs[index].subscribe(),
+        using_config,
+        harvester_config(),
+    )
+    .watches_shared_stream(sources.footprints.subscribe(), of_footprint)
+    .reconcile_all_on(futures::stream::select(
+        context.leadership_won(),
+        sources.settings.subscribe().map(|_| ()),
+    ))
+}
+
+/// The Footprint controller: a Footprint is looked at again when it or its cluster's Rancher
+/// objects change (its name is the provisioning Cluster's UID), when its Harvesters' watches
+/// see a VM of its pools come, change or go, when the installation UUID changes, and when this
+/// replica wins the Lease.
+fn footprint_controller(context: &Arc<Context>, sources: &Sources) -> Controller<Footprint> {
+    let namespace = context.namespace.clone();
+    let footprint =
+        move |uid: Option<String>| uid.map(|uid| ObjectRef::new(&uid).within(&namespace));
+    let mut controller =
+        Controller::for_shared_stream(sources.footprints.subscribe(), sources.footprints.store());
+    for index in 0..sources.provisioning.len() {
+        let of_cluster = footprint.clone();
+        let of_capi = footprint.clone();
+        let of_machine = footprint.clone();
+        let clusters = sources.provisioning[index].store();
+        let capi_clusters = sources.capi_clusters[index].store();
+        let capi = context.capi.cluster();
+        controller = controller
+            .watches_shared_stream_with(
+                sources.provisioning[index].subscribe(),
+                move |cluster| of_cluster(cluster.uid()),
+                provisioning_cluster(),
+            )
+            .watches_shared_stream_with(
+                sources.capi_clusters[index].subscribe(),
+                move |cluster| of_capi(observe::owning_provisioning_uid(&cluster)),
+                context.capi.cluster(),
+            )
+            .watches_shared_stream_with(
+                sources.harvester_machines[index].subscribe(),
+                move |machine| {
+                    let namespace = machine.namespace().unwrap_or_default();
+                    let cluster = machine.labels().get(CLUSTER_NAME_LABEL)?.clone();
+                    let key = |resource| ObjectRef::new_with(&cluster, resource).within(&namespace);
+                    let uid = clusters
+                        .get(&key(provisioning_cluster()))
+                        .and_then(|cluster| cluster.uid())
+                        .or_else(|| {
+                            capi_clusters
+                                .get(&key(capi.clone()))
+                                .and_then(|capi| observe::owning_provisioning_uid(&capi))
+                        });
+                    of_machine(uid)
+                },
+                harvester_machine(),
+            );
+    }
+    if let Some(mut changes) = context.harvesters.changes() {
+        let namespace = context.namespace.clone();
+        let changes = futures::stream::poll_fn(move |cx| changes.poll_recv(cx))
+            .map(move |footprint| ObjectRef::new(&footprint).within(&namespace));
+        controller = controller.reconcile_on(changes);
+    }
+    controller.reconcile_all_on(futures::stream::select(
+        context.leadership_won(),
+        sources.settings.subscribe().map(|_| ()),
+    ))
 }
 
 /// Every few seconds, from the Machine caches: how many deleting Machines gleaner's hook holds,
 /// and since when the oldest has been deleting.
 fn report_held_hooks(
     stores: Vec<Store<DynamicObject>>,
-    metrics: crate::metrics::Metrics,
+    metrics: Metrics,
 ) -> BoxFuture<'static, Result<()>> {
     async move {
         let mut every = tokio::time::interval(HELD_HOOKS_REPORT);
@@ -293,14 +497,21 @@ fn suffix(scope: &Option<String>) -> String {
         .unwrap_or_default()
 }
 
-/// Runs one controller: readiness (registered now) flips once its store is ready; every
-/// reconcile is counted by kind, every failure by kind and error.
+/// How long to wait before trying an object again after its `failures`-th failure in a row:
+/// doubling from [`BACKOFF_FIRST`] up to [`BACKOFF_CAP`], with jitter so that many objects that
+/// failed together (an apiserver restart) do not come back together.
+fn backoff(failures: u32, jitter: f64) -> Duration {
+    let doubled = BACKOFF_FIRST.saturating_mul(2u32.saturating_pow(failures.saturating_sub(1)));
+    doubled.min(BACKOFF_CAP).mul_f64(jitter.clamp(0.5, 1.0))
+}
+
+/// Runs one controller: every reconcile is timed and counted by kind and runs in a span naming
+/// its object; a failure is counted by kind and error and retried with [`backoff`].
 fn drive<K, F, Fut>(
     context: &Arc<Context>,
-    watch: String,
     controller: Controller<K>,
     kind: Kind,
-    reconcile: F,
+    mut reconcile: F,
 ) -> BoxFuture<'static, Result<()>>
 where
     K: Resource + Clone + std::fmt::Debug + serde::de::DeserializeOwned + Send + Sync + 'static,
@@ -308,41 +519,72 @@ where
     F: FnMut(Arc<K>, Arc<Context>) -> Fut + Send + 'static,
     Fut: Future<Output = Result<Action>> + Send + 'static,
 {
-    let synced = context.runtime.readiness.register(watch);
-    let store = controller.store();
-    let metrics = context.runtime.metrics.clone();
+    let metrics = context.metrics().clone();
+    let timed_metrics = metrics.clone();
     let concurrency = context.runtime.config.concurrency;
     let context = context.clone();
-    tokio::spawn(async move {
-        // A `wait_until_ready` that starts waiting before the store's first list is in was never
-        // woken here (kube-runtime 5, seen in this project's tests), while a fresh call after it
-        // returns at once: so ask again every so often.
-        loop {
-            match tokio::time::timeout(SYNC_POLL, store.wait_until_ready()).await {
-                Ok(Ok(())) => break synced.synced(),
-                Ok(Err(_)) => break,
-                Err(_) => {}
-            }
-        }
-    });
+    let failures: Arc<Mutex<HashMap<String, u32>>> = Arc::default();
+    let failed = failures.clone();
+    let key = |namespace: Option<String>, name: String| {
+        format!("{}/{name}", namespace.unwrap_or_default())
+    };
     async move {
         controller
             .with_config(kube::runtime::controller::Config::default().concurrency(concurrency))
             .run(
-                reconcile,
-                move |_object, error: &Error, _context| {
-                    tracing::warn!(%error, "reconcile failed; retrying");
-                    Action::requeue(Duration::from_secs(5))
+                move |object: Arc<K>, context| {
+                    let span = tracing::info_span!(
+                        "reconcile",
+                        kind = ?kind,
+                        namespace = object.namespace().unwrap_or_default(),
+                        name = object.name_any(),
+                    );
+                    let started = Instant::now();
+                    let reconciled = reconcile(object, context);
+                    let metrics = timed_metrics.clone();
+                    async move {
+                        let result = reconciled.await;
+                        metrics.reconcile_took(kind, started.elapsed());
+                        result
+                    }
+                    .instrument(span)
+                },
+                move |object, error: &Error, _context| {
+                    let mut failures = failed.lock().unwrap_or_else(|p| p.into_inner());
+                    let count = failures
+                        .entry(key(object.namespace(), object.name_any()))
+                        .or_default();
+                    *count = count.saturating_add(1);
+                    let delay = backoff(*count, rand::random_range(0.5..=1.0));
+                    tracing::warn!(
+                        kind = ?kind,
+                        object = %object.name_any(),
+                        %error,
+                        failures = *count,
+                        retry_in = ?delay,
+                        "reconcile failed"
+                    );
+                    Action::requeue(delay)
                 },
                 context,
             )
             .for_each(move |result| {
                 match &result {
-                    Ok(_) => metrics.reconciled(kind),
+                    Ok((object, _)) => {
+                        metrics.reconciled(kind);
+                        failures
+                            .lock()
+                            .unwrap_or_else(|p| p.into_inner())
+                            .remove(&key(object.namespace.clone(), object.name.clone()));
+                    }
                     Err(kube::runtime::controller::Error::ReconcilerFailed(error, _)) => {
                         metrics.failed(kind, error)
                     }
-                    Err(_) => {}
+                    // An object that went before its turn came: nothing to do.
+                    Err(kube::runtime::controller::Error::ObjectNotFound(object)) => {
+                        tracing::debug!(kind = ?kind, %object, "gone before its reconcile");
+                    }
+                    Err(error) => tracing::warn!(kind = ?kind, %error, "controller"),
                 }
                 async {}
             })
@@ -388,4 +630,20 @@ pub async fn unhook(client: &kube::Client, watch: &WatchArgs) -> Result<usize> {
         }
     }
     Ok(unhooked)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_up_to_the_cap_and_jitters_down_by_half_at_most() {
+        assert_eq!(backoff(1, 1.0), BACKOFF_FIRST);
+        assert_eq!(backoff(2, 1.0), BACKOFF_FIRST * 2);
+        assert_eq!(backoff(4, 1.0), BACKOFF_FIRST * 8);
+        assert_eq!(backoff(40, 1.0), BACKOFF_CAP);
+        assert_eq!(backoff(3, 0.5), BACKOFF_FIRST * 2);
+        assert_eq!(backoff(3, 0.1), BACKOFF_FIRST * 2);
+        assert_eq!(backoff(0, 1.0), BACKOFF_FIRST);
+    }
 }

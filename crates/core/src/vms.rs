@@ -1,20 +1,47 @@
 //! A Footprint's VMs: the ones its Machines name while the cluster lives, kept while they exist
-//! on Harvester, with what each carries of gleaner's intent. Pure: the Harvester index is asked
+//! on Harvester, with what each carries of gleaner's intent. The Harvester index is asked
 //! through a lookup function.
 
 use std::collections::BTreeMap;
 
-use gleaner_core::{Intent, keys};
-use kube::{ResourceExt, api::DynamicObject};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
 
-use crate::footprint::VmRecord;
+use crate::{Intent, Reason};
+
+/// One VM of a cluster as its Footprint records it.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, JsonSchema, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct VmRecord {
+    /// The CAPI Machine that last named it.
+    pub machine: String,
+    /// `namespace:name` of the cloud credential that reaches its Harvester.
+    pub cloud_credential: String,
+    /// Its namespace on Harvester.
+    pub namespace: String,
+    /// Its name on Harvester.
+    pub name: String,
+    /// Its UID on Harvester, once seen there.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uid: Option<String>,
+    /// The reason of gleaner's intent on it, if it carries one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub intent: Option<Reason>,
+    /// Why its intent annotation could not be read, if it cannot.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub intent_problem: Option<String>,
+}
 
 /// A VM a Machine of the cluster names now (from its HarvesterMachine).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Named {
+    /// The CAPI Machine.
     pub machine: String,
+    /// `namespace:name` of the cloud credential its HarvesterMachine names.
     pub cloud_credential: String,
+    /// The VM's namespace.
     pub namespace: String,
+    /// The VM's name.
     pub name: String,
 }
 
@@ -23,9 +50,13 @@ pub struct Named {
 pub enum Seen {
     /// The Harvester is not synced or not reachable.
     Unknown,
+    /// The Harvester is synced and shows no such VM.
     Absent,
+    /// The VM exists.
     Present {
+        /// Its UID.
         uid: String,
+        /// What it carries of gleaner's intent.
         intent: IntentSeen,
     },
 }
@@ -33,19 +64,21 @@ pub enum Seen {
 /// gleaner's intent annotation on a VM, as read.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum IntentSeen {
+    /// No intent annotation.
     None,
     /// The reason it names.
-    Reason(String),
+    Reason(Reason),
     /// It does not parse; the parser's message.
     Malformed(String),
 }
 
 impl IntentSeen {
-    pub fn of(vm: &DynamicObject) -> Self {
-        match vm.annotations().get(keys::INTENT_ANNOTATION) {
+    /// Reads the value of a VM's [`INTENT_ANNOTATION`](crate::keys::INTENT_ANNOTATION).
+    pub fn of(annotation: Option<&str>) -> Self {
+        match annotation {
             None => IntentSeen::None,
             Some(json) => match Intent::parse(json) {
-                Ok(intent) => IntentSeen::Reason(intent.reason.as_str().to_owned()),
+                Ok(intent) => IntentSeen::Reason(intent.reason),
                 Err(error) => IntentSeen::Malformed(error.to_string()),
             },
         }
@@ -169,11 +202,11 @@ mod tests {
         let records = record(
             &[],
             Some(&[named("a")]),
-            present(IntentSeen::Reason("ScaleDown".into())),
+            present(IntentSeen::Reason(Reason::ScaleDown)),
         );
         assert_eq!(records.len(), 1);
         assert_eq!(records[0].uid.as_deref(), Some("uid-a"));
-        assert_eq!(records[0].intent.as_deref(), Some("ScaleDown"));
+        assert_eq!(records[0].intent, Some(Reason::ScaleDown));
         assert_eq!(records[0].machine, "m-a");
     }
 
@@ -205,7 +238,7 @@ mod tests {
     #[test]
     fn an_unknown_harvester_changes_nothing() {
         let previous = [VmRecord {
-            intent: Some("ClusterDeletion".into()),
+            intent: Some(Reason::ClusterDeletion),
             ..recorded("a")
         }];
         assert_eq!(record(&previous, None, |_, _, _| Seen::Unknown), previous);
@@ -241,19 +274,16 @@ mod tests {
 
     #[test]
     fn the_intent_is_read_from_the_annotation() {
-        let mut vm = DynamicObject::new("vm", &crate::management::harvesters::virtual_machine());
-        assert_eq!(IntentSeen::of(&vm), IntentSeen::None);
-        vm.annotations_mut()
-            .insert(keys::INTENT_ANNOTATION.into(), "{not json".into());
-        assert!(matches!(IntentSeen::of(&vm), IntentSeen::Malformed(_)));
-        vm.annotations_mut().insert(
-            keys::INTENT_ANNOTATION.into(),
-            r#"{"footprint":"f","reason":"ClusterDeletion","decidedAt":"2026-11-24T00:00:00Z"}"#
-                .into(),
-        );
+        assert_eq!(IntentSeen::of(None), IntentSeen::None);
+        assert!(matches!(
+            IntentSeen::of(Some("{not json")),
+            IntentSeen::Malformed(_)
+        ));
         assert_eq!(
-            IntentSeen::of(&vm),
-            IntentSeen::Reason("ClusterDeletion".into())
+            IntentSeen::of(Some(
+                r#"{"footprint":"f","reason":"ClusterDeletion","decidedAt":"2026-11-24T00:00:00Z"}"#
+            )),
+            IntentSeen::Reason(Reason::ClusterDeletion)
         );
     }
 

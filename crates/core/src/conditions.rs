@@ -1,0 +1,374 @@
+//! The Footprint's conditions (design.md §5): their types, reasons and the rules that set them.
+//! The shell keeps transition times; what each condition says is decided here.
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+use crate::{ClusterObject, OptOut, PausedBy, keys};
+
+/// A Footprint condition type; its wire name is the variant name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum ConditionType {
+    /// A live read confirmed the cluster's deletion.
+    DeletionConfirmed,
+    /// The cluster opted out of cleanup.
+    OptedOut,
+    /// The cluster is paused: gleaner neither acts nor removes its hook.
+    Frozen,
+    /// A Harvester of the cluster does not answer (a transport failure, a timeout or a 5xx).
+    HarvesterUnreachable,
+    /// A Harvester of the cluster rejects its credential, or the credential is unusable.
+    HarvesterMisconfigured,
+    /// The hook timeout let a Machine go without its intent.
+    ProtectionLapsed,
+}
+
+/// Why a condition has its status; its wire name is the variant name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum ConditionReason {
+    /// `DeletionConfirmed`: both Cluster objects gone or deleting, in the recorded installation.
+    BothClustersGone,
+    /// `OptedOut` False.
+    NotOptedOut,
+    /// `OptedOut` True.
+    SkipCleanupAnnotation,
+    /// `OptedOut` False: the annotation does not parse.
+    MalformedAnnotation,
+    /// `Frozen` True.
+    Paused,
+    /// `Frozen` False.
+    NotPaused,
+    /// `Frozen` False: the CAPI Cluster is gone.
+    ClusterGone,
+    /// `HarvesterUnreachable` True.
+    WatchFailing,
+    /// `HarvesterUnreachable` False.
+    Reachable,
+    /// `HarvesterMisconfigured` True.
+    CredentialRejected,
+    /// `HarvesterMisconfigured` False.
+    CredentialAccepted,
+    /// `ProtectionLapsed` True.
+    HookTimeout,
+}
+
+macro_rules! wire_name {
+    ($type:ty) => {
+        impl fmt::Display for $type {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                fmt::Debug::fmt(self, f)
+            }
+        }
+    };
+}
+wire_name!(ConditionType);
+wire_name!(ConditionReason);
+
+/// What a condition says, without its transition time.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConditionState {
+    /// The condition type.
+    pub type_: ConditionType,
+    /// True or False.
+    pub status: bool,
+    /// Why.
+    pub reason: ConditionReason,
+    /// For people.
+    pub message: String,
+}
+
+impl ConditionState {
+    fn new(type_: ConditionType, status: bool, reason: ConditionReason, message: String) -> Self {
+        Self {
+            type_,
+            status,
+            reason,
+            message,
+        }
+    }
+}
+
+/// `DeletionConfirmed` True.
+pub fn deletion_confirmed() -> ConditionState {
+    ConditionState::new(
+        ConditionType::DeletionConfirmed,
+        true,
+        ConditionReason::BothClustersGone,
+        "a live read showed both Cluster objects gone or deleting, in the recorded installation"
+            .into(),
+    )
+}
+
+/// `OptedOut` from the recorded Cluster objects' annotations, or `None` to keep it as it is:
+/// once deletion is confirmed an opt-out stays, since the object that carried it may be gone.
+pub fn opted_out(
+    opt_out: &OptOut,
+    confirmed: bool,
+    opted_out_before: bool,
+) -> Option<ConditionState> {
+    if confirmed && opted_out_before {
+        return None;
+    }
+    let object = |object: &ClusterObject| format!("{object:?}");
+    Some(match opt_out {
+        OptOut::No => ConditionState::new(
+            ConditionType::OptedOut,
+            false,
+            ConditionReason::NotOptedOut,
+            "no Cluster object opts out".into(),
+        ),
+        OptOut::OptedOut { object: by } => ConditionState::new(
+            ConditionType::OptedOut,
+            true,
+            ConditionReason::SkipCleanupAnnotation,
+            format!(
+                "the {} Cluster carries {}",
+                object(by),
+                keys::SKIP_CLEANUP_ANNOTATION
+            ),
+        ),
+        OptOut::Malformed { object: by, value } => ConditionState::new(
+            ConditionType::OptedOut,
+            false,
+            ConditionReason::MalformedAnnotation,
+            format!(
+                "the {} Cluster's {} is {value:?}, not a boolean",
+                object(by),
+                keys::SKIP_CLEANUP_ANNOTATION
+            ),
+        ),
+    })
+}
+
+/// `Frozen`, following the recorded CAPI Cluster while it exists.
+pub fn frozen(capi_cluster_exists: bool, paused_by: Option<PausedBy>) -> ConditionState {
+    match paused_by {
+        Some(by) => ConditionState::new(
+            ConditionType::Frozen,
+            true,
+            ConditionReason::Paused,
+            format!("paused by {by:?}"),
+        ),
+        None if !capi_cluster_exists => ConditionState::new(
+            ConditionType::Frozen,
+            false,
+            ConditionReason::ClusterGone,
+            "the CAPI Cluster is gone".into(),
+        ),
+        None => ConditionState::new(
+            ConditionType::Frozen,
+            false,
+            ConditionReason::NotPaused,
+            "the cluster is not paused".into(),
+        ),
+    }
+}
+
+/// How one Harvester fares, as gleaner observes it (its watch, and the writes that failed since
+/// the last one that succeeded).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HarvesterHealth {
+    /// Nothing observed yet (the first list is not in): says nothing either way.
+    Syncing,
+    /// It answers.
+    Reachable,
+    /// It does not answer; the error, never the credential's content.
+    Unreachable {
+        /// What failed.
+        problem: String,
+    },
+    /// It rejects the credential, or the credential is unusable.
+    Misconfigured {
+        /// What failed.
+        problem: String,
+    },
+}
+
+/// `HarvesterUnreachable` and `HarvesterMisconfigured` from the health of each Harvester of the
+/// cluster (by credential). Each is True while any Harvester shows it, False once every one has
+/// been observed without it, and kept as it is (`None`) while one is still syncing: a restart of
+/// gleaner must not restart the clock the hook timeout reads.
+pub fn harvester_conditions(healths: &[(String, HarvesterHealth)]) -> [Option<ConditionState>; 2] {
+    let syncing = healths
+        .iter()
+        .any(|(_, health)| *health == HarvesterHealth::Syncing);
+    let failing = |misconfigured: bool| -> Vec<String> {
+        healths
+            .iter()
+            .filter_map(|(credential, health)| match health {
+                HarvesterHealth::Unreachable { problem } if !misconfigured => {
+                    Some(format!("{credential}: {problem}"))
+                }
+                HarvesterHealth::Misconfigured { problem } if misconfigured => {
+                    Some(format!("{credential}: {problem}"))
+                }
+                _ => None,
+            })
+            .collect()
+    };
+    let condition = |misconfigured: bool| {
+        let (type_, failing_reason, fine_reason, fine) = if misconfigured {
+            (
+                ConditionType::HarvesterMisconfigured,
+                ConditionReason::CredentialRejected,
+                ConditionReason::CredentialAccepted,
+                "every Harvester of the cluster accepts its credential",
+            )
+        } else {
+            (
+                ConditionType::HarvesterUnreachable,
+                ConditionReason::WatchFailing,
+                ConditionReason::Reachable,
+                "every Harvester of the cluster answers",
+            )
+        };
+        let problems = failing(misconfigured);
+        if !problems.is_empty() {
+            Some(ConditionState::new(
+                type_,
+                true,
+                failing_reason,
+                problems.join("; "),
+            ))
+        } else if syncing {
+            None
+        } else {
+            Some(ConditionState::new(type_, false, fine_reason, fine.into()))
+        }
+    };
+    [condition(false), condition(true)]
+}
+
+/// `ProtectionLapsed` True, with what happened.
+pub fn protection_lapsed(message: String) -> ConditionState {
+    ConditionState::new(
+        ConditionType::ProtectionLapsed,
+        true,
+        ConditionReason::HookTimeout,
+        message,
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    fn health() -> impl Strategy<Value = HarvesterHealth> {
+        prop_oneof![
+            Just(HarvesterHealth::Syncing),
+            Just(HarvesterHealth::Reachable),
+            "[a-z ]{1,8}".prop_map(|problem| HarvesterHealth::Unreachable { problem }),
+            "[a-z ]{1,8}".prop_map(|problem| HarvesterHealth::Misconfigured { problem }),
+        ]
+    }
+
+    fn opt_out() -> impl Strategy<Value = OptOut> {
+        let object = prop_oneof![Just(ClusterObject::Provisioning), Just(ClusterObject::Capi)];
+        prop_oneof![
+            Just(OptOut::No),
+            object
+                .clone()
+                .prop_map(|object| OptOut::OptedOut { object }),
+            (object, ".{0,4}").prop_map(|(object, value)| OptOut::Malformed { object, value }),
+        ]
+    }
+
+    #[test]
+    fn wire_names_are_the_variant_names() {
+        assert_eq!(
+            ConditionType::HarvesterMisconfigured.to_string(),
+            "HarvesterMisconfigured"
+        );
+        assert_eq!(ConditionReason::HookTimeout.to_string(), "HookTimeout");
+        assert_eq!(
+            serde_json::to_string(&ConditionType::ProtectionLapsed).unwrap(),
+            "\"ProtectionLapsed\""
+        );
+    }
+
+    #[test]
+    fn a_syncing_harvester_keeps_both_conditions_as_they_are() {
+        let healths = [
+            ("a:x".to_owned(), HarvesterHealth::Syncing),
+            ("a:y".to_owned(), HarvesterHealth::Reachable),
+        ];
+        assert_eq!(harvester_conditions(&healths), [None, None]);
+    }
+
+    #[test]
+    fn an_unreachable_and_a_misconfigured_harvester_are_named_apart() {
+        let healths = [
+            (
+                "a:x".to_owned(),
+                HarvesterHealth::Unreachable {
+                    problem: "timed out".into(),
+                },
+            ),
+            (
+                "a:y".to_owned(),
+                HarvesterHealth::Misconfigured {
+                    problem: "403".into(),
+                },
+            ),
+        ];
+        let [unreachable, misconfigured] = harvester_conditions(&healths);
+        let unreachable = unreachable.unwrap();
+        assert!(unreachable.status);
+        assert_eq!(unreachable.message, "a:x: timed out");
+        let misconfigured = misconfigured.unwrap();
+        assert!(misconfigured.status);
+        assert_eq!(misconfigured.reason, ConditionReason::CredentialRejected);
+        assert_eq!(misconfigured.message, "a:y: 403");
+    }
+
+    proptest! {
+        #[test]
+        fn each_harvester_condition_is_true_exactly_while_a_harvester_shows_it(
+            healths in proptest::collection::vec(health(), 0..4),
+        ) {
+            let healths: Vec<(String, HarvesterHealth)> = healths
+                .into_iter()
+                .enumerate()
+                .map(|(index, health)| (format!("ns:cc{index}"), health))
+                .collect();
+            let [unreachable, misconfigured] = harvester_conditions(&healths);
+            let any = |wanted: fn(&HarvesterHealth) -> bool| healths.iter().any(|(_, h)| wanted(h));
+            let syncing = any(|h| *h == HarvesterHealth::Syncing);
+            for (condition, shown) in [
+                (unreachable, any(|h| matches!(h, HarvesterHealth::Unreachable { .. }))),
+                (misconfigured, any(|h| matches!(h, HarvesterHealth::Misconfigured { .. }))),
+            ] {
+                match condition {
+                    Some(condition) => prop_assert_eq!(condition.status, shown),
+                    None => prop_assert!(syncing && !shown),
+                }
+            }
+        }
+
+        #[test]
+        fn an_opt_out_stays_once_deletion_is_confirmed(opt_out in opt_out(), confirmed: bool, before: bool) {
+            let decided = opted_out(&opt_out, confirmed, before);
+            if confirmed && before {
+                prop_assert_eq!(decided, None);
+            } else {
+                let decided = decided.unwrap();
+                prop_assert_eq!(decided.status, matches!(opt_out, OptOut::OptedOut { .. }));
+            }
+        }
+
+        #[test]
+        fn frozen_follows_the_capi_cluster(exists: bool, paused in proptest::option::of(prop_oneof![
+            Just(PausedBy::ClusterSpec), Just(PausedBy::ClusterAnnotation)
+        ])) {
+            let decided = frozen(exists, paused);
+            prop_assert_eq!(decided.status, paused.is_some());
+            prop_assert_eq!(decided.type_, ConditionType::Frozen);
+            if paused.is_none() {
+                prop_assert_eq!(decided.reason == ConditionReason::ClusterGone, !exists);
+            }
+        }
+    }
+}
