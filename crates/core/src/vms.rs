@@ -87,7 +87,8 @@ impl IntentSeen {
 
 /// The VMs to record: every VM in `previous` or in `named`, each updated from `lookup`; a VM
 /// the index shows absent is dropped unless a Machine still names it (its VM may not be made
-/// yet). `named` is `None` once the cluster's Machines no longer speak for it (deletion
+/// yet). A record's UID, once seen, never changes: a namesake with another UID never takes a
+/// record over. `named` is `None` once the cluster's Machines no longer speak for it (deletion
 /// confirmed): then no VM is added. Sorted by Harvester, namespace and name.
 pub fn record(
     previous: &[VmRecord],
@@ -127,8 +128,17 @@ pub fn record(
             match lookup(&record.cloud_credential, &record.namespace, &record.name) {
                 Seen::Unknown => {}
                 Seen::Absent if !named => return None,
+                // Its UID stays: a VM of that name made later is another VM.
                 Seen::Absent => {
-                    record.uid = None;
+                    record.intent = None;
+                    record.intent_problem = None;
+                }
+                // A namesake with another UID stands where the recorded VM was: the record keeps
+                // the UID of the VM it came from, so nothing meant for that VM is ever written
+                // on the namesake, and it goes once nothing of that name is left.
+                Seen::Present { uid, .. }
+                    if record.uid.as_ref().is_some_and(|recorded| *recorded != uid) =>
+                {
                     record.intent = None;
                     record.intent_problem = None;
                 }
@@ -236,6 +246,18 @@ mod tests {
     }
 
     #[test]
+    fn a_namesake_with_another_uid_never_takes_over_a_record() {
+        let namesake = |_: &str, _: &str, _: &str| Seen::Present {
+            uid: "uid-other".into(),
+            intent: IntentSeen::None,
+        };
+        for named_now in [Some(&[named("a")][..]), Some(&[]), None] {
+            let kept = record(&[recorded("a")], named_now, namesake);
+            assert_eq!(kept[0].uid.as_deref(), Some("uid-a"), "{named_now:?}");
+        }
+    }
+
+    #[test]
     fn an_unknown_harvester_changes_nothing() {
         let previous = [VmRecord {
             intent: Some(Reason::ClusterDeletion),
@@ -331,6 +353,29 @@ mod tests {
                     prop_assert_eq!(kept, named || lookup("", "", &old.name) != Seen::Absent);
                 }
                 prop_assert_eq!(record(&previous, None, |_, _, _| Seen::Unknown), previous);
+            }
+
+            /// A record's UID, once seen, is never replaced by another nor forgotten, whatever
+            /// Harvester shows (the VM gone, a namesake in its place).
+            #[test]
+            fn a_recorded_uid_never_changes(
+                previous in proptest::collection::btree_set("[a-e]", 0..5),
+                named_now in proptest::collection::btree_set("[a-e]", 0..5),
+                uids in proptest::collection::vec(proptest::option::of("uid-[a-e]|uid-new"), 5),
+            ) {
+                let previous: Vec<VmRecord> = previous.iter().map(|name| recorded(name)).collect();
+                let named_now: Vec<Named> = named_now.iter().map(|name| named(name)).collect();
+                let records = record(&previous, Some(&named_now), |_, _, name| {
+                    match &uids[usize::from(name.as_bytes()[0] - b'a')] {
+                        Some(uid) => Seen::Present { uid: uid.clone(), intent: IntentSeen::None },
+                        None => Seen::Absent,
+                    }
+                });
+                for after in &records {
+                    if let Some(before) = previous.iter().find(|old| old.name == after.name) {
+                        prop_assert_eq!(&after.uid, &before.uid);
+                    }
+                }
             }
         }
     }

@@ -35,6 +35,16 @@ pub enum Error {
     #[error("cloud credential {credential} {problem}")]
     Credential { credential: String, problem: String },
 
+    #[error(
+        "VM {vm} is not the one gleaner recorded: its UID is {found}, the recorded VM's was \
+         {recorded}"
+    )]
+    VmReplaced {
+        vm: String,
+        recorded: String,
+        found: String,
+    },
+
     #[error("the install-uuid Setting is missing or empty: is this Rancher's local cluster?")]
     InstallUuidMissing,
 
@@ -90,6 +100,7 @@ impl Error {
             Error::Client(_) => "client",
             Error::Kube { source, .. } => ApiFailure::of(source).metric_label(),
             Error::Credential { .. } => "credential",
+            Error::VmReplaced { .. } => "vm_replaced",
             Error::InstallUuidMissing => "install_uuid_missing",
             Error::Unsupported(_) => "unsupported",
             Error::Footprint { .. } => "footprint",

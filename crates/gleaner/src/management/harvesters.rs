@@ -65,6 +65,8 @@ fn state(health: &HarvesterHealth) -> HarvesterState {
 pub fn failure_of(error: &Error) -> WriteFailure {
     match error {
         Error::Credential { .. } => WriteFailure::Misconfigured,
+        Error::VmReplaced { .. } => WriteFailure::VmNotFound,
+        Error::Kube { source, .. } if refuses_uid(source) => WriteFailure::VmNotFound,
         Error::Kube { source, .. } => match ApiFailure::of(source) {
             ApiFailure::NotFound | ApiFailure::Conflict => WriteFailure::VmNotFound,
             ApiFailure::Forbidden | ApiFailure::Rejected => WriteFailure::Misconfigured,
@@ -74,6 +76,12 @@ pub fn failure_of(error: &Error) -> WriteFailure {
         },
         _ => WriteFailure::Unreachable,
     }
+}
+
+/// Whether the apiserver refused a write because its UID precondition names another object.
+fn refuses_uid(error: &kube::Error) -> bool {
+    matches!(error, kube::Error::Api(status)
+        if status.code == 422 && status.message.contains("metadata.uid"))
 }
 
 /// The health a failure shows, with its message (never the credential's content).

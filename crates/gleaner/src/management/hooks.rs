@@ -170,7 +170,13 @@ async fn observe(machine: &DynamicObject, context: &Context) -> Result<Observed>
             capi_uid: live_capi_uid.unwrap_or_default(),
         },
     };
-    let decided = machine_reason(&identity, &live.observation());
+    let mut observation = live.observation();
+    if footprint.is_none() {
+        // Without a record there is no installation to compare with: whether both Cluster
+        // objects live still tells a scale-down, and anything else waits for the Footprint.
+        observation.install_uuid = Some(identity.install_uuid.clone());
+    }
+    let decided = machine_reason(&identity, &observation);
     let own = live.recorded(&identity.provisioning_uid, &identity.capi_uid);
     let (provisioning_skip, capi_skip) = own.skip_cleanup();
     let about = live
@@ -501,6 +507,19 @@ async fn write_intent(
 }
 
 async fn patch_vm(vm: &VmTarget, intent: &Intent, context: &Context) -> Result<()> {
+    if let (Some(recorded), VmLookup::Present(seen)) = (
+        &vm.uid,
+        context
+            .harvesters
+            .vm(&vm.credential, &vm.namespace, &vm.name),
+    ) && seen.uid().as_ref() != Some(recorded)
+    {
+        return Err(Error::VmReplaced {
+            vm: vm.to_string(),
+            recorded: recorded.clone(),
+            found: seen.uid().unwrap_or_default(),
+        });
+    }
     let harvester = context.harvesters.client(&vm.credential).await?;
     let mut metadata = json!({"annotations": intent.to_annotations()});
     if let Some(uid) = &vm.uid {

@@ -110,6 +110,11 @@ impl Gleaner {
 }
 
 impl Gleaner {
+    /// Its admin server's address.
+    pub fn admin(&self) -> std::net::SocketAddr {
+        self.admin
+    }
+
     /// The metrics it serves now (the OpenMetrics text), empty while it does not answer.
     pub async fn metrics(&self) -> String {
         http_get(self.admin, "/metrics")
