@@ -58,6 +58,8 @@ pub enum WatchKind {
     HarvesterConfig,
     Footprint,
     Setting,
+    /// A cloud credential's Secret, by name.
+    Secret,
     VirtualMachine,
 }
 

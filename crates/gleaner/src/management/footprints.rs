@@ -559,7 +559,12 @@ async fn apply_status(
             source,
         }),
     };
-    context.wrote(WriteKind::FootprintStatus, &outcome);
+    let label = match &outcome {
+        Ok(true) => "ok",
+        Ok(false) => "conflict",
+        Err(error) => error.metric_label(),
+    };
+    context.metrics().wrote(WriteKind::FootprintStatus, label);
     outcome
 }
 

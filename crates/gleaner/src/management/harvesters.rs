@@ -18,7 +18,7 @@ use gleaner_core::{CredentialRef, HarvesterHealth, WriteFailure};
 use k8s_openapi::api::core::v1::Secret;
 use kube::{
     Api, Client, ResourceExt,
-    api::{ApiResource, DynamicObject, GroupVersionKind},
+    api::{ApiResource, DynamicObject, GroupVersionKind, PartialObjectMeta},
     config::{KubeConfigOptions, Kubeconfig},
     runtime::{
         WatchStreamExt,
@@ -40,8 +40,8 @@ use crate::{
 const KUBECONFIG_KEY: &str = "harvestercredentialConfig-kubeconfigContent";
 /// Only the VMs the node driver made are guest nodes.
 const DRIVER_VMS: &str = "harvesterhci.io/creator=docker-machine-driver-harvester";
-/// How often a watch task reads its Secret again (one GET by name).
-const SECRET_RECHECK: Duration = Duration::from_secs(10);
+/// How often a watch task asks the index whether a Footprint still names its credential.
+const RETIRE_CHECK: Duration = Duration::from_secs(10);
 /// How soon a task whose credential cannot be used tries again.
 const RETRY: Duration = Duration::from_secs(5);
 
@@ -195,9 +195,16 @@ impl Harvesters {
         let secret = Api::<Secret>::namespaced(self.management.clone(), &namespace)
             .get(&name)
             .await
-            .map_err(|source| Error::Kube {
-                context: format!("cannot read cloud credential {credential}"),
-                source,
+            .map_err(|source| match ApiFailure::of(&source) {
+                // Missing, or not ours to read: only an operator mends that.
+                ApiFailure::NotFound | ApiFailure::Forbidden => Error::Credential {
+                    credential: credential.to_owned(),
+                    problem: format!("cannot be read: {source}"),
+                },
+                _ => Error::Kube {
+                    context: format!("cannot read cloud credential {credential}"),
+                    source,
+                },
             })?;
         let version = secret.metadata.resource_version.clone().unwrap_or_default();
         if let Some((cached_version, client)) = lock(&self.clients).get(credential)
@@ -309,6 +316,8 @@ impl Harvesters {
     /// One Harvester's watch, until it retires: follows the VMs with the credential's current
     /// client, and starts again with a new one when the Secret changes.
     async fn follow(self: Arc<Self>, credential: String, mut writer: Writer<DynamicObject>) {
+        let mut secret_changes = std::pin::pin!(self.secret_versions(&credential));
+        let mut retire_check = tokio::time::interval(RETIRE_CHECK);
         loop {
             if self.retire_if_unwanted(&credential) {
                 return;
@@ -320,7 +329,11 @@ impl Harvesters {
                         &credential,
                         health_of(failure_of(&error), error.to_string()),
                     );
-                    tokio::time::sleep(RETRY).await;
+                    // A credential is mended by changing its Secret, which the watch shows.
+                    tokio::select! {
+                        _ = secret_changes.next() => {}
+                        _ = tokio::time::sleep(RETRY) => {}
+                    }
                     continue;
                 }
             };
@@ -331,8 +344,6 @@ impl Harvesters {
                     .default_backoff()
                     .modify(|vm| vm.managed_fields_mut().clear())
             );
-            let mut recheck = tokio::time::interval(SECRET_RECHECK);
-            recheck.tick().await;
             loop {
                 tokio::select! {
                     event = events.next() => match event {
@@ -349,28 +360,59 @@ impl Harvesters {
                         }
                         None => break,
                     },
-                    _ = recheck.tick() => {
+                    changed = secret_changes.next() => match changed {
+                        Some(now) if now.as_ref() == Some(&version) => {}
+                        _ => {
+                            tracing::info!(%credential, "cloud credential changed: watching again");
+                            break;
+                        }
+                    },
+                    _ = retire_check.tick() => {
                         if self.retire_if_unwanted(&credential) {
                             return;
-                        }
-                        match self.versioned_client(&credential).await {
-                            Ok((now, _)) if now == version => {}
-                            Ok(_) => {
-                                tracing::info!(%credential, "cloud credential changed: watching again");
-                                break;
-                            }
-                            Err(error) => {
-                                self.set_health(
-                                    &credential,
-                                    health_of(failure_of(&error), error.to_string()),
-                                );
-                                break;
-                            }
                         }
                     }
                 }
             }
         }
+    }
+
+    /// The resourceVersion of the credential's Secret each time the watch on it (by name, its
+    /// metadata only: the content never reaches this stream) shows it; `None` once it is gone.
+    fn secret_versions(
+        &self,
+        credential: &str,
+    ) -> impl futures::Stream<Item = Option<String>> + Send + 'static {
+        let watched = credential.parse::<CredentialRef>().ok().map(|secret| {
+            let api = Api::<PartialObjectMeta<Secret>>::namespaced(
+                self.management.clone(),
+                &secret.namespace,
+            );
+            let config = timeouts::watcher_config(self.api_timeout)
+                .fields(&format!("metadata.name={}", secret.name));
+            let credential = credential.to_owned();
+            let metrics = self.metrics.clone();
+            watcher(api, config)
+                .default_backoff()
+                .filter_map(move |event| {
+                    let seen = match event {
+                        Ok(watcher::Event::Apply(secret) | watcher::Event::InitApply(secret)) => {
+                            Some(secret.metadata.resource_version)
+                        }
+                        Ok(watcher::Event::Delete(_)) => Some(None),
+                        Ok(watcher::Event::Init | watcher::Event::InitDone) => None,
+                        Err(error) => {
+                            tracing::warn!(%credential, %error, "cannot watch the cloud credential");
+                            metrics.watch_failed(WatchKind::Secret, "watch_failed");
+                            None
+                        }
+                    };
+                    std::future::ready(seen)
+                })
+                .boxed()
+        });
+        // A malformed reference has no Secret to watch: it never changes.
+        watched.unwrap_or_else(|| futures::stream::pending().boxed())
     }
 
     /// Applies a watch event to the index, and tells the Footprints when a VM came, went or
@@ -536,7 +578,77 @@ async fn build(credential: &str, secret: &Secret, api_timeout: Duration) -> Resu
 
 #[cfg(test)]
 mod tests {
+    use kube::core::Status;
+
     use super::*;
+
+    fn api(code: u16, message: &str) -> Error {
+        Error::Kube {
+            context: "cannot write the intent".into(),
+            source: kube::Error::Api(Box::new(Status::failure(message, "Test").with_code(code))),
+        }
+    }
+
+    #[test]
+    fn write_failures_are_told_apart_by_what_they_mean() {
+        for (error, failure) in [
+            (api(404, "not found"), WriteFailure::VmNotFound),
+            (
+                api(409, "Precondition failed: UID"),
+                WriteFailure::VmNotFound,
+            ),
+            (
+                api(422, "metadata.uid: Invalid value: field is immutable"),
+                WriteFailure::VmNotFound,
+            ),
+            (api(422, "denied by a webhook"), WriteFailure::Misconfigured),
+            (api(403, "forbidden"), WriteFailure::Misconfigured),
+            (api(401, "unauthorized"), WriteFailure::Misconfigured),
+            (api(503, "unavailable"), WriteFailure::Unreachable),
+            (api(500, "internal"), WriteFailure::Unreachable),
+            (
+                Error::Credential {
+                    credential: "a:b".into(),
+                    problem: "holds a kubeconfig that does not parse".into(),
+                },
+                WriteFailure::Misconfigured,
+            ),
+            (
+                Error::VmReplaced {
+                    vm: "ns/vm".into(),
+                    recorded: "u1".into(),
+                    found: "u2".into(),
+                },
+                WriteFailure::VmNotFound,
+            ),
+        ] {
+            assert_eq!(failure_of(&error), failure, "{error}");
+        }
+    }
+
+    #[test]
+    fn a_failing_watch_speaks_first_and_a_failed_write_while_the_watch_looks_fine() {
+        let mut watched = Watched {
+            vms: Writer::new(virtual_machine()).as_reader(),
+            watch: HarvesterHealth::Reachable,
+            write: None,
+            task: tokio::runtime::Runtime::new()
+                .unwrap()
+                .spawn(async {})
+                .abort_handle(),
+        };
+        assert_eq!(watched.health(), HarvesterHealth::Reachable);
+        let write = HarvesterHealth::Misconfigured {
+            problem: "403".into(),
+        };
+        watched.write = Some(write.clone());
+        assert_eq!(watched.health(), write);
+        let watch = HarvesterHealth::Unreachable {
+            problem: "timed out".into(),
+        };
+        watched.watch = watch.clone();
+        assert_eq!(watched.health(), watch);
+    }
 
     #[test]
     fn only_uid_annotations_and_deletion_make_a_vm_change_worth_telling() {
