@@ -9,6 +9,7 @@
 #[cfg(test)]
 mod testing;
 
+pub mod attribution;
 pub mod conditions;
 pub mod deletion;
 pub mod freeze;

@@ -1,0 +1,771 @@
+//! Which host objects belong to a guest cluster (design.md §2 and §5, "Evidence that attributes
+//! a host object…"): recorded by UID, each with the evidence that ties it to the cluster.
+//! Evidence accumulates and is never overwritten: a volume once seen hot-plugged stays
+//! attributed after it is detached. Labels never attribute; they can only veto. Evidence tying
+//! one object to two Footprints is a conflict on both, and a conflict is never deletable.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::keys;
+
+/// The namespace of Harvester's NetworkFilesystems.
+pub const NETWORK_FILESYSTEM_NAMESPACE: &str = "harvester-system";
+
+/// The kind of a host object.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, JsonSchema,
+)]
+pub enum HostKind {
+    /// A host PVC.
+    PersistentVolumeClaim,
+    /// A `harvesterhci.io` NetworkFilesystem.
+    NetworkFilesystem,
+    /// A `snapshot.storage.k8s.io` VolumeSnapshot.
+    VolumeSnapshot,
+    /// A `loadbalancer.harvesterhci.io` LoadBalancer.
+    LoadBalancer,
+}
+
+/// What a host object is to its guest cluster.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+pub enum ObjectClass {
+    /// A host PVC behind a guest RWO volume (`volumeMode: Block`).
+    Volume,
+    /// A host PVC behind a guest RWX volume (`volumeMode: Filesystem`, served over NFS).
+    RwxVolume,
+    /// The NetworkFilesystem of a guest RWX volume.
+    NetworkFilesystem,
+    /// A host VolumeSnapshot made for a guest snapshot.
+    Snapshot,
+    /// A LoadBalancer made for a guest LoadBalancer Service.
+    LoadBalancer,
+}
+
+/// One piece of evidence that ties a host object to the cluster.
+#[derive(
+    Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, JsonSchema,
+)]
+#[serde(rename_all = "camelCase", tag = "kind")]
+pub enum Evidence {
+    /// The PVC was hot-plugged into a VM whose UID the Footprint records.
+    #[serde(rename_all = "camelCase")]
+    HotPlugged {
+        /// The VM's UID.
+        vm_uid: String,
+    },
+    /// The NetworkFilesystem is named by an attributed PVC's `spec.volumeName`.
+    #[serde(rename_all = "camelCase")]
+    VolumeOf {
+        /// The PVC's UID.
+        pvc_uid: String,
+    },
+    /// The VolumeSnapshot's source is an attributed PVC.
+    #[serde(rename_all = "camelCase")]
+    SnapshotOf {
+        /// The PVC's UID.
+        pvc_uid: String,
+    },
+}
+
+/// Why an attributed object must never be deleted whatever else holds.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", tag = "kind")]
+pub enum Conflict {
+    /// Another Footprint records it with evidence of its own.
+    #[serde(rename_all = "camelCase")]
+    OtherFootprint {
+        /// That Footprint's name.
+        footprint: String,
+    },
+    /// It carries `gleaner.io/footprint` naming another Footprint.
+    #[serde(rename_all = "camelCase")]
+    LabelledForOtherFootprint {
+        /// The label's value.
+        footprint: String,
+    },
+    /// It carries `gleaner.io/cluster` naming another cluster identity (another installation).
+    #[serde(rename_all = "camelCase")]
+    AnnotatedForOtherCluster {
+        /// The annotation's identity part.
+        identity: String,
+    },
+}
+
+/// A host object attributed to the cluster, as its Footprint records it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct HostObjectRecord {
+    /// `namespace:name` of the cloud credential that reaches its Harvester.
+    pub cloud_credential: String,
+    /// Its kind.
+    pub kind: HostKind,
+    /// Its namespace on Harvester.
+    pub namespace: String,
+    /// Its name on Harvester.
+    pub name: String,
+    /// The UID of the live object it came from: what makes it this cluster's.
+    pub uid: String,
+    /// What it is to the guest cluster.
+    pub class: ObjectClass,
+    /// Every piece of evidence seen, accumulated.
+    pub evidence: Vec<Evidence>,
+    /// The CSI driver's `guestcluster.harvesterhci.io/name` label, a hint and never enough.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub guest_cluster_hint: Option<String>,
+    /// Set when evidence or a label ties it to another cluster too: never deletable.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conflicts: Vec<Conflict>,
+}
+
+impl HostObjectRecord {
+    /// Whether the attribution alone allows a deletion (the reclaimer's other rules still apply).
+    pub fn deletable(&self) -> bool {
+        self.conflicts.is_empty() && !self.evidence.is_empty()
+    }
+}
+
+/// A VM of the cluster's Harvesters as observed: which claims it hot-plugs now.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ObservedVm {
+    /// `namespace:name` of the cloud credential that reaches its Harvester.
+    pub cloud_credential: String,
+    /// Its namespace.
+    pub namespace: String,
+    /// Its UID.
+    pub uid: String,
+    /// The claim names of its `hotpluggable` PVC volumes.
+    pub hotplugged: Vec<String>,
+}
+
+/// A host object as observed on a Harvester: its metadata and the few fields attribution needs.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ObservedObject {
+    /// `namespace:name` of the cloud credential that reaches its Harvester.
+    pub cloud_credential: String,
+    /// Its kind; `None` reads as a PVC.
+    pub kind: Option<HostKind>,
+    /// Its namespace.
+    pub namespace: String,
+    /// Its name.
+    pub name: String,
+    /// Its UID.
+    pub uid: String,
+    /// A PVC's `spec.volumeName`.
+    pub volume_name: Option<String>,
+    /// A PVC's `spec.volumeMode` is `Block`.
+    pub block: bool,
+    /// A VolumeSnapshot's `spec.source.persistentVolumeClaimName`.
+    pub snapshot_source: Option<String>,
+    /// `gleaner.io/footprint`.
+    pub footprint_label: Option<String>,
+    /// `gleaner.io/cluster`.
+    pub cluster_annotation: Option<String>,
+    /// `guestcluster.harvesterhci.io/name`.
+    pub guest_cluster_label: Option<String>,
+}
+
+impl ObservedObject {
+    fn kind(&self) -> HostKind {
+        self.kind.unwrap_or(HostKind::PersistentVolumeClaim)
+    }
+
+    fn class(&self) -> ObjectClass {
+        match self.kind() {
+            HostKind::PersistentVolumeClaim if self.block => ObjectClass::Volume,
+            HostKind::PersistentVolumeClaim => ObjectClass::RwxVolume,
+            HostKind::NetworkFilesystem => ObjectClass::NetworkFilesystem,
+            HostKind::VolumeSnapshot => ObjectClass::Snapshot,
+            HostKind::LoadBalancer => ObjectClass::LoadBalancer,
+        }
+    }
+}
+
+/// What another Footprint says: its name, the VMs it records and the objects it attributed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OtherFootprint {
+    /// Its name.
+    pub name: String,
+    /// The UIDs of the VMs it records.
+    pub vm_uids: BTreeSet<String>,
+    /// The UIDs of the objects it attributed.
+    pub object_uids: BTreeSet<String>,
+}
+
+/// The Footprint being attributed for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ThisFootprint<'a> {
+    /// Its name.
+    pub name: &'a str,
+    /// `<install uuid>/<namespace>/<name>`.
+    pub identity: &'a str,
+    /// The UIDs of the VMs it records.
+    pub vm_uids: &'a BTreeSet<String>,
+    /// What it attributed so far.
+    pub records: &'a [HostObjectRecord],
+}
+
+/// What attribution found.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Attribution {
+    /// Every attributed object, by UID, sorted by kind, namespace and name.
+    pub records: Vec<HostObjectRecord>,
+    /// Objects that carry this Footprint's label or identity but no evidence (restored or
+    /// cloned copies): never attributed, reported.
+    pub lookalikes: Vec<ObservedObject>,
+}
+
+/// The value of [`keys::CLUSTER_ANNOTATION`] gleaner writes on an attributed object:
+/// `<install uuid>/<namespace>/<name>@<object uid>`.
+pub fn cluster_annotation(identity: &str, uid: &str) -> String {
+    format!("{identity}@{uid}")
+}
+
+/// Attributes the observed host objects to `this` Footprint. `objects` is `None` while a
+/// Harvester is not synced: then the records stay as they are. A record stays while its object
+/// (by UID) exists; it gains evidence, never loses any; a record whose object is gone goes.
+pub fn attribute(
+    this: &ThisFootprint<'_>,
+    others: &[OtherFootprint],
+    vms: &[ObservedVm],
+    objects: Option<&[ObservedObject]>,
+) -> Attribution {
+    let Some(objects) = objects else {
+        return Attribution {
+            records: this.records.to_vec(),
+            lookalikes: Vec::new(),
+        };
+    };
+    let by_uid: BTreeMap<&str, &ObservedObject> = objects
+        .iter()
+        .map(|object| (object.uid.as_str(), object))
+        .collect();
+    let mut evidence: BTreeMap<String, BTreeSet<Evidence>> = this
+        .records
+        .iter()
+        .filter(|record| by_uid.contains_key(record.uid.as_str()))
+        .map(|record| {
+            (
+                record.uid.clone(),
+                record.evidence.iter().cloned().collect(),
+            )
+        })
+        .collect();
+    let find = |credential: &str, kind: HostKind, namespace: &str, name: &str| {
+        objects.iter().find(|object| {
+            object.cloud_credential == credential
+                && object.kind() == kind
+                && object.namespace == namespace
+                && object.name == name
+        })
+    };
+    for vm in vms.iter().filter(|vm| this.vm_uids.contains(&vm.uid)) {
+        for claim in &vm.hotplugged {
+            if let Some(pvc) = find(
+                &vm.cloud_credential,
+                HostKind::PersistentVolumeClaim,
+                &vm.namespace,
+                claim,
+            ) {
+                evidence
+                    .entry(pvc.uid.clone())
+                    .or_default()
+                    .insert(Evidence::HotPlugged {
+                        vm_uid: vm.uid.clone(),
+                    });
+            }
+        }
+    }
+    let pvcs: Vec<&ObservedObject> = evidence
+        .keys()
+        .filter_map(|uid| by_uid.get(uid.as_str()).copied())
+        .filter(|object| object.kind() == HostKind::PersistentVolumeClaim)
+        .collect();
+    for pvc in pvcs {
+        if let Some(volume) = &pvc.volume_name
+            && let Some(filesystem) = find(
+                &pvc.cloud_credential,
+                HostKind::NetworkFilesystem,
+                NETWORK_FILESYSTEM_NAMESPACE,
+                volume,
+            )
+        {
+            evidence
+                .entry(filesystem.uid.clone())
+                .or_default()
+                .insert(Evidence::VolumeOf {
+                    pvc_uid: pvc.uid.clone(),
+                });
+        }
+        for snapshot in objects.iter().filter(|object| {
+            object.kind() == HostKind::VolumeSnapshot
+                && object.cloud_credential == pvc.cloud_credential
+                && object.namespace == pvc.namespace
+                && object.snapshot_source.as_deref() == Some(pvc.name.as_str())
+        }) {
+            evidence
+                .entry(snapshot.uid.clone())
+                .or_default()
+                .insert(Evidence::SnapshotOf {
+                    pvc_uid: pvc.uid.clone(),
+                });
+        }
+    }
+    let mut records: Vec<HostObjectRecord> = evidence
+        .into_iter()
+        .filter(|(_, evidence)| !evidence.is_empty())
+        .filter_map(|(uid, evidence)| {
+            let object = by_uid.get(uid.as_str())?;
+            Some(HostObjectRecord {
+                cloud_credential: object.cloud_credential.clone(),
+                kind: object.kind(),
+                namespace: object.namespace.clone(),
+                name: object.name.clone(),
+                uid,
+                class: object.class(),
+                evidence: evidence.into_iter().collect(),
+                guest_cluster_hint: object.guest_cluster_label.clone(),
+                conflicts: conflicts(this, others, vms, object),
+            })
+        })
+        .collect();
+    records.sort_by(|a, b| {
+        (a.kind, &a.namespace, &a.name, &a.uid).cmp(&(b.kind, &b.namespace, &b.name, &b.uid))
+    });
+    let attributed: BTreeSet<&str> = records.iter().map(|record| record.uid.as_str()).collect();
+    let lookalikes = objects
+        .iter()
+        .filter(|object| !attributed.contains(object.uid.as_str()))
+        .filter(|object| {
+            object.footprint_label.as_deref() == Some(this.name)
+                || object
+                    .cluster_annotation
+                    .as_deref()
+                    .is_some_and(|annotation| identity_of(annotation) == this.identity)
+        })
+        .cloned()
+        .collect();
+    Attribution {
+        records,
+        lookalikes,
+    }
+}
+
+/// The identity part of a `gleaner.io/cluster` annotation.
+fn identity_of(annotation: &str) -> &str {
+    annotation
+        .rsplit_once('@')
+        .map_or(annotation, |(identity, _uid)| identity)
+}
+
+fn conflicts(
+    this: &ThisFootprint<'_>,
+    others: &[OtherFootprint],
+    vms: &[ObservedVm],
+    object: &ObservedObject,
+) -> Vec<Conflict> {
+    let mut found = Vec::new();
+    for other in others.iter().filter(|other| other.name != this.name) {
+        let hot_plugged_there = object.kind() == HostKind::PersistentVolumeClaim
+            && vms.iter().any(|vm| {
+                other.vm_uids.contains(&vm.uid)
+                    && vm.cloud_credential == object.cloud_credential
+                    && vm.namespace == object.namespace
+                    && vm.hotplugged.contains(&object.name)
+            });
+        if hot_plugged_there || other.object_uids.contains(&object.uid) {
+            found.push(Conflict::OtherFootprint {
+                footprint: other.name.clone(),
+            });
+        }
+    }
+    if let Some(label) = &object.footprint_label
+        && label != this.name
+    {
+        found.push(Conflict::LabelledForOtherFootprint {
+            footprint: label.clone(),
+        });
+    }
+    if let Some(annotation) = &object.cluster_annotation {
+        let (identity, uid) = annotation.rsplit_once('@').unwrap_or((annotation, ""));
+        // A copy (a restore or a clone) carries the original's annotation with another UID: it
+        // speaks for the original, not for this object.
+        if uid == object.uid && identity != this.identity {
+            found.push(Conflict::AnnotatedForOtherCluster {
+                identity: identity.to_owned(),
+            });
+        }
+    }
+    found
+}
+
+/// The label and annotation gleaner writes on an attributed object, unless another Footprint's
+/// label is there (never written over) or they are there already.
+pub fn marks_to_write(
+    this: &ThisFootprint<'_>,
+    record: &HostObjectRecord,
+    object: &ObservedObject,
+) -> Option<BTreeMap<&'static str, String>> {
+    if !record.conflicts.is_empty() || record.uid != object.uid {
+        return None;
+    }
+    let annotation = cluster_annotation(this.identity, &record.uid);
+    let labelled = object.footprint_label.as_deref() == Some(this.name);
+    let annotated = object.cluster_annotation.as_deref() == Some(annotation.as_str());
+    if labelled && annotated {
+        return None;
+    }
+    Some(BTreeMap::from([
+        (keys::FOOTPRINT_LABEL, this.name.to_owned()),
+        (keys::CLUSTER_ANNOTATION, annotation),
+    ]))
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    const CREDENTIAL: &str = "cattle-global-data:hv";
+    const IDENTITY: &str = "install/fleet-default/c1";
+
+    fn pvc(name: &str, uid: &str) -> ObservedObject {
+        ObservedObject {
+            cloud_credential: CREDENTIAL.into(),
+            kind: Some(HostKind::PersistentVolumeClaim),
+            namespace: "vms".into(),
+            name: name.into(),
+            uid: uid.into(),
+            block: true,
+            ..ObservedObject::default()
+        }
+    }
+
+    fn vm(uid: &str, hotplugged: &[&str]) -> ObservedVm {
+        ObservedVm {
+            cloud_credential: CREDENTIAL.into(),
+            namespace: "vms".into(),
+            uid: uid.into(),
+            hotplugged: hotplugged.iter().map(|claim| (*claim).to_owned()).collect(),
+        }
+    }
+
+    fn this<'a>(
+        vm_uids: &'a BTreeSet<String>,
+        records: &'a [HostObjectRecord],
+    ) -> ThisFootprint<'a> {
+        ThisFootprint {
+            name: "fp1",
+            identity: IDENTITY,
+            vm_uids,
+            records,
+        }
+    }
+
+    fn uids(names: &[&str]) -> BTreeSet<String> {
+        names.iter().map(|name| (*name).to_owned()).collect()
+    }
+
+    #[test]
+    fn a_volume_hot_plugged_into_a_recorded_vm_is_attributed_with_its_nfs_and_snapshot() {
+        let vms = uids(&["vm-1"]);
+        let rwx = ObservedObject {
+            block: false,
+            volume_name: Some("pv-rwx".into()),
+            ..pvc("pvc-rwx", "u-rwx")
+        };
+        let filesystem = ObservedObject {
+            kind: Some(HostKind::NetworkFilesystem),
+            namespace: NETWORK_FILESYSTEM_NAMESPACE.into(),
+            name: "pv-rwx".into(),
+            uid: "u-nfs".into(),
+            cloud_credential: CREDENTIAL.into(),
+            ..ObservedObject::default()
+        };
+        let snapshot = ObservedObject {
+            kind: Some(HostKind::VolumeSnapshot),
+            name: "snap".into(),
+            uid: "u-snap".into(),
+            snapshot_source: Some("pvc-a".into()),
+            ..pvc("", "")
+        };
+        let objects = [
+            pvc("pvc-a", "u-a"),
+            rwx,
+            filesystem,
+            snapshot,
+            pvc("pvc-other", "u-o"),
+        ];
+        let found = attribute(
+            &this(&vms, &[]),
+            &[],
+            &[vm("vm-1", &["pvc-a", "pvc-rwx"])],
+            Some(&objects),
+        );
+        let classes: Vec<(&str, ObjectClass)> = found
+            .records
+            .iter()
+            .map(|record| (record.uid.as_str(), record.class))
+            .collect();
+        assert_eq!(
+            classes,
+            [
+                ("u-a", ObjectClass::Volume),
+                ("u-rwx", ObjectClass::RwxVolume),
+                ("u-nfs", ObjectClass::NetworkFilesystem),
+                ("u-snap", ObjectClass::Snapshot),
+            ]
+        );
+        assert!(found.records.iter().all(HostObjectRecord::deletable));
+    }
+
+    #[test]
+    fn a_detached_volume_stays_attributed() {
+        let vms = uids(&["vm-1"]);
+        let objects = [pvc("pvc-a", "u-a")];
+        let first = attribute(
+            &this(&vms, &[]),
+            &[],
+            &[vm("vm-1", &["pvc-a"])],
+            Some(&objects),
+        );
+        let later = attribute(
+            &this(&vms, &first.records),
+            &[],
+            &[vm("vm-1", &[])],
+            Some(&objects),
+        );
+        assert_eq!(later.records, first.records);
+    }
+
+    #[test]
+    fn a_restored_copy_with_the_labels_but_a_new_uid_is_a_lookalike_not_attributed() {
+        let vms = uids(&["vm-1"]);
+        let copy = ObservedObject {
+            footprint_label: Some("fp1".into()),
+            cluster_annotation: Some(cluster_annotation(IDENTITY, "u-a")),
+            ..pvc("pvc-restored", "u-copy")
+        };
+        let objects = [pvc("pvc-a", "u-a"), copy];
+        let found = attribute(
+            &this(&vms, &[]),
+            &[],
+            &[vm("vm-1", &["pvc-a"])],
+            Some(&objects),
+        );
+        assert_eq!(found.records.len(), 1);
+        assert_eq!(found.lookalikes.len(), 1);
+        assert_eq!(found.lookalikes[0].uid, "u-copy");
+    }
+
+    #[test]
+    fn a_volume_hot_plugged_into_vms_of_two_clusters_is_a_conflict_on_both() {
+        let objects = [pvc("pvc-a", "u-a")];
+        let ours = uids(&["vm-1"]);
+        let theirs = uids(&["vm-2"]);
+        let first = attribute(
+            &this(&ours, &[]),
+            &[],
+            &[vm("vm-1", &["pvc-a"])],
+            Some(&objects),
+        );
+        let other = OtherFootprint {
+            name: "fp2".into(),
+            vm_uids: theirs.clone(),
+            object_uids: BTreeSet::new(),
+        };
+        // Now plugged into the other cluster's VM.
+        let ours_now = attribute(
+            &this(&ours, &first.records),
+            &[other],
+            &[vm("vm-2", &["pvc-a"])],
+            Some(&objects),
+        );
+        assert_eq!(
+            ours_now.records[0].conflicts,
+            [Conflict::OtherFootprint {
+                footprint: "fp2".into()
+            }]
+        );
+        assert!(!ours_now.records[0].deletable());
+        let theirs_now = attribute(
+            &ThisFootprint {
+                name: "fp2",
+                identity: "install/fleet-default/c2",
+                vm_uids: &theirs,
+                records: &[],
+            },
+            &[OtherFootprint {
+                name: "fp1".into(),
+                vm_uids: ours,
+                object_uids: uids(&["u-a"]),
+            }],
+            &[vm("vm-2", &["pvc-a"])],
+            Some(&objects),
+        );
+        assert!(!theirs_now.records[0].deletable());
+    }
+
+    #[test]
+    fn labels_of_another_footprint_or_installation_veto() {
+        let vms = uids(&["vm-1"]);
+        for (object, conflict) in [
+            (
+                ObservedObject {
+                    footprint_label: Some("fp9".into()),
+                    ..pvc("pvc-a", "u-a")
+                },
+                Conflict::LabelledForOtherFootprint {
+                    footprint: "fp9".into(),
+                },
+            ),
+            (
+                ObservedObject {
+                    cluster_annotation: Some(cluster_annotation("other/fleet-default/c1", "u-a")),
+                    ..pvc("pvc-a", "u-a")
+                },
+                Conflict::AnnotatedForOtherCluster {
+                    identity: "other/fleet-default/c1".into(),
+                },
+            ),
+        ] {
+            let found = attribute(
+                &this(&vms, &[]),
+                &[],
+                &[vm("vm-1", &["pvc-a"])],
+                Some(&[object]),
+            );
+            assert_eq!(found.records[0].conflicts, [conflict]);
+        }
+    }
+
+    #[test]
+    fn an_unsynced_harvester_keeps_the_records_and_a_gone_object_loses_its_record() {
+        let vms = uids(&["vm-1"]);
+        let objects = [pvc("pvc-a", "u-a")];
+        let first = attribute(
+            &this(&vms, &[]),
+            &[],
+            &[vm("vm-1", &["pvc-a"])],
+            Some(&objects),
+        );
+        assert_eq!(
+            attribute(&this(&vms, &first.records), &[], &[], None).records,
+            first.records
+        );
+        assert!(
+            attribute(&this(&vms, &first.records), &[], &[], Some(&[]))
+                .records
+                .is_empty()
+        );
+    }
+
+    #[test]
+    fn marks_are_written_once_and_never_over_another_footprint() {
+        let vms = uids(&["vm-1"]);
+        let objects = [pvc("pvc-a", "u-a")];
+        let found = attribute(
+            &this(&vms, &[]),
+            &[],
+            &[vm("vm-1", &["pvc-a"])],
+            Some(&objects),
+        );
+        let footprint = this(&vms, &found.records);
+        let marks = marks_to_write(&footprint, &found.records[0], &objects[0]).unwrap();
+        assert_eq!(marks[keys::FOOTPRINT_LABEL], "fp1");
+        assert_eq!(
+            marks[keys::CLUSTER_ANNOTATION],
+            "install/fleet-default/c1@u-a"
+        );
+        let marked = ObservedObject {
+            footprint_label: Some("fp1".into()),
+            cluster_annotation: Some(marks[keys::CLUSTER_ANNOTATION].clone()),
+            ..objects[0].clone()
+        };
+        assert_eq!(marks_to_write(&footprint, &found.records[0], &marked), None);
+    }
+
+    /// Objects with distinct UIDs, as on any apiserver.
+    fn objects() -> impl Strategy<Value = Vec<ObservedObject>> {
+        proptest::collection::vec(object(), 0..6).prop_map(|objects| {
+            let mut seen = BTreeSet::new();
+            objects
+                .into_iter()
+                .filter(|object| seen.insert(object.uid.clone()))
+                .collect()
+        })
+    }
+
+    fn object() -> impl Strategy<Value = ObservedObject> {
+        let name = "pvc-[a-c]";
+        (
+            name,
+            "u-[a-e]",
+            proptest::option::of("fp[12]"),
+            proptest::option::of(prop_oneof![
+                Just(IDENTITY.to_owned()),
+                Just("other/x/y".to_owned())
+            ]),
+            proptest::option::of("c[12]"),
+        )
+            .prop_map(|(name, uid, label, identity, hint)| ObservedObject {
+                cluster_annotation: identity.map(|identity| cluster_annotation(&identity, &uid)),
+                footprint_label: label,
+                guest_cluster_label: hint,
+                ..pvc(&name, &uid)
+            })
+    }
+
+    proptest! {
+        /// Every record has evidence, and its UID is the UID of a live object it came from.
+        #[test]
+        fn never_attributed_without_evidence_and_always_by_a_live_uid(
+            objects in objects(),
+            plugged in proptest::collection::vec("pvc-[a-d]", 0..4),
+            ours: bool,
+        ) {
+            let vms = uids(if ours { &["vm-1"] } else { &[] });
+            let found = attribute(&this(&vms, &[]), &[], &[vm("vm-1", &plugged.iter().map(String::as_str).collect::<Vec<_>>())], Some(&objects));
+            for record in &found.records {
+                prop_assert!(!record.evidence.is_empty());
+                let live = objects.iter().find(|object| object.uid == record.uid);
+                prop_assert!(live.is_some());
+                prop_assert_eq!(&live.unwrap().name, &record.name);
+            }
+            if !ours {
+                prop_assert!(found.records.is_empty());
+            }
+        }
+
+        /// Labels, annotations and the CSI hint alone never attribute anything.
+        #[test]
+        fn labels_alone_never_attribute(objects in objects()) {
+            let vms = uids(&["vm-1"]);
+            let found = attribute(&this(&vms, &[]), &[], &[vm("vm-1", &[])], Some(&objects));
+            prop_assert!(found.records.is_empty());
+        }
+
+        /// A record with a conflict is never deletable.
+        #[test]
+        fn a_conflict_is_never_deletable(
+            objects in objects(),
+            plugged in proptest::collection::vec("pvc-[a-c]", 0..4),
+            theirs in proptest::collection::btree_set("u-[a-e]", 0..3),
+        ) {
+            let vms = uids(&["vm-1"]);
+            let other = OtherFootprint { name: "fp2".into(), vm_uids: BTreeSet::new(), object_uids: theirs.clone() };
+            let found = attribute(&this(&vms, &[]), &[other], &[vm("vm-1", &plugged.iter().map(String::as_str).collect::<Vec<_>>())], Some(&objects));
+            for record in &found.records {
+                if theirs.contains(&record.uid) {
+                    prop_assert!(!record.conflicts.is_empty());
+                }
+                if !record.conflicts.is_empty() {
+                    prop_assert!(!record.deletable());
+                }
+            }
+        }
+    }
+}
