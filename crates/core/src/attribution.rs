@@ -44,54 +44,134 @@ pub enum ObjectClass {
     LoadBalancer,
 }
 
-/// One piece of evidence that ties a host object to the cluster.
-#[derive(
-    Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, JsonSchema,
-)]
-#[serde(rename_all = "camelCase", tag = "kind")]
+/// One piece of evidence that ties a host object to the cluster. Written `<Kind>:<uid>` (e.g.
+/// `HotPlugged:<vm uid>`): a Footprint holds thousands of them and must stay small.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(into = "String", try_from = "String")]
 pub enum Evidence {
     /// The PVC was hot-plugged into a VM whose UID the Footprint records.
-    #[serde(rename_all = "camelCase")]
     HotPlugged {
         /// The VM's UID.
         vm_uid: String,
     },
     /// The NetworkFilesystem is named by an attributed PVC's `spec.volumeName`.
-    #[serde(rename_all = "camelCase")]
     VolumeOf {
         /// The PVC's UID.
         pvc_uid: String,
     },
     /// The VolumeSnapshot's source is an attributed PVC.
-    #[serde(rename_all = "camelCase")]
     SnapshotOf {
         /// The PVC's UID.
         pvc_uid: String,
     },
 }
 
-/// Why an attributed object must never be deleted whatever else holds.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
-#[serde(rename_all = "camelCase", tag = "kind")]
+impl From<Evidence> for String {
+    fn from(evidence: Evidence) -> Self {
+        match evidence {
+            Evidence::HotPlugged { vm_uid } => format!("HotPlugged:{vm_uid}"),
+            Evidence::VolumeOf { pvc_uid } => format!("VolumeOf:{pvc_uid}"),
+            Evidence::SnapshotOf { pvc_uid } => format!("SnapshotOf:{pvc_uid}"),
+        }
+    }
+}
+
+/// A written piece of evidence or conflict gleaner cannot read.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0:?} is not <Kind>:<value> of a kind gleaner knows")]
+pub struct EvidenceError(pub String);
+
+impl TryFrom<String> for Evidence {
+    type Error = EvidenceError;
+
+    fn try_from(written: String) -> Result<Self, Self::Error> {
+        let Some((kind, uid)) = written.split_once(':').filter(|(_, uid)| !uid.is_empty()) else {
+            return Err(EvidenceError(written));
+        };
+        let uid = uid.to_owned();
+        match kind {
+            "HotPlugged" => Ok(Self::HotPlugged { vm_uid: uid }),
+            "VolumeOf" => Ok(Self::VolumeOf { pvc_uid: uid }),
+            "SnapshotOf" => Ok(Self::SnapshotOf { pvc_uid: uid }),
+            _ => Err(EvidenceError(written)),
+        }
+    }
+}
+
+impl JsonSchema for Evidence {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "Evidence".into()
+    }
+
+    fn json_schema(generator: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        String::json_schema(generator)
+    }
+}
+
+/// Why an attributed object must never be deleted whatever else holds. Written
+/// `<Kind>:<value>`, like [`Evidence`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(into = "String", try_from = "String")]
 pub enum Conflict {
     /// Another Footprint records it with evidence of its own.
-    #[serde(rename_all = "camelCase")]
     OtherFootprint {
-        /// That Footprint's name.
+        /// The other Footprint's name.
         footprint: String,
     },
     /// It carries `gleaner.io/footprint` naming another Footprint.
-    #[serde(rename_all = "camelCase")]
     LabelledForOtherFootprint {
-        /// The label's value.
+        /// The other Footprint's name.
         footprint: String,
     },
     /// It carries `gleaner.io/cluster` naming another cluster identity (another installation).
-    #[serde(rename_all = "camelCase")]
     AnnotatedForOtherCluster {
         /// The annotation's identity part.
         identity: String,
     },
+}
+
+impl From<Conflict> for String {
+    fn from(conflict: Conflict) -> Self {
+        match conflict {
+            Conflict::OtherFootprint { footprint } => format!("OtherFootprint:{footprint}"),
+            Conflict::LabelledForOtherFootprint { footprint } => {
+                format!("LabelledForOtherFootprint:{footprint}")
+            }
+            Conflict::AnnotatedForOtherCluster { identity } => {
+                format!("AnnotatedForOtherCluster:{identity}")
+            }
+        }
+    }
+}
+
+impl TryFrom<String> for Conflict {
+    type Error = EvidenceError;
+
+    fn try_from(written: String) -> Result<Self, Self::Error> {
+        let Some((kind, value)) = written
+            .split_once(':')
+            .filter(|(_, value)| !value.is_empty())
+        else {
+            return Err(EvidenceError(written));
+        };
+        let value = value.to_owned();
+        match kind {
+            "OtherFootprint" => Ok(Self::OtherFootprint { footprint: value }),
+            "LabelledForOtherFootprint" => Ok(Self::LabelledForOtherFootprint { footprint: value }),
+            "AnnotatedForOtherCluster" => Ok(Self::AnnotatedForOtherCluster { identity: value }),
+            _ => Err(EvidenceError(written)),
+        }
+    }
+}
+
+impl JsonSchema for Conflict {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "Conflict".into()
+    }
+
+    fn json_schema(generator: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        String::json_schema(generator)
+    }
 }
 
 /// A host object attributed to the cluster, as its Footprint records it.
@@ -100,8 +180,6 @@ pub enum Conflict {
 pub struct HostObjectRecord {
     /// `namespace:name` of the cloud credential that reaches its Harvester.
     pub cloud_credential: String,
-    /// Its kind.
-    pub kind: HostKind,
     /// Its namespace on Harvester.
     pub namespace: String,
     /// Its name on Harvester.
@@ -120,7 +198,24 @@ pub struct HostObjectRecord {
     pub conflicts: Vec<Conflict>,
 }
 
+impl ObjectClass {
+    /// The kind of the objects of this class.
+    pub fn kind(self) -> HostKind {
+        match self {
+            Self::Volume | Self::RwxVolume => HostKind::PersistentVolumeClaim,
+            Self::NetworkFilesystem => HostKind::NetworkFilesystem,
+            Self::Snapshot => HostKind::VolumeSnapshot,
+            Self::LoadBalancer => HostKind::LoadBalancer,
+        }
+    }
+}
+
 impl HostObjectRecord {
+    /// Its kind, which its class implies.
+    pub fn kind(&self) -> HostKind {
+        self.class.kind()
+    }
+
     /// Whether the attribution alone allows a deletion (the reclaimer's other rules still apply).
     pub fn deletable(&self) -> bool {
         self.conflicts.is_empty() && !self.evidence.is_empty()
@@ -320,7 +415,6 @@ pub fn attribute(
             let object = by_uid.get(uid.as_str())?;
             Some(HostObjectRecord {
                 cloud_credential: object.cloud_credential.clone(),
-                kind: object.kind(),
                 namespace: object.namespace.clone(),
                 name: object.name.clone(),
                 uid,
@@ -332,7 +426,7 @@ pub fn attribute(
         })
         .collect();
     records.sort_by(|a, b| {
-        (a.kind, &a.namespace, &a.name, &a.uid).cmp(&(b.kind, &b.namespace, &b.name, &b.uid))
+        (a.kind(), &a.namespace, &a.name, &a.uid).cmp(&(b.kind(), &b.namespace, &b.name, &b.uid))
     });
     let attributed: BTreeSet<&str> = records.iter().map(|record| record.uid.as_str()).collect();
     let lookalikes = objects
@@ -520,6 +614,53 @@ mod tests {
             ]
         );
         assert!(found.records.iter().all(HostObjectRecord::deletable));
+    }
+
+    #[test]
+    fn evidence_is_written_kind_colon_uid_and_reads_back() {
+        for evidence in [
+            Evidence::HotPlugged { vm_uid: "v".into() },
+            Evidence::VolumeOf {
+                pvc_uid: "p".into(),
+            },
+            Evidence::SnapshotOf {
+                pvc_uid: "s".into(),
+            },
+        ] {
+            let written = serde_json::to_string(&evidence).unwrap();
+            assert!(
+                written.starts_with('"') && written.contains(':'),
+                "{written}"
+            );
+            assert_eq!(
+                serde_json::from_str::<Evidence>(&written).unwrap(),
+                evidence
+            );
+        }
+        for bad in ["\"HotPlugged\"", "\"HotPlugged:\"", "\"Whim:u\""] {
+            assert!(serde_json::from_str::<Evidence>(bad).is_err(), "{bad}");
+        }
+        let conflict = Conflict::AnnotatedForOtherCluster {
+            identity: "other/fleet-default/c1".into(),
+        };
+        let written = serde_json::to_string(&conflict).unwrap();
+        assert_eq!(
+            written,
+            "\"AnnotatedForOtherCluster:other/fleet-default/c1\""
+        );
+        assert_eq!(
+            serde_json::from_str::<Conflict>(&written).unwrap(),
+            conflict
+        );
+    }
+
+    #[test]
+    fn a_class_implies_its_kind() {
+        assert_eq!(
+            ObjectClass::RwxVolume.kind(),
+            HostKind::PersistentVolumeClaim
+        );
+        assert_eq!(ObjectClass::Snapshot.kind(), HostKind::VolumeSnapshot);
     }
 
     #[test]

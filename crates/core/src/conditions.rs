@@ -22,6 +22,8 @@ pub enum ConditionType {
     HarvesterMisconfigured,
     /// The hook timeout let a Machine go without its intent.
     ProtectionLapsed,
+    /// The Footprint is full: objects found since are not recorded (so never deleted).
+    RecordsLimited,
 }
 
 /// Why a condition has its status; its wire name is the variant name.
@@ -51,6 +53,10 @@ pub enum ConditionReason {
     CredentialAccepted,
     /// `ProtectionLapsed` True.
     HookTimeout,
+    /// `RecordsLimited` True.
+    FootprintFull,
+    /// `RecordsLimited` False.
+    WithinLimit,
 }
 
 macro_rules! wire_name {
@@ -238,6 +244,28 @@ pub fn harvester_conditions(healths: &[(String, HarvesterHealth)]) -> [Option<Co
         }
     };
     [condition(false), condition(true)]
+}
+
+/// `RecordsLimited`: True while `left_out` objects found could not be recorded.
+pub fn records_limited(left_out: usize) -> ConditionState {
+    if left_out == 0 {
+        ConditionState::new(
+            ConditionType::RecordsLimited,
+            false,
+            ConditionReason::WithinLimit,
+            "every attributed object is recorded".into(),
+        )
+    } else {
+        ConditionState::new(
+            ConditionType::RecordsLimited,
+            true,
+            ConditionReason::FootprintFull,
+            format!(
+                "{left_out} attributed object(s) are not recorded: the Footprint is full; they \
+                 are never deleted"
+            ),
+        )
+    }
 }
 
 /// `ProtectionLapsed` True, with what happened.

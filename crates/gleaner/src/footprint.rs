@@ -3,7 +3,10 @@
 //! the cluster's Rancher objects, which is what lets cleanup finish after an outage.
 
 use gleaner_core::ClusterIdentity;
-pub use gleaner_core::VmRecord;
+pub use gleaner_core::{
+    VmRecord,
+    attribution::{Conflict, Evidence, HostObjectRecord, ObjectClass},
+};
 use k8s_openapi::{
     apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition,
     apimachinery::pkg::apis::meta::v1::{Condition, Time},
@@ -24,6 +27,11 @@ use serde::{Deserialize, Serialize};
     printcolumn = r#"{"name":"Cluster","type":"string","jsonPath":".spec.identity.name"}"#,
     printcolumn = r#"{"name":"Namespace","type":"string","jsonPath":".spec.identity.namespace"}"#,
     printcolumn = r#"{"name":"Phase","type":"string","jsonPath":".status.phase"}"#,
+    printcolumn = r#"{"name":"Volumes","type":"integer","jsonPath":".status.counts.volumes"}"#,
+    printcolumn = r#"{"name":"Snapshots","type":"integer","jsonPath":".status.counts.snapshots"}"#,
+    printcolumn = r#"{"name":"NFS","type":"integer","jsonPath":".status.counts.networkFilesystems"}"#,
+    printcolumn = r#"{"name":"LBs","type":"integer","jsonPath":".status.counts.loadBalancers"}"#,
+    printcolumn = r#"{"name":"Conflicts","type":"integer","jsonPath":".status.counts.conflicts"}"#,
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
 )]
 #[serde(rename_all = "camelCase")]
@@ -106,10 +114,20 @@ pub struct FootprintStatus {
         "x-kubernetes-list-map-keys" = ["cloudCredential", "namespace", "name"]
     ))]
     pub vms: Vec<VmRecord>,
-    /// Every host object attributed to the cluster, by UID.
+    /// Every host object attributed to the cluster, by UID, grouped by Harvester and namespace
+    /// (see [`FootprintStatus::records`]).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["uid"]))]
-    pub objects: Vec<HostObjectRecord>,
+    #[schemars(extend(
+        "x-kubernetes-list-type" = "map",
+        "x-kubernetes-list-map-keys" = ["cloudCredential", "namespace"]
+    ))]
+    pub objects: Vec<ObjectGroup>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub counts: Option<Counts>,
+    /// Objects that carry this Footprint's label or identity without evidence (restored or
+    /// cloned copies): never attributed, `namespace/name (uid)`; at most 50.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub lookalikes: Vec<String>,
     /// Machines of the deleted cluster whose hook went without gleaner's intent, and why.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub released: Vec<ReleasedMachine>,
@@ -147,23 +165,117 @@ pub enum ReleaseReason {
     HookTimeout,
 }
 
-/// A host object and why gleaner believes it is the cluster's.
-#[derive(Clone, Debug, Default, Deserialize, Serialize, JsonSchema, PartialEq)]
+/// The attributed host objects of one namespace of one Harvester: a Footprint holds thousands,
+/// so what they share is written once.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, JsonSchema, PartialEq, Eq)]
 #[serde(rename_all = "camelCase")]
-pub struct HostObjectRecord {
+pub struct ObjectGroup {
+    /// `namespace:name` of the cloud credential that reaches the Harvester.
     pub cloud_credential: String,
-    pub kind: String,
     pub namespace: String,
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["uid"]))]
+    pub objects: Vec<AttributedObject>,
+}
+
+/// One attributed host object (its kind follows from its class).
+#[derive(Clone, Debug, Deserialize, Serialize, JsonSchema, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct AttributedObject {
     pub name: String,
     pub uid: String,
-    pub class: String,
-    pub evidence: String,
+    pub class: ObjectClass,
+    pub evidence: Vec<Evidence>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub guest_reclaim_policy: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub guest_reclaim_policy_seen: Option<Time>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub protection: Option<String>,
+    pub guest_cluster_hint: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conflicts: Vec<Conflict>,
+}
+
+impl FootprintStatus {
+    /// The attributed host objects, one record each.
+    pub fn records(&self) -> Vec<HostObjectRecord> {
+        self.objects
+            .iter()
+            .flat_map(|group| {
+                group.objects.iter().map(|object| HostObjectRecord {
+                    cloud_credential: group.cloud_credential.clone(),
+                    namespace: group.namespace.clone(),
+                    name: object.name.clone(),
+                    uid: object.uid.clone(),
+                    class: object.class,
+                    evidence: object.evidence.clone(),
+                    guest_cluster_hint: object.guest_cluster_hint.clone(),
+                    conflicts: object.conflicts.clone(),
+                })
+            })
+            .collect()
+    }
+
+    /// Records the attributed host objects, grouped by Harvester and namespace.
+    pub fn set_records(&mut self, records: Vec<HostObjectRecord>) {
+        let mut groups: std::collections::BTreeMap<(String, String), Vec<AttributedObject>> =
+            std::collections::BTreeMap::new();
+        for record in records {
+            groups
+                .entry((record.cloud_credential, record.namespace))
+                .or_default()
+                .push(AttributedObject {
+                    name: record.name,
+                    uid: record.uid,
+                    class: record.class,
+                    evidence: record.evidence,
+                    guest_cluster_hint: record.guest_cluster_hint,
+                    conflicts: record.conflicts,
+                });
+        }
+        self.objects = groups
+            .into_iter()
+            .map(|((cloud_credential, namespace), objects)| ObjectGroup {
+                cloud_credential,
+                namespace,
+                objects,
+            })
+            .collect();
+    }
+}
+
+/// The most a Footprint's status may take, serialized: a Kubernetes object must stay well under
+/// etcd's 1.5 MiB, and a Footprint also carries its spec and metadata.
+pub const STATUS_LIMIT: usize = 960 * 1024;
+/// How many ledger entries a Footprint keeps; older ones fold into the counts.
+pub const LEDGER_KEPT: usize = 100;
+
+/// How many host objects of each sort the Footprint attributes, for `kubectl get footprints`.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, JsonSchema, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct Counts {
+    pub volumes: usize,
+    pub snapshots: usize,
+    pub network_filesystems: usize,
+    pub load_balancers: usize,
+    /// Objects tied to another cluster too: never deleted.
+    pub conflicts: usize,
+}
+
+impl Counts {
+    pub fn of(records: &[HostObjectRecord]) -> Self {
+        let count = |class: &[ObjectClass]| {
+            records
+                .iter()
+                .filter(|record| class.contains(&record.class))
+                .count()
+        };
+        Self {
+            volumes: count(&[ObjectClass::Volume, ObjectClass::RwxVolume]),
+            snapshots: count(&[ObjectClass::Snapshot]),
+            network_filesystems: count(&[ObjectClass::NetworkFilesystem]),
+            load_balancers: count(&[ObjectClass::LoadBalancer]),
+            conflicts: records
+                .iter()
+                .filter(|record| !record.conflicts.is_empty())
+                .count(),
+        }
+    }
 }
 
 /// A bounded record of deletions and keeps; the oldest entries fold into the counts.
@@ -258,7 +370,10 @@ mod tests {
                 "vms",
                 serde_json::json!(["cloudCredential", "namespace", "name"]),
             ),
-            ("objects", serde_json::json!(["uid"])),
+            (
+                "objects",
+                serde_json::json!(["cloudCredential", "namespace"]),
+            ),
         ] {
             assert_eq!(status[list]["x-kubernetes-list-type"], "map", "{list}");
             assert_eq!(status[list]["x-kubernetes-list-map-keys"], keys, "{list}");

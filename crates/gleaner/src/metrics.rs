@@ -46,6 +46,8 @@ pub enum WriteKind {
     Footprint,
     /// A Footprint's status.
     FootprintStatus,
+    /// gleaner's label and annotation on an attributed host object.
+    HostObjectMarks,
 }
 
 /// Every watch gleaner keeps: the `watch` label of the watch error counter.

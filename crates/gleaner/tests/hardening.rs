@@ -7,7 +7,7 @@ use std::{collections::BTreeMap, process::Stdio, time::Duration};
 
 use common::{
     DEADLINE, Gleaner, INTENT, TIME_SCALE, condition, hooked, hooks, until_journal, wait_for_hooks,
-    world, world_builder,
+    warned, world, world_builder,
 };
 use gleaner::footprint::{Footprint, ReleaseReason};
 use gleaner_sim::{
@@ -19,7 +19,6 @@ use k8s_openapi::{
     api::{
         coordination::v1::{Lease, LeaseSpec},
         core::v1::Secret,
-        events::v1::Event,
     },
     apimachinery::pkg::apis::meta::v1::MicroTime,
     jiff::Timestamp,
@@ -35,24 +34,6 @@ async fn footprints(namespace: &str) -> Api<Footprint> {
         world().await.client(ClusterName::RANCHER).await.unwrap(),
         namespace,
     )
-}
-
-/// A Warning Event with `reason` in the Rancher namespace whose note contains `text`.
-async fn warned(client: &Client, namespace: &str, reason: &str, text: &str) -> bool {
-    Api::<Event>::namespaced(client.clone(), namespace)
-        .list(&Default::default())
-        .await
-        .unwrap()
-        .items
-        .iter()
-        .any(|event| {
-            event.type_.as_deref() == Some("Warning")
-                && event.reason.as_deref() == Some(reason)
-                && event
-                    .note
-                    .as_deref()
-                    .is_some_and(|note| note.contains(text))
-        })
 }
 
 /// Deleted by hand and replaced by a namesake with another UID, a cluster's VM has nothing left
@@ -204,15 +185,7 @@ async fn a_silent_harvester_times_out_and_the_hook_timeout_still_fires() {
         ReleaseReason::HookTimeout,
         "{released:?}"
     );
-    assert!(
-        warned(
-            &rancher,
-            &key.namespace,
-            "HarvesterUnreachable",
-            "has waited"
-        )
-        .await
-    );
+    assert!(warned(world, &key.namespace, "HarvesterUnreachable", "has waited").await);
     // Mended, the rest of the deletion (the node driver's) completes.
     let mended = json!({"data": original.data.unwrap()});
     secrets
@@ -252,7 +225,7 @@ async fn without_a_footprint_a_scale_down_goes_at_once_and_a_deletion_waits_a_bo
     wait_for_hooks(&scenario, "c1").await;
     eventually("a Warning says the Footprint cannot be written", || async {
         warned(
-            &rancher,
+            &world,
             &key.namespace,
             "FootprintNotWritten",
             "install-uuid",
@@ -293,7 +266,7 @@ async fn without_a_footprint_a_scale_down_goes_at_once_and_a_deletion_waits_a_bo
     scenario.delete_cluster(&key).await.unwrap();
     let started = tokio::time::Instant::now();
     eventually("the deleting Machine waits, with a Warning", || async {
-        warned(&rancher, &key.namespace, "FootprintMissing", "waits").await
+        warned(&world, &key.namespace, "FootprintMissing", "waits").await
     })
     .await;
     assert!(

@@ -7,15 +7,15 @@ use std::{process::Command, time::Duration};
 
 use common::{
     DEADLINE, Gleaner, INTENT, IntentLog, REMOVE_ALL, TIME_SCALE, condition, hooked, hooks, phase,
-    until_journal, wait_for_hooks, world, world_builder,
+    until_journal, wait_for_hooks, warned, world, world_builder,
 };
 use gleaner::footprint::{Footprint, Phase};
 use gleaner_sim::{
     Clock, kinds,
     scenario::{Class, ClusterPlan, ScenarioBuilder, VolumePlan},
 };
+use gleaner_world::ClusterName;
 use gleaner_world::testing::eventually;
-use gleaner_world::{ClusterName, World};
 use kube::Api;
 
 #[tokio::test]
@@ -485,20 +485,6 @@ async fn a_broken_credential_is_a_misconfiguration_that_holds_the_hook_with_a_wa
     .await;
 }
 
-/// A Warning Event with `reason` in `namespace` of the Rancher cluster.
-async fn warned(world: &World, namespace: &str, reason: &str) -> bool {
-    let rancher = world.client(ClusterName::RANCHER).await.unwrap();
-    Api::<k8s_openapi::api::events::v1::Event>::namespaced(rancher, namespace)
-        .list(&Default::default())
-        .await
-        .unwrap()
-        .items
-        .iter()
-        .any(|event| {
-            event.type_.as_deref() == Some("Warning") && event.reason.as_deref() == Some(reason)
-        })
-}
-
 #[tokio::test]
 async fn an_unreachable_harvester_lets_a_scale_down_go_and_holds_a_deletion_until_the_timeout() {
     // Its own world: stopping the Harvester would disturb every other test.
@@ -547,7 +533,7 @@ async fn an_unreachable_harvester_lets_a_scale_down_go_and_holds_a_deletion_unti
     scenario.delete_cluster(&key).await.unwrap();
     eventually(
         "a Warning Event says the hook waits for Harvester",
-        || async { warned(&world, &key.namespace, "HarvesterUnreachable").await },
+        || async { warned(&world, &key.namespace, "HarvesterUnreachable", "").await },
     )
     .await;
     // Without a hook timeout the hook waits as long as Harvester is away.
@@ -593,7 +579,7 @@ async fn an_unreachable_harvester_lets_a_scale_down_go_and_holds_a_deletion_unti
     })
     .await;
     eventually("a Warning Event says protection lapsed", || async {
-        warned(&world, &key.namespace, "ProtectionLapsed").await
+        warned(&world, &key.namespace, "ProtectionLapsed", "").await
     })
     .await;
 }
@@ -632,7 +618,7 @@ async fn a_malformed_intent_gives_a_warning_event_and_is_left_as_it_is() {
         .await
         .unwrap();
     eventually("a Warning Event names the malformed intent", || async {
-        warned(world, &key.namespace, "MalformedIntent").await
+        warned(world, &key.namespace, "MalformedIntent", "").await
     })
     .await;
     let record = recorded().await.unwrap();

@@ -8,12 +8,20 @@
 //! The lists are maps (conditions by type, VMs by Harvester, namespace and name, objects by
 //! UID), so each writer's entries are its own.
 
-use std::{collections::BTreeSet, sync::Arc, time::Duration};
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    sync::Arc,
+    time::Duration,
+};
 
 use gleaner_core::{
     ClusterIdentity, ConditionState, ConditionType, Deletion, HarvesterRecord, IntentSeen, Named,
-    Seen, conditions, confirm_deletion, keys, opt_out, paused_by, pool_credential, vm_namespace,
-    vm_of, vms,
+    Seen,
+    attribution::{
+        HostObjectRecord, ObservedObject, OtherFootprint, ThisFootprint, attribute, marks_to_write,
+    },
+    conditions, confirm_deletion, keys, opt_out, paused_by, pool_credential, vm_namespace, vm_of,
+    vms,
 };
 use k8s_openapi::{
     api::core::v1::ObjectReference,
@@ -30,8 +38,8 @@ use serde_json::json;
 use crate::{
     Error, Result,
     footprint::{
-        Footprint, FootprintSpec, FootprintStatus, Identity, Phase, Pool, ReleaseReason,
-        ReleasedMachine,
+        Counts, Footprint, FootprintSpec, FootprintStatus, Identity, Phase, Pool, ReleaseReason,
+        ReleasedMachine, STATUS_LIMIT,
     },
     management::{
         CLUSTER_NAME_LABEL, Context,
@@ -46,6 +54,8 @@ const STATUS_MANAGER: &str = "gleaner/footprint-status";
 const HOOKS_MANAGER: &str = "gleaner/hooks";
 /// How many dry-run entries a Footprint keeps.
 const WOULD_KEPT: usize = 20;
+/// How many lookalikes a Footprint lists.
+const LOOKALIKES_KEPT: usize = 50;
 /// How many released Machines a Footprint keeps, most recent first.
 const RELEASED_KEPT: usize = 100;
 /// How often a status write is tried again when another write came in between.
@@ -279,15 +289,35 @@ pub async fn phase(footprint: Arc<Footprint>, context: Arc<Context>) -> Result<A
             },
         },
     );
-    if owned(StatusWriter::Footprints, &status) == owned(StatusWriter::Footprints, &next) {
-        return Ok(Action::await_change());
-    }
-    if !apply_status(&context, &footprint, StatusWriter::Footprints, &next, false).await? {
+    let identity = recorded.readable();
+    let observed = attribute_objects(&context, &footprint, &identity, &mut next);
+    let recorded_vms = vm_uids(&next);
+    let records = next.records();
+    let marks = observed.as_ref().map_or_else(Vec::new, |objects| {
+        let this = ThisFootprint {
+            name: &name,
+            identity: &identity,
+            vm_uids: &recorded_vms,
+            records: &records,
+        };
+        records
+            .iter()
+            .filter_map(|record| {
+                let object = objects.iter().find(|object| object.uid == record.uid)?;
+                Some((record.clone(), marks_to_write(&this, record, object)?))
+            })
+            .collect()
+    });
+    let changed =
+        owned(StatusWriter::Footprints, &status) != owned(StatusWriter::Footprints, &next);
+    if changed
+        && !apply_status(&context, &footprint, StatusWriter::Footprints, &next, false).await?
+    {
         // Another write came in between; its event brings the Footprint back here.
         return Ok(Action::await_change());
     }
     if status.phase != next.phase {
-        tracing::info!(footprint = %name, cluster = %recorded.readable(), phase = ?next.phase, "footprint phase");
+        tracing::info!(footprint = %name, cluster = %identity, phase = ?next.phase, "footprint phase");
     }
     let about = cluster_reference(&footprint.spec.identity);
     for vm in vms::newly_malformed(&status.vms, &next.vms) {
@@ -300,7 +330,178 @@ pub async fn phase(footprint: Arc<Footprint>, context: Arc<Context>) -> Result<A
         );
         context.warn(&about, "MalformedIntent", note).await;
     }
+    if is_true(&next.conditions, ConditionType::RecordsLimited)
+        && !is_true(&status.conditions, ConditionType::RecordsLimited)
+    {
+        let note = next
+            .conditions
+            .iter()
+            .find(|condition| condition.type_ == ConditionType::RecordsLimited.to_string())
+            .map(|condition| condition.message.clone())
+            .unwrap_or_default();
+        context.warn(&about, "FootprintFull", note).await;
+    }
+    for record in newly_conflicting(&status.records(), &records) {
+        let note = format!(
+            "{:?} {}/{} ({}) is tied to another cluster too ({:?}): it will never be deleted",
+            record.kind(),
+            record.namespace,
+            record.name,
+            record.uid,
+            record.conflicts
+        );
+        context.warn(&about, "AttributionConflict", note).await;
+    }
+    // The Footprint records an object before gleaner marks it: the record is what counts.
+    if !context.dry_run {
+        write_marks(&context, &marks).await?;
+    }
     Ok(Action::await_change())
+}
+
+/// Attributes the Harvester objects the watches show into `next` (records, counts,
+/// lookalikes); returns what was observed, or `None` while a Harvester is not synced.
+fn attribute_objects(
+    context: &Context,
+    footprint: &Footprint,
+    identity: &str,
+    next: &mut FootprintStatus,
+) -> Option<Vec<ObservedObject>> {
+    let name = footprint.name_any();
+    let credentials: BTreeSet<String> = footprint
+        .spec
+        .pools
+        .iter()
+        .map(|pool| pool.cloud_credential.clone())
+        .collect();
+    let observed = context.harvesters.observed(&credentials);
+    let others: Vec<OtherFootprint> = context
+        .caches
+        .footprints
+        .state()
+        .iter()
+        .filter(|other| other.name_any() != name)
+        .map(|other| {
+            let status = other.status.clone().unwrap_or_default();
+            OtherFootprint {
+                name: other.name_any(),
+                vm_uids: vm_uids(&status),
+                object_uids: status
+                    .records()
+                    .into_iter()
+                    .map(|record| record.uid)
+                    .collect(),
+            }
+        })
+        .collect();
+    let previous = next.records();
+    let recorded_vms = vm_uids(next);
+    let this = ThisFootprint {
+        name: &name,
+        identity,
+        vm_uids: &recorded_vms,
+        records: &previous,
+    };
+    let (vms, objects) = match observed {
+        Some((vms, objects)) => (vms, Some(objects)),
+        None => (Vec::new(), None),
+    };
+    let found = attribute(&this, &others, &vms, objects.as_deref());
+    let left_out = within_limit(next, &previous, found.records);
+    set_condition(&mut next.conditions, conditions::records_limited(left_out));
+    if objects.is_some() {
+        next.lookalikes = found
+            .lookalikes
+            .iter()
+            .take(LOOKALIKES_KEPT)
+            .map(|object| format!("{}/{} ({})", object.namespace, object.name, object.uid))
+            .collect();
+    }
+    objects
+}
+
+/// Records `records` in `next`, leaving out, newest first, what was not recorded before until
+/// the status fits [`STATUS_LIMIT`]: an object left out is never deleted, and the
+/// `RecordsLimited` condition says how many. Returns how many were left out.
+fn within_limit(
+    next: &mut FootprintStatus,
+    previous: &[HostObjectRecord],
+    mut records: Vec<HostObjectRecord>,
+) -> usize {
+    let known: BTreeSet<&str> = previous.iter().map(|record| record.uid.as_str()).collect();
+    let mut left_out = 0;
+    loop {
+        next.counts = Some(Counts::of(&records));
+        next.set_records(records.clone());
+        let size = serde_json::to_vec(&*next).map_or(0, |json| json.len());
+        if size <= STATUS_LIMIT {
+            return left_out;
+        }
+        // Leave out about as many as the excess takes, then measure again.
+        let average = size / records.len().max(1);
+        let mut excess = (size - STATUS_LIMIT) / average.max(1) + 1;
+        while excess > 0 {
+            let Some(newest) = records
+                .iter()
+                .rposition(|record| !known.contains(record.uid.as_str()))
+            else {
+                return left_out;
+            };
+            records.remove(newest);
+            left_out += 1;
+            excess -= 1;
+        }
+    }
+}
+
+/// The UIDs of the VMs a Footprint records.
+fn vm_uids(status: &FootprintStatus) -> BTreeSet<String> {
+    status.vms.iter().filter_map(|vm| vm.uid.clone()).collect()
+}
+
+fn newly_conflicting<'a>(
+    before: &[HostObjectRecord],
+    after: &'a [HostObjectRecord],
+) -> Vec<&'a HostObjectRecord> {
+    after
+        .iter()
+        .filter(|record| !record.conflicts.is_empty())
+        .filter(|record| {
+            !before
+                .iter()
+                .any(|old| old.uid == record.uid && !old.conflicts.is_empty())
+        })
+        .collect()
+}
+
+/// Writes gleaner's label and annotation on each attributed object that lacks them. A failure
+/// is retried with the reconcile.
+async fn write_marks(
+    context: &Context,
+    marks: &[(HostObjectRecord, BTreeMap<&'static str, String>)],
+) -> Result<()> {
+    let mut failed = None;
+    for (record, marks) in marks {
+        let written = context
+            .harvesters
+            .mark(
+                &record.cloud_credential,
+                record.kind(),
+                &record.namespace,
+                &record.name,
+                &record.uid,
+                marks,
+            )
+            .await;
+        context.wrote(WriteKind::HostObjectMarks, &written);
+        match written {
+            Ok(()) => {
+                tracing::info!(kind = ?record.kind(), namespace = %record.namespace, name = %record.name, "marked")
+            }
+            Err(error) => failed = Some(error),
+        }
+    }
+    failed.map_or(Ok(()), Err)
 }
 
 /// The live read that confirms a deletion the caches show (design.md §5, safety rule 1).
@@ -512,6 +713,9 @@ fn owned(writer: StatusWriter, status: &FootprintStatus) -> serde_json::Value {
             "phase": status.phase,
             "conditions": conditions,
             "vms": status.vms,
+            "objects": status.objects,
+            "counts": status.counts,
+            "lookalikes": status.lookalikes,
         }),
         StatusWriter::Hooks => json!({
             "conditions": conditions,
@@ -654,6 +858,39 @@ mod tests {
         set_condition(&mut conditions, state(ConditionType::Frozen, false));
         assert_ne!(conditions[0].last_transition_time, first);
         assert_eq!(conditions.len(), 1);
+    }
+
+    fn record(index: usize) -> HostObjectRecord {
+        HostObjectRecord {
+            cloud_credential: "cattle-global-data:cc-abcde".into(),
+            namespace: "default".into(),
+            name: format!("{index:0>253}"),
+            uid: format!("00000000-0000-0000-0000-{index:0>12}"),
+            class: gleaner_core::attribution::ObjectClass::Volume,
+            evidence: vec![gleaner_core::attribution::Evidence::HotPlugged {
+                vm_uid: "11111111-2222-3333-4444-555555555555".into(),
+            }],
+            guest_cluster_hint: None,
+            conflicts: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn past_the_limit_new_objects_are_left_out_and_recorded_ones_kept() {
+        let previous: Vec<HostObjectRecord> = (0..100).map(record).collect();
+        let mut next = FootprintStatus::default();
+        let left_out = within_limit(&mut next, &previous, (0..4_000).map(record).collect());
+        assert!(left_out > 0);
+        let kept = next.records();
+        assert_eq!(kept.len(), 4_000 - left_out);
+        assert!(previous.iter().all(|old| kept.contains(old)));
+        assert!(serde_json::to_vec(&next).unwrap().len() <= STATUS_LIMIT);
+        assert_eq!(next.counts.unwrap().volumes, kept.len());
+        let mut small = FootprintStatus::default();
+        assert_eq!(
+            within_limit(&mut small, &[], (0..10).map(record).collect()),
+            0
+        );
     }
 
     #[test]

@@ -8,13 +8,16 @@
 //! never listed; no credential, token or kubeconfig is ever logged.
 
 use std::{
-    collections::{BTreeSet, HashMap},
+    collections::{BTreeMap, BTreeSet, HashMap},
     sync::{Arc, Mutex, MutexGuard},
     time::Duration,
 };
 
 use futures::StreamExt;
-use gleaner_core::{CredentialRef, HarvesterHealth, WriteFailure};
+use gleaner_core::{
+    CredentialRef, HarvesterHealth, WriteFailure,
+    attribution::{HostKind, ObservedObject, ObservedVm},
+};
 use k8s_openapi::api::core::v1::Secret;
 use kube::{
     Api, Client, ResourceExt,
@@ -26,12 +29,16 @@ use kube::{
         watcher,
     },
 };
-use tokio::{sync::mpsc, task::AbortHandle};
+use tokio::{
+    sync::{Notify, mpsc},
+    task::AbortHandle,
+};
 
 use crate::{
     Error, Result,
     error::ApiFailure,
     footprint::Footprint,
+    management::host_objects::{self, Target},
     metrics::{HarvesterState, Metrics, WatchKind},
     timeouts,
 };
@@ -121,6 +128,12 @@ pub enum VmLookup {
 
 struct Watched {
     vms: Store<DynamicObject>,
+    /// The host objects of each kind and namespace followed now.
+    objects: HashMap<Target, Store<DynamicObject>>,
+    /// Whether every watch has listed since the last (re)start.
+    synced: bool,
+    /// Told when the VM namespaces the Footprints use here change.
+    namespaces_changed: Arc<Notify>,
     /// What the watch shows.
     watch: HarvesterHealth,
     /// What the last failed write showed, until a write succeeds.
@@ -228,6 +241,7 @@ impl Harvesters {
         for (credential, namespace) in pools {
             uses.entry(credential).or_default().insert(namespace);
         }
+        let before = self.namespaces_of_all();
         {
             let mut index = lock(&self.index);
             for footprints in index.values_mut() {
@@ -244,6 +258,98 @@ impl Harvesters {
         for credential in uses.keys() {
             self.watch(credential);
         }
+        let after = self.namespaces_of_all();
+        for (credential, namespaces) in &after {
+            if before.get(credential) != Some(namespaces)
+                && let Some(entry) = lock(&self.watched).get(credential)
+            {
+                entry.namespaces_changed.notify_one();
+            }
+        }
+    }
+
+    /// The VM namespaces the Footprints use on each Harvester.
+    fn namespaces_of_all(&self) -> HashMap<String, BTreeSet<String>> {
+        lock(&self.index)
+            .iter()
+            .map(|(credential, footprints)| {
+                (
+                    credential.clone(),
+                    footprints.values().flatten().cloned().collect(),
+                )
+            })
+            .collect()
+    }
+
+    /// What attribution reads of the Harvesters of `credentials`: every VM there, and the host
+    /// objects of the namespaces the Footprints use there; `None` while one of them is not
+    /// synced and answering.
+    pub fn observed(
+        &self,
+        credentials: &BTreeSet<String>,
+    ) -> Option<(Vec<ObservedVm>, Vec<ObservedObject>)> {
+        let watched = lock(&self.watched);
+        let mut vms = Vec::new();
+        let mut objects = Vec::new();
+        for credential in credentials {
+            let entry = watched.get(credential)?;
+            if !entry.synced || entry.watch != HarvesterHealth::Reachable {
+                return None;
+            }
+            vms.extend(
+                entry
+                    .vms
+                    .state()
+                    .iter()
+                    .map(|vm| host_objects::observed_vm(credential, vm)),
+            );
+            for (target, store) in &entry.objects {
+                if let Target::Objects { kind, .. } = target {
+                    objects.extend(
+                        store
+                            .state()
+                            .iter()
+                            .map(|object| host_objects::observed_object(credential, *kind, object)),
+                    );
+                }
+            }
+        }
+        Some((vms, objects))
+    }
+
+    /// Writes gleaner's label and annotation on a host object, only if it is still the object
+    /// with `uid`.
+    pub async fn mark(
+        &self,
+        credential: &str,
+        kind: HostKind,
+        namespace: &str,
+        name: &str,
+        uid: &str,
+        marks: &BTreeMap<&'static str, String>,
+    ) -> Result<()> {
+        let client = self.client(credential).await?;
+        let (label, annotation) = (
+            &marks[gleaner_core::keys::FOOTPRINT_LABEL],
+            &marks[gleaner_core::keys::CLUSTER_ANNOTATION],
+        );
+        let patch = serde_json::json!({"metadata": {
+            "uid": uid,
+            "labels": {gleaner_core::keys::FOOTPRINT_LABEL: label},
+            "annotations": {gleaner_core::keys::CLUSTER_ANNOTATION: annotation},
+        }});
+        Api::<DynamicObject>::namespaced_with(client, namespace, &host_objects::resource(kind))
+            .patch(
+                name,
+                &kube::api::PatchParams::default(),
+                &kube::api::Patch::Merge(&patch),
+            )
+            .await
+            .map(drop)
+            .map_err(|source| Error::Kube {
+                context: format!("cannot mark {kind:?} {namespace}/{name}"),
+                source,
+            })
     }
 
     fn watch(self: &Arc<Self>, credential: &str) {
@@ -258,6 +364,9 @@ impl Harvesters {
             credential.to_owned(),
             Watched {
                 vms,
+                objects: HashMap::new(),
+                synced: false,
+                namespaces_changed: Arc::default(),
                 watch: HarvesterHealth::Syncing,
                 write: None,
                 task: task.abort_handle(),
@@ -313,11 +422,17 @@ impl Harvesters {
         }
     }
 
-    /// One Harvester's watch, until it retires: follows the VMs with the credential's current
-    /// client, and starts again with a new one when the Secret changes.
-    async fn follow(self: Arc<Self>, credential: String, mut writer: Writer<DynamicObject>) {
+    /// One Harvester's watches, until it retires: its VMs and the host objects of the
+    /// namespaces its Footprints use, with the credential's current client; they start again
+    /// with a new client when the Secret changes, and with new namespaces when those change.
+    async fn follow(self: Arc<Self>, credential: String, vms: Writer<DynamicObject>) {
+        let mut writers = HashMap::from([(Target::Vms, vms)]);
         let mut secret_changes = std::pin::pin!(self.secret_versions(&credential));
         let mut retire_check = tokio::time::interval(RETIRE_CHECK);
+        let namespaces_changed = lock(&self.watched)
+            .get(&credential)
+            .map(|entry| entry.namespaces_changed.clone())
+            .unwrap_or_default();
         loop {
             if self.retire_if_unwanted(&credential) {
                 return;
@@ -337,18 +452,41 @@ impl Harvesters {
                     continue;
                 }
             };
-            let vms = Api::<DynamicObject>::all_with(client, &virtual_machine());
-            let config = timeouts::watcher_config(self.api_timeout).labels(DRIVER_VMS);
-            let mut events = std::pin::pin!(
-                watcher(vms, config)
-                    .default_backoff()
-                    .modify(|vm| vm.managed_fields_mut().clear())
+            let namespaces = self
+                .namespaces_of_all()
+                .remove(&credential)
+                .unwrap_or_default();
+            let targets: Vec<Target> = std::iter::once(Target::Vms)
+                .chain(Target::for_namespaces(&namespaces))
+                .collect();
+            writers.retain(|target, _| targets.contains(target));
+            for target in &targets {
+                writers
+                    .entry(target.clone())
+                    .or_insert_with(|| Writer::new(resource_of(target)));
+            }
+            self.publish(&credential, &writers);
+            let mut listing: BTreeSet<Target> = targets.iter().cloned().collect();
+            let mut events = futures::stream::select_all(
+                targets
+                    .iter()
+                    .map(|target| self.watch_target(&client, target)),
             );
             loop {
                 tokio::select! {
                     event = events.next() => match event {
-                        Some(Ok(event)) => self.apply(&credential, &mut writer, &event),
-                        Some(Err(error)) => {
+                        Some((target, Ok(event))) => {
+                            if let Some(writer) = writers.get_mut(&target) {
+                                self.apply(&credential, &target, writer, &event);
+                            }
+                            if matches!(event, watcher::Event::InitDone)
+                                && listing.remove(&target)
+                                && listing.is_empty()
+                            {
+                                self.set_synced(&credential);
+                            }
+                        }
+                        Some((_, Err(error))) => {
                             self.metrics.watch_failed(
                                 WatchKind::VirtualMachine,
                                 match failure_of_watch(&error) {
@@ -367,6 +505,10 @@ impl Harvesters {
                             break;
                         }
                     },
+                    () = namespaces_changed.notified() => {
+                        tracing::info!(%credential, "the Footprints' VM namespaces changed: watching again");
+                        break;
+                    }
                     _ = retire_check.tick() => {
                         if self.retire_if_unwanted(&credential) {
                             return;
@@ -375,6 +517,52 @@ impl Harvesters {
                 }
             }
         }
+    }
+
+    /// The watch of one target, reduced on arrival to what attribution reads.
+    fn watch_target(
+        &self,
+        client: &Client,
+        target: &Target,
+    ) -> futures::stream::BoxStream<'static, (Target, watcher::Result<watcher::Event<DynamicObject>>)>
+    {
+        let config = timeouts::watcher_config(self.api_timeout);
+        let (api, config) = match target {
+            Target::Vms => (
+                Api::<DynamicObject>::all_with(client.clone(), &virtual_machine()),
+                config.labels(DRIVER_VMS),
+            ),
+            Target::Objects { kind, namespace } => (
+                Api::namespaced_with(client.clone(), namespace, &host_objects::resource(*kind)),
+                config,
+            ),
+        };
+        let trimmed = target.clone();
+        let tagged = target.clone();
+        watcher(api, config)
+            .default_backoff()
+            .modify(move |object| host_objects::trim(&trimmed, object))
+            .map(move |event| (tagged.clone(), event))
+            .boxed()
+    }
+
+    /// Makes the stores of `writers` the ones lookups read, not synced until every one lists.
+    fn publish(&self, credential: &str, writers: &HashMap<Target, Writer<DynamicObject>>) {
+        if let Some(entry) = lock(&self.watched).get_mut(credential) {
+            entry.objects = writers
+                .iter()
+                .filter(|(target, _)| **target != Target::Vms)
+                .map(|(target, writer)| (target.clone(), writer.as_reader()))
+                .collect();
+            entry.synced = false;
+        }
+    }
+
+    fn set_synced(&self, credential: &str) {
+        if let Some(entry) = lock(&self.watched).get_mut(credential) {
+            entry.synced = true;
+        }
+        self.notify(credential, None);
     }
 
     /// The resourceVersion of the credential's Secret each time the watch on it (by name, its
@@ -415,34 +603,43 @@ impl Harvesters {
         watched.unwrap_or_else(|| futures::stream::pending().boxed())
     }
 
-    /// Applies a watch event to the index, and tells the Footprints when a VM came, went or
-    /// changed what gleaner records of it (a VM's status changes often and matters not).
+    /// Applies a watch event to its store, and tells the Footprints when an object came, went
+    /// or changed what attribution reads of it (a VM's status changes often and matters not).
     fn apply(
         &self,
         credential: &str,
+        target: &Target,
         writer: &mut Writer<DynamicObject>,
         event: &watcher::Event<DynamicObject>,
     ) {
         let changed = match event {
-            watcher::Event::Apply(vm) => {
-                let before = writer
-                    .as_reader()
-                    .get(&ObjectRef::from_obj_with(vm, virtual_machine()));
-                before.is_none_or(|before| !same_record(&before, vm))
-            }
+            watcher::Event::Apply(object) => writer
+                .as_reader()
+                .get(&ObjectRef::from_obj_with(object, resource_of(target)))
+                .is_none_or(|before| !host_objects::same_facts(&before, object)),
             watcher::Event::Delete(_) => true,
             watcher::Event::Init | watcher::Event::InitApply(_) | watcher::Event::InitDone => false,
         };
         writer.apply_watcher_event(event);
         match event {
-            watcher::Event::InitDone => self.set_health(credential, HarvesterHealth::Reachable),
-            watcher::Event::Apply(vm) | watcher::Event::Delete(vm) => {
+            watcher::Event::InitDone if *target == Target::Vms => {
+                self.set_health(credential, HarvesterHealth::Reachable);
+            }
+            watcher::Event::Apply(object) | watcher::Event::Delete(object) => {
                 self.set_health(credential, HarvesterHealth::Reachable);
                 if changed {
-                    self.notify(credential, vm.namespace());
+                    let namespace = match target {
+                        // A NetworkFilesystem may belong to a Footprint of any namespace.
+                        Target::Objects {
+                            kind: HostKind::NetworkFilesystem,
+                            ..
+                        } => None,
+                        _ => object.namespace(),
+                    };
+                    self.notify(credential, namespace);
                 }
             }
-            watcher::Event::Init | watcher::Event::InitApply(_) => {}
+            watcher::Event::Init | watcher::Event::InitApply(_) | watcher::Event::InitDone => {}
         }
     }
 
@@ -532,13 +729,11 @@ impl Drop for Harvesters {
     }
 }
 
-/// Whether two versions of a VM look the same to a Footprint: same UID, annotations and
-/// deletion state.
-fn same_record(before: &DynamicObject, after: &DynamicObject) -> bool {
-    before.metadata.uid == after.metadata.uid
-        && before.metadata.annotations == after.metadata.annotations
-        && before.metadata.deletion_timestamp.is_some()
-            == after.metadata.deletion_timestamp.is_some()
+fn resource_of(target: &Target) -> ApiResource {
+    match target {
+        Target::Vms => virtual_machine(),
+        Target::Objects { kind, .. } => host_objects::resource(*kind),
+    }
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -630,6 +825,9 @@ mod tests {
     fn a_failing_watch_speaks_first_and_a_failed_write_while_the_watch_looks_fine() {
         let mut watched = Watched {
             vms: Writer::new(virtual_machine()).as_reader(),
+            objects: HashMap::new(),
+            synced: true,
+            namespaces_changed: Arc::default(),
             watch: HarvesterHealth::Reachable,
             write: None,
             task: tokio::runtime::Runtime::new()
@@ -648,28 +846,5 @@ mod tests {
         };
         watched.watch = watch.clone();
         assert_eq!(watched.health(), watch);
-    }
-
-    #[test]
-    fn only_uid_annotations_and_deletion_make_a_vm_change_worth_telling() {
-        let mut before = DynamicObject::new("vm", &virtual_machine());
-        before.metadata.uid = Some("u1".into());
-        let mut status_only = before.clone();
-        status_only.data = serde_json::json!({"status": {"ready": true}});
-        assert!(same_record(&before, &status_only));
-        let mut annotated = before.clone();
-        annotated
-            .annotations_mut()
-            .insert("gleaner.io/intent".into(), "{}".into());
-        assert!(!same_record(&before, &annotated));
-        let mut recreated = before.clone();
-        recreated.metadata.uid = Some("u2".into());
-        assert!(!same_record(&before, &recreated));
-        let mut deleting = before.clone();
-        deleting.metadata.deletion_timestamp =
-            Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
-                k8s_openapi::jiff::Timestamp::now(),
-            ));
-        assert!(!same_record(&before, &deleting));
     }
 }

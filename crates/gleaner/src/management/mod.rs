@@ -10,6 +10,7 @@ pub mod capi;
 mod footprints;
 mod harvesters;
 mod hooks;
+mod host_objects;
 mod observe;
 
 use std::{

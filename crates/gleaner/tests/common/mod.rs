@@ -224,6 +224,26 @@ pub async fn http_get(addr: std::net::SocketAddr, path: &str) -> Option<(u16, St
     Some((status, body.to_owned()))
 }
 
+/// Whether a Warning Event with `reason`, whose note contains `text`, is in `namespace` of the
+/// Rancher cluster.
+pub async fn warned(world: &World, namespace: &str, reason: &str, text: &str) -> bool {
+    let rancher = world.client(ClusterName::RANCHER).await.unwrap();
+    kube::Api::<k8s_openapi::api::events::v1::Event>::namespaced(rancher, namespace)
+        .list(&Default::default())
+        .await
+        .unwrap()
+        .items
+        .iter()
+        .any(|event| {
+            event.type_.as_deref() == Some("Warning")
+                && event.reason.as_deref() == Some(reason)
+                && event
+                    .note
+                    .as_deref()
+                    .is_some_and(|note| note.contains(text))
+        })
+}
+
 /// The Footprint's condition `type_`, as `(status, reason)`.
 pub async fn condition(
     footprints: &Api<Footprint>,

@@ -242,6 +242,16 @@ impl Scenario {
         }
     }
 
+    /// Ground truth: every host object the cluster `key` made, with what the scenario knew of
+    /// it when it made it.
+    pub fn made_by(&self, key: &ClusterKey) -> Vec<(HostObject, Traits)> {
+        self.recorded
+            .iter()
+            .filter(|recorded| recorded.owner.as_ref() == Some(key))
+            .map(|recorded| (recorded.object.clone(), recorded.traits))
+            .collect()
+    }
+
     /// Waits until every VM of the deleted clusters is gone (or `timeout` passes), lets the
     /// world settle, then judges every recorded object: it exists at the end if an object with
     /// its UID still does.
