@@ -400,6 +400,38 @@ mod tests {
     }
 
     #[test]
+    fn a_footprint_written_by_part_1_still_reads() {
+        let written = serde_json::json!({
+            "apiVersion": "gleaner.io/v1alpha1", "kind": "Footprint",
+            "metadata": {"name": "p", "namespace": "gleaner-system"},
+            "spec": {
+                "identity": {"installUUID": "u", "namespace": "fleet-default", "name": "c1",
+                             "provisioningClusterUID": "p", "capiClusterUID": "c"},
+                "pools": [{"name": "pool1", "cloudCredential": "cattle-global-data:cc-1",
+                           "vmNamespace": "default"}],
+            },
+            "status": {
+                "phase": "Reclaiming",
+                "conditions": [{"type": "HarvesterUnreachable", "status": "False",
+                                "reason": "Reachable", "message": "",
+                                "lastTransitionTime": "2026-11-30T10:00:00Z"}],
+                "vms": [{"machine": "m", "cloudCredential": "cattle-global-data:cc-1",
+                         "namespace": "default", "name": "vm", "uid": "v",
+                         "intent": "ClusterDeletion"}],
+                "would": ["would write intent ClusterDeletion on VM default/vm"],
+            },
+        });
+        let footprint: Footprint = serde_json::from_value(written).unwrap();
+        let status = footprint.status.unwrap();
+        assert_eq!(
+            status.vms[0].intent,
+            Some(gleaner_core::Reason::ClusterDeletion)
+        );
+        assert!(status.records().is_empty());
+        assert_eq!(status.phase, Some(Phase::Reclaiming));
+    }
+
+    #[test]
     fn the_yaml_stream_parses_back_into_the_crds() {
         let yaml = crds_yaml();
         let parsed: Vec<CustomResourceDefinition> = serde_norway::Deserializer::from_str(&yaml)

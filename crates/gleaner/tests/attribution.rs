@@ -5,14 +5,14 @@ mod common;
 
 use std::collections::BTreeSet;
 
-use common::{Gleaner, TIME_SCALE, world};
+use common::{Gleaner, TIME_SCALE, requests, world};
 use gleaner::footprint::{Footprint, FootprintStatus};
 use gleaner_core::attribution::{Conflict, ObjectClass};
 use gleaner_sim::{
     Clock, kinds,
-    scenario::{Attachment, ClusterPlan, Scenario, ScenarioBuilder, VolumePlan},
+    scenario::{Attachment, ClusterKey, ClusterPlan, Scenario, ScenarioBuilder, VolumePlan},
 };
-use gleaner_world::{ClusterName, testing::eventually};
+use gleaner_world::{ClusterName, Role, testing::eventually};
 use kube::{
     Api, ResourceExt,
     api::{DynamicObject, Patch, PatchParams, PostParams},
@@ -40,12 +40,17 @@ fn attributed(status: &FootprintStatus) -> BTreeSet<String> {
 }
 
 /// The UIDs of what a cluster of the scenario made that Harvester alone can attribute: host
-/// PVCs hot-plugged into its VMs (attached now or once) and their snapshots.
+/// PVCs hot-plugged into its VMs while gleaner watches, and their snapshots. (A volume detached
+/// before gleaner came, or never attached, needs the guest's evidence.)
 fn harvester_evidence(scenario: &Scenario, cluster: &str) -> BTreeSet<String> {
+    evidence_of(scenario, &scenario.key(cluster))
+}
+
+fn evidence_of(scenario: &Scenario, key: &ClusterKey) -> BTreeSet<String> {
     scenario
-        .made_by(&scenario.key(cluster))
+        .made_by(key)
         .into_iter()
-        .filter(|(_, traits)| traits.attachment != Attachment::NeverAttached && !traits.rwx)
+        .filter(|(_, traits)| traits.attachment == Attachment::Hotplugged && !traits.rwx)
         .map(|(object, _)| object.uid)
         .collect()
 }
@@ -153,6 +158,91 @@ async fn a_clusters_hot_plugged_volumes_and_their_snapshots_are_attributed_by_ui
             },
         )
         .await;
+    }
+}
+
+/// The demo's clusters: each Footprint holds exactly what its cluster hot-plugged (and those
+/// volumes' snapshots), nothing of a living cluster, a same-named cluster in another namespace or
+/// another installation, or a lookalike.
+#[tokio::test]
+async fn each_demo_cluster_gets_exactly_what_it_hot_plugged() {
+    let world = gleaner_sim::demo::world()
+        .with_crds(Role::Management, gleaner::footprint::crds())
+        .start()
+        .await
+        .unwrap();
+    let scenario = gleaner_sim::demo::clusters("a-demo", Clock::new(TIME_SCALE))
+        .start(&world)
+        .await
+        .unwrap();
+    let ours: Vec<ClusterKey> = scenario
+        .cluster_keys()
+        .filter(|key| key.installation == ClusterName::RANCHER)
+        .cloned()
+        .collect();
+    let fleets: BTreeSet<String> = ours.iter().map(|key| key.namespace.clone()).collect();
+    let fleets: Vec<String> = fleets.into_iter().collect();
+    let _gleaner = Gleaner::start_with(&world, "a-demo", "a-demo", &fleets.join(","), &[]).await;
+    let footprints: Api<Footprint> = Api::namespaced(
+        world.client(ClusterName::RANCHER).await.unwrap(),
+        "gleaner-a-demo",
+    );
+    let of = |key: &ClusterKey| {
+        let footprints = footprints.clone();
+        let key = key.clone();
+        async move {
+            footprints
+                .list(&Default::default())
+                .await
+                .unwrap()
+                .items
+                .into_iter()
+                .find(|footprint| {
+                    footprint.spec.identity.namespace == key.namespace
+                        && footprint.spec.identity.name == key.name
+                })
+                .and_then(|footprint| footprint.status)
+                .unwrap_or_default()
+        }
+    };
+    for key in &ours {
+        let expected = evidence_of(&scenario, key);
+        assert!(!expected.is_empty(), "{key:?}");
+        eventually(
+            &format!("{key:?} holds exactly what it hot-plugged"),
+            || async { attributed(&of(key).await) == expected },
+        )
+        .await;
+    }
+    let prod = of(&scenario.key("prod")).await.records();
+    let classes: Vec<ObjectClass> = prod.iter().map(|record| record.class).collect();
+    assert_eq!(
+        classes
+            .iter()
+            .filter(|class| **class == ObjectClass::Volume)
+            .count(),
+        4,
+        "data, logs, database and audit: {prod:?}"
+    );
+    assert_eq!(
+        classes
+            .iter()
+            .filter(|class| **class == ObjectClass::Snapshot)
+            .count(),
+        2
+    );
+    let elsewhere = scenario
+        .cluster_keys()
+        .find(|key| key.installation != ClusterName::RANCHER)
+        .unwrap()
+        .clone();
+    let theirs: BTreeSet<String> = scenario
+        .made_by(&elsewhere)
+        .into_iter()
+        .map(|(object, _)| object.uid)
+        .collect();
+    for key in &ours {
+        assert!(attributed(&of(key).await).is_disjoint(&theirs), "{key:?}");
     }
 }
 
@@ -371,6 +461,8 @@ async fn restarted_gleaner_records_the_same_and_marks_nothing_twice_and_a_dry_ru
     })
     .await;
     let before = status(&footprints, &c1).await.records();
+    let patched = || async { requests(&harvester, &["PATCH"]).await };
+    let patches_before = patched().await;
     drop(first);
     let (again, footprints) = watched("a-restart", &scenario, &[]).await;
     eventually(
@@ -390,6 +482,14 @@ async fn restarted_gleaner_records_the_same_and_marks_nothing_twice_and_a_dry_ru
         before,
         "no duplicates, nothing lost"
     );
+    let patches_after = patched().await;
+    for resource in ["persistentvolumeclaims", "volumesnapshots"] {
+        assert_eq!(
+            patches_after.get(resource),
+            patches_before.get(resource),
+            "the Harvester apiserver counts no new PATCH of {resource}"
+        );
+    }
     let writes = again.metrics().await;
     assert!(
         !writes.contains("gleaner_writes_total{kind=\"HostObjectMarks\",result=\"ok\"}"),

@@ -3,11 +3,11 @@
 
 mod common;
 
-use std::{collections::BTreeMap, process::Stdio, time::Duration};
+use std::{process::Stdio, time::Duration};
 
 use common::{
-    DEADLINE, Gleaner, INTENT, TIME_SCALE, condition, hooked, hooks, until_journal, wait_for_hooks,
-    warned, world, world_builder,
+    DEADLINE, Gleaner, INTENT, TIME_SCALE, condition, hooked, hooks, requests, until_journal,
+    wait_for_hooks, warned, world, world_builder,
 };
 use gleaner::footprint::{Footprint, ReleaseReason};
 use gleaner_sim::{
@@ -24,7 +24,7 @@ use k8s_openapi::{
     jiff::Timestamp,
 };
 use kube::{
-    Api, Client, ResourceExt,
+    Api, ResourceExt,
     api::{DeleteParams, Patch, PatchParams, PostParams},
 };
 use serde_json::json;
@@ -454,9 +454,9 @@ async fn idle_clusters_cost_no_periodic_reads() {
     })
     .await;
     let rancher = world.client(ClusterName::RANCHER).await.unwrap();
-    let before = reads(&rancher).await;
+    let before = requests(&rancher, &["GET", "LIST"]).await;
     tokio::time::sleep(Duration::from_secs(32)).await;
-    let after = reads(&rancher).await;
+    let after = requests(&rancher, &["GET", "LIST"]).await;
     eprintln!("GET and LIST over 32 s of idling, by resource: {:?}", {
         let mut made = after.clone();
         for (resource, count) in &mut made {
@@ -469,29 +469,4 @@ async fn idle_clusters_cost_no_periodic_reads() {
             - before.get(resource).copied().unwrap_or_default();
         assert_eq!(made, 0, "{resource}: {made} GET/LIST in 32 s of idling");
     }
-}
-
-/// GET and LIST requests the apiserver has served, by resource, from its own metrics.
-async fn reads(client: &Client) -> BTreeMap<String, u64> {
-    let request = http::Request::get("/metrics").body(Vec::new()).unwrap();
-    let text = client.request_text(request).await.unwrap();
-    let mut reads = BTreeMap::new();
-    for line in text
-        .lines()
-        .filter(|line| line.starts_with("apiserver_request_total{"))
-    {
-        let label = |name: &str| {
-            line.split(&format!("{name}=\""))
-                .nth(1)
-                .and_then(|rest| rest.split('"').next())
-                .unwrap_or_default()
-                .to_owned()
-        };
-        if !matches!(label("verb").as_str(), "GET" | "LIST") {
-            continue;
-        }
-        let count: f64 = line.rsplit(' ').next().unwrap().parse().unwrap();
-        *reads.entry(label("resource")).or_default() += count as u64;
-    }
-    reads
 }

@@ -26,8 +26,10 @@ pub fn world() -> WorldBuilder {
 /// delay, the CSI label off, Harvester v1.8's load-balancer controller on. `prod` is deleted; a
 /// namesake in another Rancher namespace, a namesake in another Rancher installation and an
 /// unrelated cluster live on. Every class of object is made at least once.
-pub async fn upstream(world: &World, clock: Clock) -> Result<Report> {
-    let mut scenario = ScenarioBuilder::new("upstream")
+/// The demo's guest clusters: `prod` with every volume class and a load balancer, a same-named
+/// cluster in another namespace and in another Rancher installation, and a living cluster.
+pub fn clusters(prefix: &str, clock: Clock) -> ScenarioBuilder {
+    ScenarioBuilder::new(prefix)
         .clock(clock)
         .rancher(RancherSettings::default())
         .load_balancer_controller(true)
@@ -64,8 +66,10 @@ pub async fn upstream(world: &World, clock: Clock) -> Result<Report> {
                 .volume(VolumePlan::new("app").hotplugged())
                 .load_balancer("api"),
         )
-        .start(world)
-        .await?;
+}
+
+pub async fn upstream(world: &World, clock: Clock) -> Result<Report> {
+    let mut scenario = clusters("upstream", clock).start(world).await?;
     tracing::info!("guest clusters provisioned; deleting cluster prod");
     let prod = scenario.key("prod");
     scenario.delete_cluster(&prod).await?;

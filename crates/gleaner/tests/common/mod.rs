@@ -281,3 +281,29 @@ pub async fn until_journal(scenario: &Scenario, actor: &str, what: &str) {
     })
     .await;
 }
+
+/// The requests an apiserver has served with one of `verbs`, by resource, from its own
+/// `apiserver_request_total`.
+pub async fn requests(client: &Client, verbs: &[&str]) -> std::collections::BTreeMap<String, u64> {
+    let request = http::Request::get("/metrics").body(Vec::new()).unwrap();
+    let text = client.request_text(request).await.unwrap();
+    let mut served = std::collections::BTreeMap::new();
+    for line in text
+        .lines()
+        .filter(|line| line.starts_with("apiserver_request_total{"))
+    {
+        let label = |name: &str| {
+            line.split(&format!("{name}=\""))
+                .nth(1)
+                .and_then(|rest| rest.split('"').next())
+                .unwrap_or_default()
+                .to_owned()
+        };
+        if !verbs.contains(&label("verb").as_str()) {
+            continue;
+        }
+        let count: f64 = line.rsplit(' ').next().unwrap().parse().unwrap();
+        *served.entry(label("resource")).or_default() += count as u64;
+    }
+    served
+}
