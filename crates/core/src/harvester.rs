@@ -58,6 +58,38 @@ pub fn pool_credential(
         .transpose()
 }
 
+/// Whether the Harvester a pool's credential reaches now is the one its Footprint recorded (by
+/// the UID of its `kube-system` namespace). A credential may be rotated, never repointed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HarvesterCheck {
+    /// Nothing recorded yet: record this identity.
+    Record(String),
+    /// The recorded Harvester.
+    Same,
+    /// The identity could not be read now: nothing can be said.
+    Unknown,
+    /// Another Harvester: the credential is refused.
+    Changed {
+        /// What the Footprint recorded.
+        recorded: String,
+        /// What the credential reaches now.
+        observed: String,
+    },
+}
+
+/// Checks the identity a pool's credential reaches against the recorded one.
+pub fn check_harvester(recorded: Option<&str>, observed: Option<&str>) -> HarvesterCheck {
+    match (recorded, observed) {
+        (_, None) => HarvesterCheck::Unknown,
+        (None, Some(observed)) => HarvesterCheck::Record(observed.to_owned()),
+        (Some(recorded), Some(observed)) if recorded == observed => HarvesterCheck::Same,
+        (Some(recorded), Some(observed)) => HarvesterCheck::Changed {
+            recorded: recorded.to_owned(),
+            observed: observed.to_owned(),
+        },
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use proptest::prelude::*;
@@ -133,7 +165,43 @@ mod tests {
         );
     }
 
+    #[test]
+    fn a_credential_reaching_another_harvester_is_refused_and_a_rotated_one_accepted() {
+        assert_eq!(
+            check_harvester(None, Some("ks-1")),
+            HarvesterCheck::Record("ks-1".into())
+        );
+        assert_eq!(
+            check_harvester(Some("ks-1"), Some("ks-1")),
+            HarvesterCheck::Same
+        );
+        assert_eq!(check_harvester(Some("ks-1"), None), HarvesterCheck::Unknown);
+        assert_eq!(
+            check_harvester(Some("ks-1"), Some("ks-2")),
+            HarvesterCheck::Changed {
+                recorded: "ks-1".into(),
+                observed: "ks-2".into()
+            }
+        );
+    }
+
     proptest! {
+        /// A recorded identity is never replaced: only an identical one is accepted.
+        #[test]
+        fn a_recorded_harvester_is_never_replaced(
+            recorded in proptest::option::of("[a-c]"),
+            observed in proptest::option::of("[a-c]"),
+        ) {
+            let checked = check_harvester(recorded.as_deref(), observed.as_deref());
+            if let Some(recorded) = &recorded {
+                prop_assert!(!matches!(checked, HarvesterCheck::Record(_)));
+                prop_assert_eq!(
+                    checked == HarvesterCheck::Same,
+                    observed.as_deref() == Some(recorded.as_str())
+                );
+            }
+        }
+
         #[test]
         fn parsing_never_panics_and_accepts_only_one_colon_between_non_empty_parts(
             value in ".*",

@@ -27,7 +27,9 @@ pub mod vms;
 pub use conditions::{ConditionReason, ConditionState, ConditionType, HarvesterHealth};
 pub use deletion::{ClusterObservation, Deletion, LiveObservation, NotConfirmed, confirm_deletion};
 pub use freeze::{PauseFacts, PausedBy, paused_by};
-pub use harvester::{CredentialRef, CredentialRefError, pool_credential};
+pub use harvester::{
+    CredentialRef, CredentialRefError, HarvesterCheck, check_harvester, pool_credential,
+};
 pub use hooks::{
     AddHook, AfterFailedWrite, DeletingMachine, FootprintState, HarvesterRecord, HookDecision,
     InfrastructureRef, MachineFacts, NoHookReason, WaitReason, WriteFailure, add_hook,

@@ -45,6 +45,13 @@ impl Readiness {
             .collect()
     }
 
+    /// Returns once every registered watch has synced.
+    pub async fn wait_until_synced(&self) {
+        while !self.unsynced().is_empty() {
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    }
+
     fn lock(&self) -> MutexGuard<'_, Vec<(String, bool)>> {
         // The data is a list of flags: a panic elsewhere cannot leave it half-updated.
         self.watches.lock().unwrap_or_else(PoisonError::into_inner)

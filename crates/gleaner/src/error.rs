@@ -45,6 +45,16 @@ pub enum Error {
         found: String,
     },
 
+    #[error(
+        "cloud credential {credential} reaches the Harvester whose kube-system namespace is \
+         {observed}, not the recorded {recorded}: it is refused"
+    )]
+    HarvesterChanged {
+        credential: String,
+        recorded: String,
+        observed: String,
+    },
+
     #[error("the install-uuid Setting is missing or empty: is this Rancher's local cluster?")]
     InstallUuidMissing,
 
@@ -101,6 +111,7 @@ impl Error {
             Error::Kube { source, .. } => ApiFailure::of(source).metric_label(),
             Error::Credential { .. } => "credential",
             Error::VmReplaced { .. } => "vm_replaced",
+            Error::HarvesterChanged { .. } => "harvester_changed",
             Error::InstallUuidMissing => "install_uuid_missing",
             Error::Unsupported(_) => "unsupported",
             Error::Footprint { .. } => "footprint",

@@ -124,6 +124,11 @@ pub struct FootprintStatus {
     pub objects: Vec<ObjectGroup>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub counts: Option<Counts>,
+    /// The Harvester each pool runs on, by the UID of its `kube-system` namespace, as first
+    /// seen: a credential that later reaches another Harvester is refused.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["pool"]))]
+    pub harvesters: Vec<PoolHarvester>,
     /// Objects that carry this Footprint's label or identity without evidence (restored or
     /// cloned copies): never attributed, `namespace/name (uid)`; at most 50.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -163,6 +168,17 @@ pub enum ReleaseReason {
     VmNotFound,
     /// The hook timeout passed while Harvester failed: protection lapsed.
     HookTimeout,
+}
+
+/// The Harvester a pool runs on.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, JsonSchema, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct PoolHarvester {
+    pub pool: String,
+    /// The credential that reached it last.
+    pub cloud_credential: String,
+    /// The UID of its `kube-system` namespace.
+    pub kube_system_uid: String,
 }
 
 /// The attributed host objects of one namespace of one Harvester: a Footprint holds thousands,

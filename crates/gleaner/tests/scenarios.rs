@@ -15,7 +15,7 @@ use gleaner::footprint::{Footprint, Phase};
 use gleaner_sim::{
     Clock, Journal, kinds,
     rancher::{GuestCluster, GuestClusterSpec, PoolSpec},
-    scenario::{ClusterPlan, Scenario, ScenarioBuilder},
+    scenario::{ClusterPlan, Scenario, ScenarioBuilder, VolumePlan},
 };
 use gleaner_world::testing::eventually;
 use gleaner_world::{ClusterName, Role, World};
@@ -409,4 +409,151 @@ async fn a_pool_on_a_second_harvester_gets_its_intent_through_its_own_credential
             &cluster.uid,
         );
     }
+}
+
+fn uids(status: &gleaner::footprint::FootprintStatus) -> Vec<String> {
+    status
+        .records()
+        .into_iter()
+        .map(|record| record.uid)
+        .collect()
+}
+
+/// The Footprint records which Harvester each pool runs on; a credential repointed at another
+/// Harvester is refused (HarvesterMisconfigured, a Warning, nothing attributed or written
+/// through it, checked live before a write), and a rotated credential for the same Harvester is
+/// accepted.
+#[tokio::test]
+async fn a_credential_repointed_at_another_harvester_is_refused_and_a_rotated_one_accepted() {
+    let world = world().await;
+    let (mut scenario, _gleaner, footprints) = watched(
+        "s-identity",
+        ClusterPlan::new("c1", 1).volume(VolumePlan::new("data").hotplugged()),
+    )
+    .await;
+    let uid = scenario.cluster("c1").unwrap().uid.clone();
+    let recorded = || async {
+        footprints
+            .get(&uid)
+            .await
+            .unwrap()
+            .status
+            .unwrap_or_default()
+    };
+    eventually(
+        "the Footprint records its pool's Harvester and volume",
+        || async {
+            let status = recorded().await;
+            status.harvesters.len() == 1 && status.records().len() == 1
+        },
+    )
+    .await;
+    let before = recorded().await;
+    let credential = scenario.cluster("c1").unwrap().cloud_credential.clone();
+    let (namespace, name) = credential.split_once(':').unwrap();
+    let rancher = world.client(ClusterName::RANCHER).await.unwrap();
+    let secrets: Api<k8s_openapi::api::core::v1::Secret> =
+        Api::namespaced(rancher.clone(), namespace);
+    let original = secrets.get(name).await.unwrap();
+    let elsewhere = std::fs::read_to_string(world.kubeconfig(SECOND_HARVESTER).unwrap()).unwrap();
+    let point = |secret: &str, to: serde_json::Value| {
+        let secrets = secrets.clone();
+        let secret = secret.to_owned();
+        async move {
+            secrets
+                .patch(&secret, &Default::default(), &kube::api::Patch::Merge(&to))
+                .await
+                .unwrap();
+        }
+    };
+    let repointed = serde_json::json!({"stringData": {"harvestercredentialConfig-kubeconfigContent": elsewhere}});
+    let mended = serde_json::json!({"data": original.data.clone().unwrap()});
+    let key = scenario.key("c1");
+    let misconfigured = || async {
+        condition(&footprints, &uid, "HarvesterMisconfigured")
+            .await
+            .map(|(status, _)| status)
+    };
+    // Repointed: the pool's credential now reaches the second Harvester.
+    point(name, repointed.clone()).await;
+    eventually("the repointed credential is refused", || async {
+        misconfigured().await.as_deref() == Some("True")
+    })
+    .await;
+    eventually("a Warning says the Harvester changed", || async {
+        common::warned(
+            world,
+            &key.namespace,
+            "HarvesterChanged",
+            "not the recorded",
+        )
+        .await
+    })
+    .await;
+    let status = recorded().await;
+    assert_eq!(
+        status.records(),
+        before.records(),
+        "nothing attributed through it"
+    );
+    assert_eq!(
+        status.harvesters, before.harvesters,
+        "the recorded Harvester stays"
+    );
+    point(name, mended.clone()).await;
+    eventually("mended, the credential is accepted again", || async {
+        misconfigured().await.as_deref() == Some("False")
+    })
+    .await;
+    // Rotated: the same Harvester through a new Secret the cluster now names.
+    let mut rotated = original.clone();
+    rotated.metadata = kube::api::ObjectMeta {
+        name: Some(format!("{name}-rotated")),
+        namespace: Some(namespace.to_owned()),
+        ..Default::default()
+    };
+    secrets.create(&Default::default(), &rotated).await.unwrap();
+    let clusters = gleaner_sim::kinds::namespaced(
+        &rancher,
+        &key.namespace,
+        &gleaner_sim::kinds::provisioning_cluster(),
+    );
+    let rotate = serde_json::json!({"spec": {"cloudCredentialSecretName": format!("{namespace}:{name}-rotated")}});
+    clusters
+        .patch("c1", &Default::default(), &kube::api::Patch::Merge(&rotate))
+        .await
+        .unwrap();
+    eventually(
+        "the rotated credential is accepted for the same Harvester",
+        || async {
+            let status = recorded().await;
+            status.harvesters.len() == 1
+                && status.harvesters[0].cloud_credential.ends_with("-rotated")
+                && status.harvesters[0].kube_system_uid == before.harvesters[0].kube_system_uid
+                && uids(&status) == uids(&before)
+        },
+    )
+    .await;
+    // The HarvesterMachine still names the old credential: repointed, a deletion's hook waits
+    // rather than write through it.
+    point(name, repointed).await;
+    scenario.delete_cluster(&key).await.unwrap();
+    eventually("the hook waits with a Warning", || async {
+        common::warned(
+            world,
+            &key.namespace,
+            "HarvesterMisconfigured",
+            "not the recorded",
+        )
+        .await
+    })
+    .await;
+    assert!(
+        hooks(&scenario, "c1")
+            .await
+            .iter()
+            .all(|(_, hook)| hook.is_some())
+    );
+    point(name, mended).await;
+    until_journal(&scenario, "capi", "Cluster c1 finished deleting").await;
 }

@@ -15,13 +15,13 @@ use std::{
 };
 
 use gleaner_core::{
-    ClusterIdentity, ConditionState, ConditionType, Deletion, HarvesterRecord, IntentSeen, Named,
-    Seen,
+    ClusterIdentity, ConditionState, ConditionType, Deletion, HarvesterCheck, HarvesterHealth,
+    HarvesterRecord, IntentSeen, Named, Seen,
     attribution::{
         HostObjectRecord, ObservedObject, OtherFootprint, ThisFootprint, attribute, marks_to_write,
     },
-    conditions, confirm_deletion, keys, opt_out, paused_by, pool_credential, vm_namespace, vm_of,
-    vms,
+    check_harvester, conditions, confirm_deletion, keys, opt_out, paused_by, pool_credential,
+    vm_namespace, vm_of, vms,
 };
 use k8s_openapi::{
     api::core::v1::ObjectReference,
@@ -38,8 +38,8 @@ use serde_json::json;
 use crate::{
     Error, Result,
     footprint::{
-        Counts, Footprint, FootprintSpec, FootprintStatus, Identity, Phase, Pool, ReleaseReason,
-        ReleasedMachine, STATUS_LIMIT,
+        Counts, Footprint, FootprintSpec, FootprintStatus, Identity, Phase, Pool, PoolHarvester,
+        ReleaseReason, ReleasedMachine, STATUS_LIMIT,
     },
     management::{
         CLUSTER_NAME_LABEL, Context,
@@ -252,6 +252,7 @@ pub async fn phase(footprint: Arc<Footprint>, context: Arc<Context>) -> Result<A
     if confirmed {
         decided.push(conditions::deletion_confirmed());
     }
+    let refused = check_harvesters(&footprint, &context, &mut next);
     let healths: Vec<_> = footprint
         .spec
         .pools
@@ -260,7 +261,12 @@ pub async fn phase(footprint: Arc<Footprint>, context: Arc<Context>) -> Result<A
         .collect::<BTreeSet<_>>()
         .into_iter()
         .map(|credential| {
-            let health = context.harvesters.health(&credential);
+            let health = match refused.get(&credential) {
+                Some(problem) => HarvesterHealth::Misconfigured {
+                    problem: problem.clone(),
+                },
+                None => context.harvesters.health(&credential),
+            };
             (credential, health)
         })
         .collect();
@@ -290,7 +296,12 @@ pub async fn phase(footprint: Arc<Footprint>, context: Arc<Context>) -> Result<A
         },
     );
     let identity = recorded.readable();
-    let observed = attribute_objects(&context, &footprint, &identity, &mut next);
+    // What a refused credential shows is not this cluster's Harvester: attribute nothing from it.
+    let observed = if refused.is_empty() {
+        attribute_objects(&context, &footprint, &identity, &mut next)
+    } else {
+        None
+    };
     let recorded_vms = vm_uids(&next);
     let records = next.records();
     let marks = observed.as_ref().map_or_else(Vec::new, |objects| {
@@ -330,6 +341,10 @@ pub async fn phase(footprint: Arc<Footprint>, context: Arc<Context>) -> Result<A
         );
         context.warn(&about, "MalformedIntent", note).await;
     }
+    if !refused.is_empty() && !is_true(&status.conditions, ConditionType::HarvesterMisconfigured) {
+        let note = refused.values().cloned().collect::<Vec<_>>().join("; ");
+        context.warn(&about, "HarvesterChanged", note).await;
+    }
     if is_true(&next.conditions, ConditionType::RecordsLimited)
         && !is_true(&status.conditions, ConditionType::RecordsLimited)
     {
@@ -357,6 +372,53 @@ pub async fn phase(footprint: Arc<Footprint>, context: Arc<Context>) -> Result<A
         write_marks(&context, &marks).await?;
     }
     Ok(Action::await_change())
+}
+
+/// Records which Harvester each pool runs on, as first seen, and returns the credentials that
+/// now reach another one (refused, with why).
+fn check_harvesters(
+    footprint: &Footprint,
+    context: &Context,
+    next: &mut FootprintStatus,
+) -> BTreeMap<String, String> {
+    let mut refused = BTreeMap::new();
+    for pool in &footprint.spec.pools {
+        let observed = context.harvesters.identity(&pool.cloud_credential);
+        let recorded = next
+            .harvesters
+            .iter_mut()
+            .find(|known| known.pool == pool.name);
+        let checked = check_harvester(
+            recorded
+                .as_ref()
+                .map(|known| known.kube_system_uid.as_str()),
+            observed.as_deref(),
+        );
+        tracing::debug!(pool = %pool.name, credential = %pool.cloud_credential, ?checked, "Harvester identity");
+        match checked {
+            HarvesterCheck::Record(kube_system_uid) => next.harvesters.push(PoolHarvester {
+                pool: pool.name.clone(),
+                cloud_credential: pool.cloud_credential.clone(),
+                kube_system_uid,
+            }),
+            // A rotated credential for the same Harvester.
+            HarvesterCheck::Same => {
+                if let Some(known) = recorded {
+                    known.cloud_credential.clone_from(&pool.cloud_credential);
+                }
+            }
+            HarvesterCheck::Unknown => {}
+            HarvesterCheck::Changed { recorded, observed } => {
+                let error = Error::HarvesterChanged {
+                    credential: pool.cloud_credential.clone(),
+                    recorded,
+                    observed,
+                };
+                refused.insert(pool.cloud_credential.clone(), error.to_string());
+            }
+        }
+    }
+    refused
 }
 
 /// Attributes the Harvester objects the watches show into `next` (records, counts,
@@ -715,6 +777,7 @@ fn owned(writer: StatusWriter, status: &FootprintStatus) -> serde_json::Value {
             "vms": status.vms,
             "objects": status.objects,
             "counts": status.counts,
+            "harvesters": status.harvesters,
             "lookalikes": status.lookalikes,
         }),
         StatusWriter::Hooks => json!({

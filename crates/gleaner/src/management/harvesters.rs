@@ -18,7 +18,7 @@ use gleaner_core::{
     CredentialRef, HarvesterHealth, WriteFailure,
     attribution::{HostKind, ObservedObject, ObservedVm},
 };
-use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::api::core::v1::{Namespace, Secret};
 use kube::{
     Api, Client, ResourceExt,
     api::{ApiResource, DynamicObject, GroupVersionKind, PartialObjectMeta},
@@ -71,7 +71,7 @@ fn state(health: &HarvesterHealth) -> HarvesterState {
 /// What a failure to reach a Harvester through its credential means.
 pub fn failure_of(error: &Error) -> WriteFailure {
     match error {
-        Error::Credential { .. } => WriteFailure::Misconfigured,
+        Error::Credential { .. } | Error::HarvesterChanged { .. } => WriteFailure::Misconfigured,
         Error::VmReplaced { .. } => WriteFailure::VmNotFound,
         Error::Kube { source, .. } if refuses_uid(source) => WriteFailure::VmNotFound,
         Error::Kube { source, .. } => match ApiFailure::of(source) {
@@ -132,6 +132,8 @@ struct Watched {
     objects: HashMap<Target, Store<DynamicObject>>,
     /// Whether every watch has listed since the last (re)start.
     synced: bool,
+    /// The UID of the `kube-system` namespace the current client reaches.
+    identity: Option<String>,
     /// Told when the VM namespaces the Footprints use here change.
     namespaces_changed: Arc<Notify>,
     /// What the watch shows.
@@ -366,6 +368,7 @@ impl Harvesters {
                 vms,
                 objects: HashMap::new(),
                 synced: false,
+                identity: None,
                 namespaces_changed: Arc::default(),
                 watch: HarvesterHealth::Syncing,
                 write: None,
@@ -452,6 +455,7 @@ impl Harvesters {
                     continue;
                 }
             };
+            self.learn_identity(&credential, &client).await;
             let namespaces = self
                 .namespaces_of_all()
                 .remove(&credential)
@@ -517,6 +521,30 @@ impl Harvesters {
                 }
             }
         }
+    }
+
+    /// Reads which Harvester the client reaches: the UID of its `kube-system` namespace.
+    async fn learn_identity(&self, credential: &str, client: &Client) {
+        let identity = match Api::<Namespace>::all(client.clone())
+            .get("kube-system")
+            .await
+        {
+            Ok(namespace) => namespace.metadata.uid,
+            Err(error) => {
+                tracing::warn!(%credential, %error, "cannot read which Harvester the credential reaches");
+                None
+            }
+        };
+        if let Some(entry) = lock(&self.watched).get_mut(credential) {
+            entry.identity = identity;
+        }
+    }
+
+    /// The UID of the `kube-system` namespace of the Harvester `credential` reaches now.
+    pub fn identity(&self, credential: &str) -> Option<String> {
+        lock(&self.watched)
+            .get(credential)
+            .and_then(|entry| entry.identity.clone())
     }
 
     /// The watch of one target, reduced on arrival to what attribution reads.
@@ -827,6 +855,7 @@ mod tests {
             vms: Writer::new(virtual_machine()).as_reader(),
             objects: HashMap::new(),
             synced: true,
+            identity: None,
             namespaces_changed: Arc::default(),
             watch: HarvesterHealth::Reachable,
             write: None,

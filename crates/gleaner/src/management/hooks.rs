@@ -11,7 +11,10 @@ use gleaner_core::{
     Intent, MachineFacts, OptOut, Reason, WaitReason, WriteFailure, add_hook, after_failed_write,
     deleting_machine_hook, keys, machine_reason, opt_out, paused_by,
 };
-use k8s_openapi::{api::core::v1::ObjectReference, jiff::Timestamp};
+use k8s_openapi::{
+    api::core::v1::{Namespace, ObjectReference},
+    jiff::Timestamp,
+};
 use kube::{
     Api, Resource, ResourceExt,
     api::{DynamicObject, Patch, PatchParams},
@@ -494,7 +497,7 @@ async fn write_intent(
         }
         return Ok(());
     }
-    let result = patch_vm(vm, &intent, context).await;
+    let result = patch_vm(vm, &intent, observed.footprint.as_deref(), context).await;
     context.wrote(WriteKind::VmIntent, &result);
     let failure = result
         .as_ref()
@@ -506,21 +509,54 @@ async fn write_intent(
     Ok(())
 }
 
-async fn patch_vm(vm: &VmTarget, intent: &Intent, context: &Context) -> Result<()> {
-    if let (Some(recorded), VmLookup::Present(seen)) = (
-        &vm.uid,
-        context
-            .harvesters
-            .vm(&vm.credential, &vm.namespace, &vm.name),
-    ) && seen.uid().as_ref() != Some(recorded)
-    {
-        return Err(Error::VmReplaced {
-            vm: vm.to_string(),
-            recorded: recorded.clone(),
-            found: seen.uid().unwrap_or_default(),
-        });
+/// A live read, just before a write, of which Harvester `credential` reaches: it must be one
+/// the Footprint recorded for its pools (the HarvesterMachine may name an older credential than
+/// the pools do). A Footprint that recorded none yet says nothing.
+async fn verify_harvester(
+    harvester: &kube::Client,
+    credential: &str,
+    footprint: &Footprint,
+) -> Result<()> {
+    let recorded: Vec<&str> = footprint
+        .status
+        .iter()
+        .flat_map(|status| &status.harvesters)
+        .map(|known| known.kube_system_uid.as_str())
+        .collect();
+    if recorded.is_empty() {
+        return Ok(());
     }
+    let observed = Api::<Namespace>::all(harvester.clone())
+        .get("kube-system")
+        .await
+        .map_err(|source| Error::Kube {
+            context: format!("cannot read which Harvester cloud credential {credential} reaches"),
+            source,
+        })?
+        .metadata
+        .uid
+        .unwrap_or_default();
+    if recorded.contains(&observed.as_str()) {
+        Ok(())
+    } else {
+        Err(Error::HarvesterChanged {
+            credential: credential.to_owned(),
+            recorded: recorded.join(", "),
+            observed,
+        })
+    }
+}
+
+async fn patch_vm(
+    vm: &VmTarget,
+    intent: &Intent,
+    footprint: Option<&Footprint>,
+    context: &Context,
+) -> Result<()> {
     let harvester = context.harvesters.client(&vm.credential).await?;
+    if let Some(footprint) = footprint {
+        verify_harvester(&harvester, &vm.credential, footprint).await?;
+    }
     let mut metadata = json!({"annotations": intent.to_annotations()});
     if let Some(uid) = &vm.uid {
         metadata["uid"] = json!(uid);

@@ -24,17 +24,20 @@ pub enum Target {
 }
 
 impl Target {
-    /// The host-object watches for VMs in `namespaces`: their PVCs and VolumeSnapshots, and the
-    /// NetworkFilesystems of `harvester-system`.
+    /// The host-object watches for VMs in `namespaces`: their PVCs, VolumeSnapshots and
+    /// LoadBalancers, and the NetworkFilesystems of `harvester-system`.
     pub fn for_namespaces<'a>(namespaces: impl IntoIterator<Item = &'a String>) -> Vec<Target> {
         let mut targets: Vec<Target> = namespaces
             .into_iter()
             .flat_map(|namespace| {
-                [HostKind::PersistentVolumeClaim, HostKind::VolumeSnapshot].map(|kind| {
-                    Target::Objects {
-                        kind,
-                        namespace: namespace.clone(),
-                    }
+                [
+                    HostKind::PersistentVolumeClaim,
+                    HostKind::VolumeSnapshot,
+                    HostKind::LoadBalancer,
+                ]
+                .map(|kind| Target::Objects {
+                    kind,
+                    namespace: namespace.clone(),
                 })
             })
             .collect();
@@ -202,9 +205,9 @@ mod tests {
     }
 
     #[test]
-    fn every_namespace_gets_pvcs_and_snapshots_and_the_harvester_its_filesystems() {
+    fn every_namespace_gets_pvcs_snapshots_and_load_balancers_and_the_harvester_its_filesystems() {
         let targets = Target::for_namespaces(&["a".to_owned(), "b".to_owned()]);
-        assert_eq!(targets.len(), 5);
+        assert_eq!(targets.len(), 7);
         assert!(targets.contains(&Target::Objects {
             kind: HostKind::NetworkFilesystem,
             namespace: NETWORK_FILESYSTEM_NAMESPACE.into()

@@ -54,6 +54,8 @@ pub use capi::Capi;
 use harvesters::Harvesters;
 use observe::{harvester_config, harvester_machine, provisioning_cluster, setting};
 
+/// How long the controllers wait for every watch to sync before they decide anyway.
+const SYNC_WAIT: Duration = Duration::from_secs(60);
 /// How often the held-hooks metrics are worked out again.
 const HELD_HOOKS_REPORT: Duration = Duration::from_secs(5);
 /// The first retry after a failed reconcile; each further failure doubles it, up to the cap.
@@ -506,8 +508,9 @@ fn backoff(failures: u32, jitter: f64) -> Duration {
     doubled.min(BACKOFF_CAP).mul_f64(jitter.clamp(0.5, 1.0))
 }
 
-/// Runs one controller: every reconcile is timed and counted by kind and runs in a span naming
-/// its object; a failure is counted by kind and error and retried with [`backoff`].
+/// Runs one controller once every watch has synced: every reconcile is timed and counted by kind
+/// and runs in a span naming its object; a failure is counted by kind and error and retried
+/// with [`backoff`].
 fn drive<K, F, Fut>(
     context: &Arc<Context>,
     controller: Controller<K>,
@@ -526,10 +529,25 @@ where
     let context = context.clone();
     let failures: Arc<Mutex<HashMap<String, u32>>> = Arc::default();
     let failed = failures.clone();
+    let readiness = context.runtime.readiness.clone();
     let key = |namespace: Option<String>, name: String| {
         format!("{}/{name}", namespace.unwrap_or_default())
     };
     async move {
+        // Decisions read the caches: none before every watch has listed, unless one never does
+        // (a missing CRD, a refused list): then decide from what the others show, whose
+        // fallbacks are bounded, rather than hold every hook.
+        if tokio::time::timeout(SYNC_WAIT, readiness.wait_until_synced())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                kind = ?kind,
+                unsynced = ?readiness.unsynced(),
+                "watches have not synced after {}s: deciding from what the others show",
+                SYNC_WAIT.as_secs()
+            );
+        }
         controller
             .with_config(kube::runtime::controller::Config::default().concurrency(concurrency))
             .run(

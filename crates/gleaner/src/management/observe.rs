@@ -164,3 +164,35 @@ fn observation(object: Option<&DynamicObject>) -> ClusterObservation {
         },
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn cluster(uid: &str, annotations: serde_json::Value) -> DynamicObject {
+        serde_json::from_value(json!({
+            "apiVersion": "provisioning.cattle.io/v1", "kind": "Cluster",
+            "metadata": {"name": "c1", "namespace": "fleet-default", "uid": uid,
+                         "annotations": annotations},
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn a_same_named_successor_never_speaks_for_the_recorded_cluster() {
+        let opted_out = json!({keys::SKIP_CLEANUP_ANNOTATION: "true", keys::PAUSED_ANNOTATION: ""});
+        let live = Clusters {
+            install_uuid: Some("u".into()),
+            provisioning: Some(cluster("new-prov", opted_out.clone())),
+            capi: Some(cluster("new-capi", opted_out)),
+        };
+        let recorded = live.recorded("old-prov", "old-capi");
+        assert_eq!(recorded.skip_cleanup(), (None, None));
+        assert_eq!(recorded.pause(None), PauseFacts::default());
+        let same = live.recorded("new-prov", "new-capi");
+        assert_eq!(same.skip_cleanup(), (Some("true"), Some("true")));
+        assert!(same.pause(None).cluster_annotated);
+    }
+}
