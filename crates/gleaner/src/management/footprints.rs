@@ -16,50 +16,37 @@ use std::{
 
 use gleaner_core::{
     ClusterIdentity, ConditionState, ConditionType, Deletion, HarvesterCheck, HarvesterHealth,
-    HarvesterRecord, IntentSeen, Named, Seen,
-    attribution::{
-        HostObjectRecord, ObservedObject, OtherFootprint, ThisFootprint, attribute, marks_to_write,
-    },
+    HarvesterRecord, IntentSeen, Named, Seen, VmRecord,
+    attribution::{HostObjectRecord, OtherFootprint, ThisFootprint, attribute, marks_to_write},
     check_harvester, conditions, confirm_deletion, keys, opt_out, paused_by, pool_credential,
     vm_namespace, vm_of, vms,
 };
-use k8s_openapi::{
-    api::core::v1::ObjectReference,
-    apimachinery::pkg::apis::meta::v1::{Condition, Time},
-    jiff::Timestamp,
-};
+use k8s_openapi::{api::core::v1::ObjectReference, jiff::Timestamp};
 use kube::{
     Resource, ResourceExt,
     api::{DynamicObject, Patch, PatchParams},
     runtime::controller::Action,
 };
-use serde_json::json;
 
 use crate::{
     Error, Result,
     footprint::{
         Counts, Footprint, FootprintSpec, FootprintStatus, Identity, Phase, Pool, PoolHarvester,
-        ReleaseReason, ReleasedMachine, STATUS_LIMIT,
+        STATUS_LIMIT,
     },
     management::{
         CLUSTER_NAME_LABEL, Context,
+        cache::Scoped,
         harvesters::VmLookup,
         observe::{Clusters, provisioning_cluster},
+        status::{StatusWriter, apply_status, is_true, owned, set_condition},
     },
     metrics::WriteKind,
 };
 
 const SPEC_MANAGER: &str = "gleaner/footprints";
-const STATUS_MANAGER: &str = "gleaner/footprint-status";
-const HOOKS_MANAGER: &str = "gleaner/hooks";
-/// How many dry-run entries a Footprint keeps.
-const WOULD_KEPT: usize = 20;
 /// How many lookalikes a Footprint lists.
 const LOOKALIKES_KEPT: usize = 50;
-/// How many released Machines a Footprint keeps, most recent first.
-const RELEASED_KEPT: usize = 100;
-/// How often a status write is tried again when another write came in between.
-const CONFLICT_RETRIES: usize = 5;
 const CAPI_MACHINE_NAME_LABEL: &str = "rke.cattle.io/capi-machine-name";
 
 /// Whether a provisioning Cluster runs on Harvester: a pool made from a `HarvesterConfig`.
@@ -191,8 +178,9 @@ async fn pools(cluster: &DynamicObject, about: &ObjectReference, context: &Conte
 }
 
 /// Moves a Footprint to `Reclaiming` once a live read confirms its cluster's deletion (asked
-/// only when the caches show it); keeps its VMs and the conditions it owns current from the
-/// caches and the Harvester watches, and makes sure each of its Harvesters is watched.
+/// only when the caches show it); keeps its VMs, the host objects attributed to it and the
+/// conditions it owns current from the caches and the Harvester watches, makes sure each of its
+/// Harvesters is watched, and marks what it attributed.
 pub async fn phase(footprint: Arc<Footprint>, context: Arc<Context>) -> Result<Action> {
     let status = footprint.status.clone().unwrap_or_default();
     if status.phase == Some(Phase::Reclaimed) {
@@ -215,19 +203,7 @@ pub async fn phase(footprint: Arc<Footprint>, context: Arc<Context>) -> Result<A
         // Footprint and brings it back here.
         return Ok(Action::await_change());
     };
-    let cached = Clusters {
-        install_uuid: context.caches.install_uuid(),
-        provisioning: context
-            .caches
-            .provisioning
-            .get(&recorded.namespace, &recorded.name)
-            .map(|cluster| (*cluster).clone()),
-        capi: context
-            .caches
-            .capi_clusters
-            .get(&recorded.namespace, &recorded.name)
-            .map(|cluster| (*cluster).clone()),
-    };
+    let cached = cached_clusters(&context, &recorded);
     let confirmed = status.phase == Some(Phase::Reclaiming)
         || (confirm_deletion(&recorded, &cached.observation()) == Deletion::Confirmed
             && confirmed_live(&recorded, &context).await?);
@@ -237,22 +213,91 @@ pub async fn phase(footprint: Arc<Footprint>, context: Arc<Context>) -> Result<A
     } else {
         Phase::Tracking
     });
-    let own = cached.recorded(&recorded.provisioning_uid, &recorded.capi_uid);
+    let refused = check_harvesters(&footprint, &context, &mut next);
+    let facts = ConditionFacts {
+        status: &status,
+        cached: &cached,
+        recorded: &recorded,
+        confirmed,
+        refused: &refused,
+    };
+    for condition in decide_conditions(&footprint, &context, &facts) {
+        set_condition(&mut next.conditions, condition);
+    }
+    next.vms = record_vms(&context, &recorded, &status, confirmed);
+    let identity = recorded.readable();
+    // What a refused credential shows is not this cluster's Harvester: attribute nothing from it.
+    let marks = if refused.is_empty() {
+        attribute_objects(&context, &footprint, &identity, &mut next)
+    } else {
+        Vec::new()
+    };
+    let changed =
+        owned(StatusWriter::Footprints, &status) != owned(StatusWriter::Footprints, &next);
+    if changed
+        && !apply_status(&context, &footprint, StatusWriter::Footprints, &next, false).await?
+    {
+        // Another write came in between; its event brings the Footprint back here.
+        return Ok(Action::await_change());
+    }
+    if status.phase != next.phase {
+        tracing::info!(footprint = %name, cluster = %identity, phase = ?next.phase, "footprint phase");
+    }
+    report(&context, &footprint, &status, &next, &refused).await;
+    // The Footprint records an object before gleaner marks it: the record is what counts.
+    if !context.dry_run {
+        write_marks(&context, &marks).await?;
+    }
+    Ok(Action::await_change())
+}
+
+/// Both Cluster objects of the recorded cluster and the installation, as the caches show them.
+fn cached_clusters(context: &Context, recorded: &ClusterIdentity) -> Clusters {
+    let cached = |scoped: &Scoped<DynamicObject>| {
+        scoped
+            .get(&recorded.namespace, &recorded.name)
+            .map(|cluster| (*cluster).clone())
+    };
+    Clusters {
+        install_uuid: context.caches.install_uuid(),
+        provisioning: cached(&context.caches.provisioning),
+        capi: cached(&context.caches.capi_clusters),
+    }
+}
+
+/// What the Footprint controller's conditions are decided from.
+struct ConditionFacts<'a> {
+    status: &'a FootprintStatus,
+    cached: &'a Clusters,
+    recorded: &'a ClusterIdentity,
+    confirmed: bool,
+    /// The credentials that reach another Harvester than recorded, with why.
+    refused: &'a BTreeMap<String, String>,
+}
+
+/// The conditions the Footprint controller owns, as the core decides them: `Frozen`,
+/// `OptedOut`, `DeletionConfirmed`, `HarvesterUnreachable` and `HarvesterMisconfigured`.
+fn decide_conditions(
+    footprint: &Footprint,
+    context: &Context,
+    facts: &ConditionFacts<'_>,
+) -> Vec<ConditionState> {
+    let own = facts
+        .cached
+        .recorded(&facts.recorded.provisioning_uid, &facts.recorded.capi_uid);
     let (provisioning_skip, capi_skip) = own.skip_cleanup();
-    let opted_out_before = is_true(&status.conditions, ConditionType::OptedOut);
     let mut decided = vec![conditions::frozen(
         own.capi.is_some(),
         paused_by(&own.pause(None)),
     )];
     decided.extend(conditions::opted_out(
         &opt_out(provisioning_skip, capi_skip),
-        confirmed,
-        opted_out_before,
+        facts.confirmed,
+        is_true(&facts.status.conditions, ConditionType::OptedOut),
     ));
-    if confirmed {
+    if facts.confirmed {
         decided.push(conditions::deletion_confirmed());
     }
-    let refused = check_harvesters(&footprint, &context, &mut next);
     let healths: Vec<_> = footprint
         .spec
         .pools
@@ -261,7 +306,7 @@ pub async fn phase(footprint: Arc<Footprint>, context: Arc<Context>) -> Result<A
         .collect::<BTreeSet<_>>()
         .into_iter()
         .map(|credential| {
-            let health = match refused.get(&credential) {
+            let health = match facts.refused.get(&credential) {
                 Some(problem) => HarvesterHealth::Misconfigured {
                     problem: problem.clone(),
                 },
@@ -275,11 +320,19 @@ pub async fn phase(footprint: Arc<Footprint>, context: Arc<Context>) -> Result<A
             .into_iter()
             .flatten(),
     );
-    for condition in decided {
-        set_condition(&mut next.conditions, condition);
-    }
-    let named = (!confirmed).then(|| named_vms(&recorded, &context));
-    next.vms = vms::record(
+    decided
+}
+
+/// The VMs to record: those the cluster's Machines name while it lives, as the Harvester
+/// watches show them.
+fn record_vms(
+    context: &Context,
+    recorded: &ClusterIdentity,
+    status: &FootprintStatus,
+    confirmed: bool,
+) -> Vec<VmRecord> {
+    let named = (!confirmed).then(|| named_vms(recorded, context));
+    vms::record(
         &status.vms,
         named.as_deref(),
         |credential, namespace, name| match context.harvesters.vm(credential, namespace, name) {
@@ -294,42 +347,18 @@ pub async fn phase(footprint: Arc<Footprint>, context: Arc<Context>) -> Result<A
                 ),
             },
         },
-    );
-    let identity = recorded.readable();
-    // What a refused credential shows is not this cluster's Harvester: attribute nothing from it.
-    let observed = if refused.is_empty() {
-        attribute_objects(&context, &footprint, &identity, &mut next)
-    } else {
-        None
-    };
-    let recorded_vms = vm_uids(&next);
-    let records = next.records();
-    let marks = observed.as_ref().map_or_else(Vec::new, |objects| {
-        let this = ThisFootprint {
-            name: &name,
-            identity: &identity,
-            vm_uids: &recorded_vms,
-            records: &records,
-        };
-        records
-            .iter()
-            .filter_map(|record| {
-                let object = objects.iter().find(|object| object.uid == record.uid)?;
-                Some((record.clone(), marks_to_write(&this, record, object)?))
-            })
-            .collect()
-    });
-    let changed =
-        owned(StatusWriter::Footprints, &status) != owned(StatusWriter::Footprints, &next);
-    if changed
-        && !apply_status(&context, &footprint, StatusWriter::Footprints, &next, false).await?
-    {
-        // Another write came in between; its event brings the Footprint back here.
-        return Ok(Action::await_change());
-    }
-    if status.phase != next.phase {
-        tracing::info!(footprint = %name, cluster = %identity, phase = ?next.phase, "footprint phase");
-    }
+    )
+}
+
+/// Warning Events for what went wrong since `status`: a malformed intent, a Harvester that
+/// changed, a full Footprint, a new conflict.
+async fn report(
+    context: &Context,
+    footprint: &Footprint,
+    status: &FootprintStatus,
+    next: &FootprintStatus,
+    refused: &BTreeMap<String, String>,
+) {
     let about = cluster_reference(&footprint.spec.identity);
     for vm in vms::newly_malformed(&status.vms, &next.vms) {
         let note = format!(
@@ -356,7 +385,7 @@ pub async fn phase(footprint: Arc<Footprint>, context: Arc<Context>) -> Result<A
             .unwrap_or_default();
         context.warn(&about, "FootprintFull", note).await;
     }
-    for record in newly_conflicting(&status.records(), &records) {
+    for record in newly_conflicting(&status.records(), &next.records()) {
         let note = format!(
             "{:?} {}/{} ({}) is tied to another cluster too ({:?}): it will never be deleted",
             record.kind(),
@@ -367,11 +396,6 @@ pub async fn phase(footprint: Arc<Footprint>, context: Arc<Context>) -> Result<A
         );
         context.warn(&about, "AttributionConflict", note).await;
     }
-    // The Footprint records an object before gleaner marks it: the record is what counts.
-    if !context.dry_run {
-        write_marks(&context, &marks).await?;
-    }
-    Ok(Action::await_change())
 }
 
 /// Records which Harvester each pool runs on, as first seen, and returns the credentials that
@@ -422,13 +446,14 @@ fn check_harvesters(
 }
 
 /// Attributes the Harvester objects the watches show into `next` (records, counts,
-/// lookalikes); returns what was observed, or `None` while a Harvester is not synced.
+/// lookalikes, `RecordsLimited`), and returns the marks to write on what it attributed; nothing
+/// changes while a Harvester is not synced.
 fn attribute_objects(
     context: &Context,
     footprint: &Footprint,
     identity: &str,
     next: &mut FootprintStatus,
-) -> Option<Vec<ObservedObject>> {
+) -> Vec<(HostObjectRecord, BTreeMap<&'static str, String>)> {
     let name = footprint.name_any();
     let credentials: BTreeSet<String> = footprint
         .spec
@@ -436,7 +461,11 @@ fn attribute_objects(
         .iter()
         .map(|pool| pool.cloud_credential.clone())
         .collect();
-    let observed = context.harvesters.observed(&credentials);
+    let previous = next.records();
+    let Some((vms, objects)) = context.harvesters.observed(&credentials) else {
+        next.counts = Some(Counts::of(&previous));
+        return Vec::new();
+    };
     let others: Vec<OtherFootprint> = context
         .caches
         .footprints
@@ -456,30 +485,40 @@ fn attribute_objects(
             }
         })
         .collect();
-    let previous = next.records();
     let recorded_vms = vm_uids(next);
+    let found = attribute(
+        &ThisFootprint {
+            name: &name,
+            identity,
+            vm_uids: &recorded_vms,
+            records: &previous,
+        },
+        &others,
+        &vms,
+        Some(&objects),
+    );
+    let left_out = within_limit(next, &previous, found.records);
+    set_condition(&mut next.conditions, conditions::records_limited(left_out));
+    next.lookalikes = found
+        .lookalikes
+        .iter()
+        .take(LOOKALIKES_KEPT)
+        .map(|object| format!("{}/{} ({})", object.namespace, object.name, object.uid))
+        .collect();
+    let records = next.records();
     let this = ThisFootprint {
         name: &name,
         identity,
         vm_uids: &recorded_vms,
-        records: &previous,
+        records: &records,
     };
-    let (vms, objects) = match observed {
-        Some((vms, objects)) => (vms, Some(objects)),
-        None => (Vec::new(), None),
-    };
-    let found = attribute(&this, &others, &vms, objects.as_deref());
-    let left_out = within_limit(next, &previous, found.records);
-    set_condition(&mut next.conditions, conditions::records_limited(left_out));
-    if objects.is_some() {
-        next.lookalikes = found
-            .lookalikes
-            .iter()
-            .take(LOOKALIKES_KEPT)
-            .map(|object| format!("{}/{} ({})", object.namespace, object.name, object.uid))
-            .collect();
-    }
-    objects
+    records
+        .iter()
+        .filter_map(|record| {
+            let object = objects.iter().find(|object| object.uid == record.uid)?;
+            Some((record.clone(), marks_to_write(&this, record, object)?))
+        })
+        .collect()
 }
 
 /// Records `records` in `next`, leaving out, newest first, what was not recorded before until
@@ -650,233 +689,12 @@ pub fn harvester_record(footprint: &Footprint) -> HarvesterRecord {
     }
 }
 
-/// Sets `ProtectionLapsed` and records the Machine that went without its intent.
-pub async fn protection_lapsed(
-    context: &Context,
-    footprint: &str,
-    machine: &str,
-    vm: &str,
-    note: &str,
-) -> Result<()> {
-    update_hooks_status(context, footprint, |status| {
-        set_condition(
-            &mut status.conditions,
-            conditions::protection_lapsed(note.to_owned()),
-        );
-        record_release(status, machine, vm, ReleaseReason::HookTimeout, note);
-    })
-    .await
-}
-
-/// Records a Machine whose VM was not on Harvester: its hook went with nothing to protect.
-pub async fn vm_not_found(
-    context: &Context,
-    footprint: &str,
-    machine: &str,
-    vm: &str,
-    note: &str,
-) -> Result<()> {
-    update_hooks_status(context, footprint, |status| {
-        record_release(status, machine, vm, ReleaseReason::VmNotFound, note);
-    })
-    .await
-}
-
-fn record_release(
-    status: &mut FootprintStatus,
-    machine: &str,
-    vm: &str,
-    reason: ReleaseReason,
-    note: &str,
-) {
-    status
-        .released
-        .retain(|released| released.machine != machine);
-    status.released.insert(
-        0,
-        ReleasedMachine {
-            machine: machine.to_owned(),
-            vm: vm.to_owned(),
-            reason,
-            message: note.to_owned(),
-            time: Time(Timestamp::now()),
-        },
-    );
-    status.released.truncate(RELEASED_KEPT);
-}
-
-/// Records, most recent first, what a dry run would have done.
-pub async fn would(context: &Context, footprint: &str, what: String) -> Result<()> {
-    update_hooks_status(context, footprint, |status| {
-        status.would.retain(|entry| *entry != what);
-        status.would.insert(0, what.clone());
-        status.would.truncate(WOULD_KEPT);
-    })
-    .await
-}
-
-/// Reads the Footprint live, changes what the hooks own of its status and applies it, guarded
-/// by the resourceVersion read, again if another write came in between.
-async fn update_hooks_status(
-    context: &Context,
-    name: &str,
-    mut change: impl FnMut(&mut FootprintStatus),
-) -> Result<()> {
-    for _ in 0..CONFLICT_RETRIES {
-        let footprint = context
-            .footprints()
-            .get(name)
-            .await
-            .map_err(|source| Error::Kube {
-                context: format!("cannot read Footprint {name}"),
-                source,
-            })?;
-        let mut status = footprint.status.clone().unwrap_or_default();
-        change(&mut status);
-        if apply_status(context, &footprint, StatusWriter::Hooks, &status, true).await? {
-            return Ok(());
-        }
-    }
-    Err(Error::Conflict(format!("Footprint {name}")))
-}
-
-/// The writers of a Footprint's status.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum StatusWriter {
-    /// The Footprint controller.
-    Footprints,
-    /// The hook controller.
-    Hooks,
-}
-
-impl StatusWriter {
-    fn manager(self) -> &'static str {
-        match self {
-            Self::Footprints => STATUS_MANAGER,
-            Self::Hooks => HOOKS_MANAGER,
-        }
-    }
-
-    fn owns(self, condition: &Condition) -> bool {
-        let hooks = condition.type_ == ConditionType::ProtectionLapsed.to_string();
-        hooks == (self == Self::Hooks)
-    }
-}
-
-/// What `writer` owns of `status`, as it applies it.
-fn owned(writer: StatusWriter, status: &FootprintStatus) -> serde_json::Value {
-    let conditions: Vec<&Condition> = status
-        .conditions
-        .iter()
-        .filter(|condition| writer.owns(condition))
-        .collect();
-    match writer {
-        StatusWriter::Footprints => json!({
-            "phase": status.phase,
-            "conditions": conditions,
-            "vms": status.vms,
-            "objects": status.objects,
-            "counts": status.counts,
-            "harvesters": status.harvesters,
-            "lookalikes": status.lookalikes,
-        }),
-        StatusWriter::Hooks => json!({
-            "conditions": conditions,
-            "released": status.released,
-            "would": status.would,
-        }),
-    }
-}
-
-/// Applies what `writer` owns of `status`; with `guarded`, only over the resourceVersion the
-/// Footprint was read at. `false` on a conflict.
-async fn apply_status(
-    context: &Context,
-    footprint: &Footprint,
-    writer: StatusWriter,
-    status: &FootprintStatus,
-    guarded: bool,
-) -> Result<bool> {
-    let mut metadata = json!({"name": footprint.name_any()});
-    if guarded {
-        metadata["resourceVersion"] = json!(footprint.resource_version());
-    }
-    let body = json!({
-        "apiVersion": Footprint::api_version(&()),
-        "kind": Footprint::kind(&()),
-        "metadata": metadata,
-        "status": owned(writer, status),
-    });
-    let result = context
-        .footprints()
-        .patch_status(
-            &footprint.name_any(),
-            &PatchParams::apply(writer.manager()).force(),
-            &Patch::Apply(&body),
-        )
-        .await;
-    let outcome = match result {
-        Ok(_) => Ok(true),
-        Err(kube::Error::Api(status)) if status.code == 409 => Ok(false),
-        Err(source) => Err(Error::Kube {
-            context: format!(
-                "cannot write the status of Footprint {}",
-                footprint.name_any()
-            ),
-            source,
-        }),
-    };
-    let label = match &outcome {
-        Ok(true) => "ok",
-        Ok(false) => "conflict",
-        Err(error) => error.metric_label(),
-    };
-    context.metrics().wrote(WriteKind::FootprintStatus, label);
-    outcome
-}
-
-fn is_true(conditions: &[Condition], type_: ConditionType) -> bool {
-    conditions
-        .iter()
-        .any(|condition| condition.type_ == type_.to_string() && condition.status == "True")
-}
-
-/// Sets a condition as the core decided it, keeping its transition time when its status does
-/// not change.
-pub fn set_condition(conditions: &mut Vec<Condition>, decided: ConditionState) {
-    let status = if decided.status { "True" } else { "False" };
-    let type_ = decided.type_.to_string();
-    let now = Time(Timestamp::now());
-    match conditions
-        .iter_mut()
-        .find(|condition| condition.type_ == type_)
-    {
-        Some(condition) => {
-            if condition.status != status {
-                condition.last_transition_time = now;
-            }
-            condition.status = status.to_owned();
-            condition.reason = decided.reason.to_string();
-            condition.message = decided.message;
-        }
-        None => conditions.push(Condition {
-            type_,
-            status: status.to_owned(),
-            reason: decided.reason.to_string(),
-            message: decided.message,
-            last_transition_time: now,
-            observed_generation: None,
-        }),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use gleaner_core::ConditionReason;
-    use k8s_openapi::jiff::SignedDuration;
+    use k8s_openapi::{apimachinery::pkg::apis::meta::v1::Time, jiff::SignedDuration};
 
     use super::*;
-    use gleaner_core::VmRecord;
 
     fn state(type_: ConditionType, status: bool) -> ConditionState {
         ConditionState {
@@ -910,19 +728,6 @@ mod tests {
         assert_eq!(harvester_record(&footprint), HarvesterRecord::default());
     }
 
-    #[test]
-    fn a_condition_keeps_its_transition_time_while_its_status_holds() {
-        let mut conditions = Vec::new();
-        set_condition(&mut conditions, state(ConditionType::Frozen, true));
-        let first = conditions[0].last_transition_time.clone();
-        std::thread::sleep(Duration::from_millis(2));
-        set_condition(&mut conditions, state(ConditionType::Frozen, true));
-        assert_eq!(conditions[0].last_transition_time, first);
-        set_condition(&mut conditions, state(ConditionType::Frozen, false));
-        assert_ne!(conditions[0].last_transition_time, first);
-        assert_eq!(conditions.len(), 1);
-    }
-
     fn record(index: usize) -> HostObjectRecord {
         HostObjectRecord {
             cloud_credential: "cattle-global-data:cc-abcde".into(),
@@ -954,28 +759,5 @@ mod tests {
             within_limit(&mut small, &[], (0..10).map(record).collect()),
             0
         );
-    }
-
-    #[test]
-    fn each_writer_applies_only_what_it_owns() {
-        let mut status = FootprintStatus {
-            phase: Some(Phase::Tracking),
-            would: vec!["would write".into()],
-            vms: vec![VmRecord::default()],
-            ..FootprintStatus::default()
-        };
-        set_condition(&mut status.conditions, state(ConditionType::Frozen, false));
-        set_condition(
-            &mut status.conditions,
-            state(ConditionType::ProtectionLapsed, true),
-        );
-        let footprints = owned(StatusWriter::Footprints, &status);
-        assert_eq!(footprints["conditions"].as_array().unwrap().len(), 1);
-        assert_eq!(footprints["conditions"][0]["type"], "Frozen");
-        assert!(footprints.get("would").is_none());
-        let hooks = owned(StatusWriter::Hooks, &status);
-        assert_eq!(hooks["conditions"][0]["type"], "ProtectionLapsed");
-        assert_eq!(hooks["would"][0], "would write");
-        assert!(hooks.get("vms").is_none() && hooks.get("phase").is_none());
     }
 }

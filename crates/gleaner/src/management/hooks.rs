@@ -31,6 +31,7 @@ use crate::{
         footprints,
         harvesters::{VmLookup, failure_of, virtual_machine},
         observe::{Clusters, provisioning_cluster},
+        status,
     },
     metrics::WriteKind,
 };
@@ -424,7 +425,7 @@ async fn failed_write(
                  protect, hook removed"
             );
             // The Footprint records it first: it is what outlives the cluster's objects.
-            footprints::vm_not_found(context, &observed.footprint_name, &machine_name, &vm, &note)
+            status::vm_not_found(context, &observed.footprint_name, &machine_name, &vm, &note)
                 .await?;
             remove_hook(machine, context).await?;
             context.event(about, "VmNotFound", note).await;
@@ -446,14 +447,8 @@ async fn failed_write(
                  Machine {machine_name}; protection lapsed",
                 failing_for.as_secs()
             );
-            footprints::protection_lapsed(
-                context,
-                &observed.footprint_name,
-                &machine_name,
-                &vm,
-                &note,
-            )
-            .await?;
+            status::protection_lapsed(context, &observed.footprint_name, &machine_name, &vm, &note)
+                .await?;
             remove_hook(machine, context).await?;
             context.warn(about, "ProtectionLapsed", note).await;
             Ok(Action::await_change())
@@ -491,7 +486,7 @@ async fn write_intent(
                 keys::REMOVE_ALL_ANNOTATION,
                 keys::REMOVE_ALL_VALUE
             );
-            footprints::would(context, &observed.footprint_name, what)
+            status::would(context, &observed.footprint_name, what)
                 .await
                 .map_err(|error| (WriteFailure::Unreachable, error))?;
         }

@@ -12,6 +12,7 @@ mod harvesters;
 mod hooks;
 mod host_objects;
 mod observe;
+mod status;
 
 use std::{
     collections::HashMap,
