@@ -85,10 +85,7 @@ impl TryFrom<String> for Evidence {
     type Error = EvidenceError;
 
     fn try_from(written: String) -> Result<Self, Self::Error> {
-        let Some((kind, uid)) = written.split_once(':').filter(|(_, uid)| !uid.is_empty()) else {
-            return Err(EvidenceError(written));
-        };
-        let uid = uid.to_owned();
+        let (kind, uid) = kind_and_value(&written)?;
         match kind {
             "HotPlugged" => Ok(Self::HotPlugged { vm_uid: uid }),
             "VolumeOf" => Ok(Self::VolumeOf { pvc_uid: uid }),
@@ -98,15 +95,31 @@ impl TryFrom<String> for Evidence {
     }
 }
 
-impl JsonSchema for Evidence {
-    fn schema_name() -> std::borrow::Cow<'static, str> {
-        "Evidence".into()
-    }
-
-    fn json_schema(generator: &mut schemars::SchemaGenerator) -> schemars::Schema {
-        String::json_schema(generator)
-    }
+/// `<Kind>:<value>` split, the value never empty.
+fn kind_and_value(written: &str) -> Result<(&str, String), EvidenceError> {
+    written
+        .split_once(':')
+        .filter(|(_, value)| !value.is_empty())
+        .map(|(kind, value)| (kind, value.to_owned()))
+        .ok_or_else(|| EvidenceError(written.to_owned()))
 }
+
+/// The schema of a type written as a string.
+macro_rules! written_as_string {
+    ($type:ty, $name:literal) => {
+        impl JsonSchema for $type {
+            fn schema_name() -> std::borrow::Cow<'static, str> {
+                $name.into()
+            }
+
+            fn json_schema(generator: &mut schemars::SchemaGenerator) -> schemars::Schema {
+                String::json_schema(generator)
+            }
+        }
+    };
+}
+written_as_string!(Evidence, "Evidence");
+written_as_string!(Conflict, "Conflict");
 
 /// Why an attributed object must never be deleted whatever else holds. Written
 /// `<Kind>:<value>`, like [`Evidence`].
@@ -148,29 +161,13 @@ impl TryFrom<String> for Conflict {
     type Error = EvidenceError;
 
     fn try_from(written: String) -> Result<Self, Self::Error> {
-        let Some((kind, value)) = written
-            .split_once(':')
-            .filter(|(_, value)| !value.is_empty())
-        else {
-            return Err(EvidenceError(written));
-        };
-        let value = value.to_owned();
+        let (kind, value) = kind_and_value(&written)?;
         match kind {
             "OtherFootprint" => Ok(Self::OtherFootprint { footprint: value }),
             "LabelledForOtherFootprint" => Ok(Self::LabelledForOtherFootprint { footprint: value }),
             "AnnotatedForOtherCluster" => Ok(Self::AnnotatedForOtherCluster { identity: value }),
             _ => Err(EvidenceError(written)),
         }
-    }
-}
-
-impl JsonSchema for Conflict {
-    fn schema_name() -> std::borrow::Cow<'static, str> {
-        "Conflict".into()
-    }
-
-    fn json_schema(generator: &mut schemars::SchemaGenerator) -> schemars::Schema {
-        String::json_schema(generator)
     }
 }
 

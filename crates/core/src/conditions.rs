@@ -85,7 +85,13 @@ pub struct ConditionState {
 }
 
 impl ConditionState {
-    fn new(type_: ConditionType, status: bool, reason: ConditionReason, message: String) -> Self {
+    /// A condition as decided.
+    pub fn new(
+        type_: ConditionType,
+        status: bool,
+        reason: ConditionReason,
+        message: String,
+    ) -> Self {
         Self {
             type_,
             status,

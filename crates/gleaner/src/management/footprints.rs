@@ -697,12 +697,7 @@ mod tests {
     use super::*;
 
     fn state(type_: ConditionType, status: bool) -> ConditionState {
-        ConditionState {
-            type_,
-            status,
-            reason: ConditionReason::WatchFailing,
-            message: "down".into(),
-        }
+        ConditionState::new(type_, status, ConditionReason::WatchFailing, "down".into())
     }
 
     #[test]

@@ -260,12 +260,7 @@ mod tests {
     use crate::footprint::Phase;
 
     fn state(type_: ConditionType, status: bool) -> ConditionState {
-        ConditionState {
-            type_,
-            status,
-            reason: ConditionReason::WatchFailing,
-            message: "down".into(),
-        }
+        ConditionState::new(type_, status, ConditionReason::WatchFailing, "down".into())
     }
 
     #[test]
