@@ -14,6 +14,8 @@ use crate::{
 };
 
 const READY_TIMEOUT: Duration = Duration::from_secs(90);
+/// How many ports an apiserver is started on before a port race counts as a failure.
+const PORT_ATTEMPTS: u32 = 3;
 
 /// Well-known cluster names. A world may hold more (`guest-1`, `harvester-2`, ...).
 pub struct ClusterName;
@@ -57,8 +59,34 @@ impl ControlPlane {
     /// Writes the cluster's certificates, keys, token file and kubeconfigs, then starts its
     /// apiserver and waits for `/readyz`. The controller-manager starts later, once the CRDs are
     /// in (so its garbage collector discovers them on its first sync, not 30 seconds later).
+    ///
+    /// The port is one the kernel just handed out, then closed: another process (an outgoing
+    /// connection takes from the same range) can take it before the apiserver binds it. That
+    /// race is retried on a new port, a few times.
     #[allow(clippy::too_many_arguments)]
     pub(crate) async fn start(
+        name: &str,
+        role: Role,
+        etcd_url: &str,
+        pki: &Pki,
+        binaries: &Binaries,
+        layout: &Layout,
+        supervisor: &Supervisor,
+    ) -> Result<Self> {
+        let mut attempt = 1;
+        loop {
+            match Self::start_once(name, role, etcd_url, pki, binaries, layout, supervisor).await {
+                Err(error) if error.is_port_race() && attempt < PORT_ATTEMPTS => {
+                    tracing::warn!(%error, attempt, "the apiserver's port was taken: trying another");
+                    attempt += 1;
+                }
+                started => return started,
+            }
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn start_once(
         name: &str,
         role: Role,
         etcd_url: &str,

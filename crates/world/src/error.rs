@@ -74,6 +74,18 @@ pub enum Error {
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
+impl Error {
+    /// Whether a component lost the race for the free port it was given: the port was in use
+    /// before it started, or it exited because it could not bind it.
+    pub fn is_port_race(&self) -> bool {
+        match self {
+            Error::PortInUse { .. } => true,
+            Error::Exited { tail, .. } => tail.contains("address already in use"),
+            _ => false,
+        }
+    }
+}
+
 pub(crate) trait IoContext<T> {
     fn context(self, context: impl FnOnce() -> String) -> Result<T>;
 }
@@ -97,5 +109,29 @@ impl<T> KubeContext<T> for kube::Result<T> {
             context: context(),
             source,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_lost_port_race_is_told_from_other_failures() {
+        let exited = |tail: &str| Error::Exited {
+            component: "kube-apiserver-guest-1".into(),
+            status: "exit status: 1".into(),
+            log: PathBuf::from("apiserver.log"),
+            tail: tail.into(),
+        };
+        assert!(exited("listen tcp 127.0.0.1:36423: bind: address already in use").is_port_race());
+        assert!(!exited("etcd cluster is unavailable").is_port_race());
+        assert!(
+            Error::PortInUse {
+                component: "etcd".into(),
+                port: 1
+            }
+            .is_port_race()
+        );
     }
 }
