@@ -389,17 +389,14 @@ async fn a_volume_hot_plugged_into_vms_of_two_clusters_is_a_conflict_on_both() {
         conflicted(&ours, &c2) && conflicted(&other, &c1)
     })
     .await;
-    let rancher = world.client(ClusterName::RANCHER).await.unwrap();
-    let events: Api<k8s_openapi::api::events::v1::Event> =
-        Api::namespaced(rancher, &scenario.key("c1").namespace);
     eventually("a Warning Event names the conflict", || async {
-        events
-            .list(&Default::default())
-            .await
-            .unwrap()
-            .items
-            .iter()
-            .any(|event| event.reason.as_deref() == Some("AttributionConflict"))
+        common::warned(
+            world,
+            &scenario.key("c1").namespace,
+            "AttributionConflict",
+            "",
+        )
+        .await
     })
     .await;
 }

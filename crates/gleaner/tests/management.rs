@@ -438,24 +438,16 @@ async fn a_broken_credential_is_a_misconfiguration_that_holds_the_hook_with_a_wa
     // that gleaner neither panics nor guesses.
     let key = scenario.key("c1");
     scenario.delete_cluster(&key).await.unwrap();
-    let events: Api<k8s_openapi::api::events::v1::Event> = Api::namespaced(rancher, &key.namespace);
     eventually(
         "a Warning Event says the hook waits for the credential",
         || async {
-            events
-                .list(&Default::default())
-                .await
-                .unwrap()
-                .items
-                .iter()
-                .any(|event| {
-                    event.type_.as_deref() == Some("Warning")
-                        && event.reason.as_deref() == Some("HarvesterMisconfigured")
-                        && event
-                            .note
-                            .as_deref()
-                            .is_some_and(|note| note.contains("does not parse"))
-                })
+            warned(
+                world,
+                &key.namespace,
+                "HarvesterMisconfigured",
+                "does not parse",
+            )
+            .await
         },
     )
     .await;
