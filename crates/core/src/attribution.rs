@@ -9,7 +9,12 @@ use std::collections::{BTreeMap, BTreeSet};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use crate::keys;
+use jiff::Timestamp;
+
+use crate::{
+    guest::{GuestFacts, GuestPolicy, PolicySeen, policy_seen},
+    keys,
+};
 
 /// The namespace of Harvester's NetworkFilesystems.
 pub const NETWORK_FILESYSTEM_NAMESPACE: &str = "harvester-system";
@@ -64,6 +69,23 @@ pub enum Evidence {
         /// The PVC's UID.
         pvc_uid: String,
     },
+    /// A guest PV of the cluster (driver `driver.harvesterhci.io`) names the PVC as its
+    /// `volumeHandle`.
+    GuestVolume {
+        /// The guest PV's UID.
+        pv_uid: String,
+    },
+    /// A guest VolumeSnapshotContent of the cluster names the VolumeSnapshot as its handle.
+    GuestSnapshot {
+        /// The guest VolumeSnapshotContent's UID.
+        content_uid: String,
+    },
+    /// The LoadBalancer's `cloudprovider.harvesterhci.io/service-uuid` is the UID of a
+    /// LoadBalancer Service seen in the cluster.
+    GuestService {
+        /// The guest Service's UID.
+        service_uid: String,
+    },
 }
 
 impl From<Evidence> for String {
@@ -72,6 +94,9 @@ impl From<Evidence> for String {
             Evidence::HotPlugged { vm_uid } => format!("HotPlugged:{vm_uid}"),
             Evidence::VolumeOf { pvc_uid } => format!("VolumeOf:{pvc_uid}"),
             Evidence::SnapshotOf { pvc_uid } => format!("SnapshotOf:{pvc_uid}"),
+            Evidence::GuestVolume { pv_uid } => format!("GuestVolume:{pv_uid}"),
+            Evidence::GuestSnapshot { content_uid } => format!("GuestSnapshot:{content_uid}"),
+            Evidence::GuestService { service_uid } => format!("GuestService:{service_uid}"),
         }
     }
 }
@@ -90,6 +115,9 @@ impl TryFrom<String> for Evidence {
             "HotPlugged" => Ok(Self::HotPlugged { vm_uid: uid }),
             "VolumeOf" => Ok(Self::VolumeOf { pvc_uid: uid }),
             "SnapshotOf" => Ok(Self::SnapshotOf { pvc_uid: uid }),
+            "GuestVolume" => Ok(Self::GuestVolume { pv_uid: uid }),
+            "GuestSnapshot" => Ok(Self::GuestSnapshot { content_uid: uid }),
+            "GuestService" => Ok(Self::GuestService { service_uid: uid }),
             _ => Err(EvidenceError(written)),
         }
     }
@@ -193,6 +221,9 @@ pub struct HostObjectRecord {
     /// Set when evidence or a label ties it to another cluster too: never deletable.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conflicts: Vec<Conflict>,
+    /// A volume's guest reclaim policy, a snapshot's guest deletion policy, as last seen.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub guest_policy: Option<PolicySeen>,
 }
 
 impl ObjectClass {
@@ -251,6 +282,8 @@ pub struct ObservedObject {
     pub block: bool,
     /// A VolumeSnapshot's `spec.source.persistentVolumeClaimName`.
     pub snapshot_source: Option<String>,
+    /// A LoadBalancer's `cloudprovider.harvesterhci.io/service-uuid`.
+    pub service_uuid: Option<String>,
     /// `gleaner.io/footprint`.
     pub footprint_label: Option<String>,
     /// `gleaner.io/cluster`.
@@ -299,6 +332,32 @@ pub struct ThisFootprint<'a> {
     pub records: &'a [HostObjectRecord],
 }
 
+/// What attribution reads: the Harvesters' VMs and objects, and the guest cluster.
+#[derive(Debug, Clone, Copy)]
+pub struct Observation<'a> {
+    /// Every VM of the cluster's Harvesters.
+    pub vms: &'a [ObservedVm],
+    /// The host objects of the pools' namespaces; `None` while a Harvester is not synced.
+    pub objects: Option<&'a [ObservedObject]>,
+    /// What the guest cluster showed last; `None` while it was never observed.
+    pub guest: Option<&'a GuestFacts>,
+    /// Now, to stamp the guest policies seen.
+    pub now: Timestamp,
+}
+
+/// A guest PV whose `volumeHandle` names no single host PVC of the pools' namespaces: reported,
+/// never guessed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct UnmatchedGuestVolume {
+    /// The guest PV's name.
+    pub pv: String,
+    /// The host PVC it names.
+    pub volume_handle: String,
+    /// How many host PVCs of that name the pools' namespaces hold (0, or more than one).
+    pub found: usize,
+}
+
 /// What attribution found.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Attribution {
@@ -307,6 +366,8 @@ pub struct Attribution {
     /// Objects that carry this Footprint's label or identity but no evidence (restored or
     /// cloned copies): never attributed, reported.
     pub lookalikes: Vec<ObservedObject>,
+    /// Guest PVs whose host PVC is not found (empty while the guest or a Harvester is unknown).
+    pub unmatched: Vec<UnmatchedGuestVolume>,
 }
 
 /// The value of [`keys::CLUSTER_ANNOTATION`] gleaner writes on an attributed object:
@@ -315,19 +376,20 @@ pub fn cluster_annotation(identity: &str, uid: &str) -> String {
     format!("{identity}@{uid}")
 }
 
-/// Attributes the observed host objects to `this` Footprint. `objects` is `None` while a
-/// Harvester is not synced: then the records stay as they are. A record stays while its object
-/// (by UID) exists; it gains evidence, never loses any; a record whose object is gone goes.
+/// Attributes the observed host objects to `this` Footprint. While a Harvester is not synced
+/// the records stay as they are. A record stays while its object (by UID) exists; it gains
+/// evidence, never loses any; a record whose object is gone goes. Without the guest's facts a
+/// record keeps the guest policy it had.
 pub fn attribute(
     this: &ThisFootprint<'_>,
     others: &[OtherFootprint],
-    vms: &[ObservedVm],
-    objects: Option<&[ObservedObject]>,
+    observed: &Observation<'_>,
 ) -> Attribution {
-    let Some(objects) = objects else {
+    let vms = observed.vms;
+    let Some(objects) = observed.objects else {
         return Attribution {
             records: this.records.to_vec(),
-            lookalikes: Vec::new(),
+            ..Attribution::default()
         };
     };
     let by_uid: BTreeMap<&str, &ObservedObject> = objects
@@ -353,6 +415,10 @@ pub fn attribute(
                 && object.name == name
         })
     };
+    let guest = observed
+        .guest
+        .map(|facts| guest_evidence(facts, objects, &mut evidence))
+        .unwrap_or_default();
     for vm in vms.iter().filter(|vm| this.vm_uids.contains(&vm.uid)) {
         for claim in &vm.hotplugged {
             if let Some(pvc) = find(
@@ -405,20 +471,38 @@ pub fn attribute(
                 });
         }
     }
+    let recorded_policy = |uid: &str| {
+        this.records
+            .iter()
+            .find(|record| record.uid == uid)
+            .and_then(|record| record.guest_policy)
+    };
     let mut records: Vec<HostObjectRecord> = evidence
         .into_iter()
         .filter(|(_, evidence)| !evidence.is_empty())
         .filter_map(|(uid, evidence)| {
             let object = by_uid.get(uid.as_str())?;
+            let class = match object.class() {
+                ObjectClass::Volume if guest.read_write_many.contains(&uid) => {
+                    ObjectClass::RwxVolume
+                }
+                class => class,
+            };
+            let guest_policy = policy_seen(
+                recorded_policy(&uid),
+                guest.policies.get(&uid).copied(),
+                observed.now,
+            );
             Some(HostObjectRecord {
                 cloud_credential: object.cloud_credential.clone(),
                 namespace: object.namespace.clone(),
                 name: object.name.clone(),
-                uid,
-                class: object.class(),
+                class,
                 evidence: evidence.into_iter().collect(),
                 guest_cluster_hint: object.guest_cluster_label.clone(),
                 conflicts: conflicts(this, others, vms, object),
+                guest_policy,
+                uid,
             })
         })
         .collect();
@@ -441,7 +525,89 @@ pub fn attribute(
     Attribution {
         records,
         lookalikes,
+        unmatched: guest.unmatched,
     }
+}
+
+/// What the guest's facts add: their evidence (into `evidence`), the policies they show by host
+/// object UID, which volumes the guest mounts ReadWriteMany, and its unmatched PVs.
+#[derive(Debug, Default)]
+struct GuestFindings {
+    policies: BTreeMap<String, GuestPolicy>,
+    read_write_many: BTreeSet<String>,
+    unmatched: Vec<UnmatchedGuestVolume>,
+}
+
+fn guest_evidence(
+    facts: &GuestFacts,
+    objects: &[ObservedObject],
+    evidence: &mut BTreeMap<String, BTreeSet<Evidence>>,
+) -> GuestFindings {
+    let mut found = GuestFindings::default();
+    let of_kind = |kind: HostKind| objects.iter().filter(move |object| object.kind() == kind);
+    for volume in facts.driver_volumes() {
+        let claims: Vec<&ObservedObject> = of_kind(HostKind::PersistentVolumeClaim)
+            .filter(|claim| claim.name == volume.volume_handle)
+            .collect();
+        let [claim] = claims.as_slice() else {
+            found.unmatched.push(UnmatchedGuestVolume {
+                pv: volume.name.clone(),
+                volume_handle: volume.volume_handle.clone(),
+                found: claims.len(),
+            });
+            continue;
+        };
+        evidence
+            .entry(claim.uid.clone())
+            .or_default()
+            .insert(Evidence::GuestVolume {
+                pv_uid: volume.uid.clone(),
+            });
+        if let Some(policy) = volume.reclaim {
+            found.policies.insert(claim.uid.clone(), policy);
+        }
+        if volume.read_write_many {
+            found.read_write_many.insert(claim.uid.clone());
+        }
+    }
+    for content in facts.driver_contents() {
+        let Some((namespace, name)) = content.host_snapshot() else {
+            continue;
+        };
+        let snapshots: Vec<&ObservedObject> = of_kind(HostKind::VolumeSnapshot)
+            .filter(|snapshot| {
+                snapshot.name == name && namespace.is_none_or(|ns| snapshot.namespace == ns)
+            })
+            .collect();
+        // A handle that names no single snapshot proves nothing.
+        let [snapshot] = snapshots.as_slice() else {
+            continue;
+        };
+        evidence
+            .entry(snapshot.uid.clone())
+            .or_default()
+            .insert(Evidence::GuestSnapshot {
+                content_uid: content.uid.clone(),
+            });
+        if let Some(policy) = content.deletion {
+            found.policies.insert(snapshot.uid.clone(), policy);
+        }
+    }
+    for balancer in of_kind(HostKind::LoadBalancer) {
+        if let Some(service) = balancer
+            .service_uuid
+            .as_ref()
+            .filter(|uid| facts.load_balancer_services.contains(*uid))
+        {
+            evidence
+                .entry(balancer.uid.clone())
+                .or_default()
+                .insert(Evidence::GuestService {
+                    service_uid: service.clone(),
+                });
+        }
+    }
+    found
 }
 
 /// The identity part of a `gleaner.io/cluster` annotation.
@@ -519,6 +685,7 @@ mod tests {
     use proptest::prelude::*;
 
     use super::*;
+    use crate::guest::{GUEST_DRIVER, GuestSnapshotContent, GuestVolume};
 
     const CREDENTIAL: &str = "cattle-global-data:hv";
     const IDENTITY: &str = "install/fleet-default/c1";
@@ -556,6 +723,25 @@ mod tests {
         }
     }
 
+    /// Attribution from the Harvesters alone, the guest never observed.
+    fn harvester_only(
+        this: &ThisFootprint<'_>,
+        others: &[OtherFootprint],
+        vms: &[ObservedVm],
+        objects: Option<&[ObservedObject]>,
+    ) -> Attribution {
+        attribute(
+            this,
+            others,
+            &Observation {
+                vms,
+                objects,
+                guest: None,
+                now: Timestamp::UNIX_EPOCH,
+            },
+        )
+    }
+
     fn uids(names: &[&str]) -> BTreeSet<String> {
         names.iter().map(|name| (*name).to_owned()).collect()
     }
@@ -590,7 +776,7 @@ mod tests {
             snapshot,
             pvc("pvc-other", "u-o"),
         ];
-        let found = attribute(
+        let found = harvester_only(
             &this(&vms, &[]),
             &[],
             &[vm("vm-1", &["pvc-a", "pvc-rwx"])],
@@ -622,6 +808,15 @@ mod tests {
             },
             Evidence::SnapshotOf {
                 pvc_uid: "s".into(),
+            },
+            Evidence::GuestVolume {
+                pv_uid: "pv".into(),
+            },
+            Evidence::GuestSnapshot {
+                content_uid: "c".into(),
+            },
+            Evidence::GuestService {
+                service_uid: "svc".into(),
             },
         ] {
             let written = serde_json::to_string(&evidence).unwrap();
@@ -664,13 +859,13 @@ mod tests {
     fn a_detached_volume_stays_attributed() {
         let vms = uids(&["vm-1"]);
         let objects = [pvc("pvc-a", "u-a")];
-        let first = attribute(
+        let first = harvester_only(
             &this(&vms, &[]),
             &[],
             &[vm("vm-1", &["pvc-a"])],
             Some(&objects),
         );
-        let later = attribute(
+        let later = harvester_only(
             &this(&vms, &first.records),
             &[],
             &[vm("vm-1", &[])],
@@ -688,7 +883,7 @@ mod tests {
             ..pvc("pvc-restored", "u-copy")
         };
         let objects = [pvc("pvc-a", "u-a"), copy];
-        let found = attribute(
+        let found = harvester_only(
             &this(&vms, &[]),
             &[],
             &[vm("vm-1", &["pvc-a"])],
@@ -704,7 +899,7 @@ mod tests {
         let objects = [pvc("pvc-a", "u-a")];
         let ours = uids(&["vm-1"]);
         let theirs = uids(&["vm-2"]);
-        let first = attribute(
+        let first = harvester_only(
             &this(&ours, &[]),
             &[],
             &[vm("vm-1", &["pvc-a"])],
@@ -716,7 +911,7 @@ mod tests {
             object_uids: BTreeSet::new(),
         };
         // Now plugged into the other cluster's VM.
-        let ours_now = attribute(
+        let ours_now = harvester_only(
             &this(&ours, &first.records),
             &[other],
             &[vm("vm-2", &["pvc-a"])],
@@ -729,7 +924,7 @@ mod tests {
             }]
         );
         assert!(!ours_now.records[0].deletable());
-        let theirs_now = attribute(
+        let theirs_now = harvester_only(
             &ThisFootprint {
                 name: "fp2",
                 identity: "install/fleet-default/c2",
@@ -770,7 +965,7 @@ mod tests {
                 },
             ),
         ] {
-            let found = attribute(
+            let found = harvester_only(
                 &this(&vms, &[]),
                 &[],
                 &[vm("vm-1", &["pvc-a"])],
@@ -784,18 +979,18 @@ mod tests {
     fn an_unsynced_harvester_keeps_the_records_and_a_gone_object_loses_its_record() {
         let vms = uids(&["vm-1"]);
         let objects = [pvc("pvc-a", "u-a")];
-        let first = attribute(
+        let first = harvester_only(
             &this(&vms, &[]),
             &[],
             &[vm("vm-1", &["pvc-a"])],
             Some(&objects),
         );
         assert_eq!(
-            attribute(&this(&vms, &first.records), &[], &[], None).records,
+            harvester_only(&this(&vms, &first.records), &[], &[], None).records,
             first.records
         );
         assert!(
-            attribute(&this(&vms, &first.records), &[], &[], Some(&[]))
+            harvester_only(&this(&vms, &first.records), &[], &[], Some(&[]))
                 .records
                 .is_empty()
         );
@@ -805,7 +1000,7 @@ mod tests {
     fn marks_are_written_once_and_never_over_another_footprint() {
         let vms = uids(&["vm-1"]);
         let objects = [pvc("pvc-a", "u-a")];
-        let found = attribute(
+        let found = harvester_only(
             &this(&vms, &[]),
             &[],
             &[vm("vm-1", &["pvc-a"])],
@@ -824,6 +1019,203 @@ mod tests {
             ..objects[0].clone()
         };
         assert_eq!(marks_to_write(&footprint, &found.records[0], &marked), None);
+    }
+
+    fn guest_pv(name: &str, handle: &str, reclaim: Option<GuestPolicy>) -> GuestVolume {
+        GuestVolume {
+            name: name.into(),
+            uid: format!("uid-{name}"),
+            driver: GUEST_DRIVER.into(),
+            volume_handle: handle.into(),
+            read_write_many: false,
+            reclaim,
+        }
+    }
+
+    fn with_guest(
+        this: &ThisFootprint<'_>,
+        objects: &[ObservedObject],
+        guest: &GuestFacts,
+        now: i64,
+    ) -> Attribution {
+        attribute(
+            this,
+            &[],
+            &Observation {
+                vms: &[],
+                objects: Some(objects),
+                guest: Some(guest),
+                now: Timestamp::from_second(now).unwrap(),
+            },
+        )
+    }
+
+    #[test]
+    fn a_never_attached_volume_is_attributed_by_its_guest_pv_with_its_policy() {
+        let vms = BTreeSet::new();
+        let rwx = ObservedObject {
+            block: false,
+            volume_name: Some("pv-host-rwx".into()),
+            ..pvc("pvc-rwx", "u-rwx")
+        };
+        let filesystem = ObservedObject {
+            kind: Some(HostKind::NetworkFilesystem),
+            namespace: NETWORK_FILESYSTEM_NAMESPACE.into(),
+            name: "pv-host-rwx".into(),
+            uid: "u-nfs".into(),
+            cloud_credential: CREDENTIAL.into(),
+            ..ObservedObject::default()
+        };
+        let objects = [pvc("pvc-a", "u-a"), rwx, filesystem, pvc("pvc-b", "u-b")];
+        let guest = GuestFacts {
+            volumes: vec![
+                guest_pv("pvc-a", "pvc-a", Some(GuestPolicy::Retain)),
+                GuestVolume {
+                    read_write_many: true,
+                    ..guest_pv("pvc-rwx", "pvc-rwx", Some(GuestPolicy::Delete))
+                },
+                GuestVolume {
+                    driver: "driver.longhorn.io".into(),
+                    ..guest_pv("pvc-b", "pvc-b", Some(GuestPolicy::Delete))
+                },
+            ],
+            ..GuestFacts::default()
+        };
+        let found = with_guest(&this(&vms, &[]), &objects, &guest, 100);
+        let got: Vec<(&str, ObjectClass, Option<GuestPolicy>)> = found
+            .records
+            .iter()
+            .map(|record| {
+                (
+                    record.uid.as_str(),
+                    record.class,
+                    record.guest_policy.map(|seen| seen.policy),
+                )
+            })
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("u-a", ObjectClass::Volume, Some(GuestPolicy::Retain)),
+                ("u-rwx", ObjectClass::RwxVolume, Some(GuestPolicy::Delete)),
+                ("u-nfs", ObjectClass::NetworkFilesystem, None),
+            ],
+            "another driver's PV attributes nothing"
+        );
+        assert_eq!(
+            found.records[0].evidence,
+            [Evidence::GuestVolume {
+                pv_uid: "uid-pvc-a".into()
+            }]
+        );
+    }
+
+    #[test]
+    fn a_guest_pv_whose_host_pvc_is_missing_or_ambiguous_is_reported_never_guessed() {
+        let vms = BTreeSet::new();
+        let twin = ObservedObject {
+            namespace: "other-vms".into(),
+            ..pvc("pvc-twin", "u-twin-2")
+        };
+        let objects = [pvc("pvc-twin", "u-twin-1"), twin];
+        let guest = GuestFacts {
+            volumes: vec![
+                guest_pv("pvc-gone", "pvc-gone", Some(GuestPolicy::Delete)),
+                guest_pv("pvc-twin", "pvc-twin", Some(GuestPolicy::Delete)),
+            ],
+            ..GuestFacts::default()
+        };
+        let found = with_guest(&this(&vms, &[]), &objects, &guest, 0);
+        assert!(found.records.is_empty());
+        assert_eq!(
+            found
+                .unmatched
+                .iter()
+                .map(|unmatched| (unmatched.pv.as_str(), unmatched.found))
+                .collect::<Vec<_>>(),
+            [("pvc-gone", 0), ("pvc-twin", 2)]
+        );
+    }
+
+    #[test]
+    fn a_load_balancer_is_attributed_by_its_service_uid_never_by_its_cluster_label() {
+        let vms = BTreeSet::new();
+        let balancer = |name: &str, uid: &str, service: &str| ObservedObject {
+            kind: Some(HostKind::LoadBalancer),
+            name: name.into(),
+            uid: uid.into(),
+            service_uuid: Some(service.into()),
+            guest_cluster_label: Some("prod".into()),
+            ..pvc("", "")
+        };
+        let objects = [
+            balancer("prod-ingress", "u-lb", "svc-ours"),
+            balancer("prod-web", "u-namesake", "svc-theirs"),
+        ];
+        let guest = GuestFacts {
+            load_balancer_services: uids(&["svc-ours"]),
+            ..GuestFacts::default()
+        };
+        let found = with_guest(&this(&vms, &[]), &objects, &guest, 0);
+        assert_eq!(found.records.len(), 1);
+        assert_eq!(found.records[0].uid, "u-lb");
+        assert_eq!(found.records[0].class, ObjectClass::LoadBalancer);
+        // The Service is deleted and re-created with a new UID: the record stays.
+        let later = GuestFacts {
+            load_balancer_services: uids(&["svc-new"]),
+            ..GuestFacts::default()
+        };
+        let kept = with_guest(&this(&vms, &found.records), &objects, &later, 1);
+        assert_eq!(kept.records, found.records);
+    }
+
+    #[test]
+    fn a_snapshot_is_attributed_by_its_guest_content_with_its_deletion_policy() {
+        let vms = BTreeSet::new();
+        let snapshot = ObservedObject {
+            kind: Some(HostKind::VolumeSnapshot),
+            name: "snapshot-1".into(),
+            uid: "u-snap".into(),
+            snapshot_source: Some("pvc-unknown".into()),
+            ..pvc("", "")
+        };
+        let guest = GuestFacts {
+            contents: vec![GuestSnapshotContent {
+                name: "snapcontent-1".into(),
+                uid: "u-content".into(),
+                driver: GUEST_DRIVER.into(),
+                snapshot_handle: Some("snapshot-1".into()),
+                deletion: Some(GuestPolicy::Retain),
+            }],
+            ..GuestFacts::default()
+        };
+        let found = with_guest(&this(&vms, &[]), &[snapshot], &guest, 0);
+        assert_eq!(found.records.len(), 1);
+        assert_eq!(
+            found.records[0].guest_policy.map(|seen| seen.policy),
+            Some(GuestPolicy::Retain)
+        );
+    }
+
+    #[test]
+    fn the_latest_policy_wins_and_an_unreachable_guest_keeps_the_last_one() {
+        let vms = BTreeSet::new();
+        let objects = [pvc("pvc-a", "u-a")];
+        let delete = GuestFacts {
+            volumes: vec![guest_pv("pvc-a", "pvc-a", Some(GuestPolicy::Delete))],
+            ..GuestFacts::default()
+        };
+        let first = with_guest(&this(&vms, &[]), &objects, &delete, 0);
+        let retain = GuestFacts {
+            volumes: vec![guest_pv("pvc-a", "pvc-a", Some(GuestPolicy::Retain))],
+            ..GuestFacts::default()
+        };
+        let second = with_guest(&this(&vms, &first.records), &objects, &retain, 10);
+        let seen = second.records[0].guest_policy.unwrap();
+        assert_eq!(seen.policy, GuestPolicy::Retain);
+        assert_eq!(seen.seen_at, Timestamp::from_second(10).unwrap());
+        let unreachable = harvester_only(&this(&vms, &second.records), &[], &[], Some(&objects));
+        assert_eq!(unreachable.records, second.records);
     }
 
     /// Objects with distinct UIDs, as on any apiserver.
@@ -866,7 +1258,7 @@ mod tests {
             ours: bool,
         ) {
             let vms = uids(if ours { &["vm-1"] } else { &[] });
-            let found = attribute(&this(&vms, &[]), &[], &[vm("vm-1", &plugged.iter().map(String::as_str).collect::<Vec<_>>())], Some(&objects));
+            let found = harvester_only(&this(&vms, &[]), &[], &[vm("vm-1", &plugged.iter().map(String::as_str).collect::<Vec<_>>())], Some(&objects));
             for record in &found.records {
                 prop_assert!(!record.evidence.is_empty());
                 let live = objects.iter().find(|object| object.uid == record.uid);
@@ -880,10 +1272,37 @@ mod tests {
 
         /// Labels, annotations and the CSI hint alone never attribute anything.
         #[test]
-        fn labels_alone_never_attribute(objects in objects()) {
+        fn labels_alone_never_harvester_only(objects in objects()) {
             let vms = uids(&["vm-1"]);
-            let found = attribute(&this(&vms, &[]), &[], &[vm("vm-1", &[])], Some(&objects));
+            let found = harvester_only(&this(&vms, &[]), &[], &[vm("vm-1", &[])], Some(&objects));
             prop_assert!(found.records.is_empty());
+        }
+
+        /// A PVC is attributed from the guest only when a PV of the Harvester driver names
+        /// exactly it; other drivers' PVs and labels never attribute.
+        #[test]
+        fn the_guest_attributes_only_what_a_driver_pv_names(
+            objects in objects(),
+            handles in proptest::collection::vec(("pvc-[a-d]", any::<bool>()), 0..4),
+        ) {
+            let vms = BTreeSet::new();
+            let guest = GuestFacts {
+                volumes: handles
+                    .iter()
+                    .enumerate()
+                    .map(|(index, (handle, ours))| GuestVolume {
+                        driver: if *ours { GUEST_DRIVER.into() } else { "other".into() },
+                        ..guest_pv(&format!("pv-{index}"), handle, None)
+                    })
+                    .collect(),
+                ..GuestFacts::default()
+            };
+            let found = with_guest(&this(&vms, &[]), &objects, &guest, 0);
+            for record in &found.records {
+                let named = handles.iter().filter(|(handle, ours)| *ours && *handle == record.name).count();
+                prop_assert!(named > 0);
+                prop_assert_eq!(objects.iter().filter(|object| object.name == record.name).count(), 1);
+            }
         }
 
         /// A record with a conflict is never deletable.
@@ -895,7 +1314,7 @@ mod tests {
         ) {
             let vms = uids(&["vm-1"]);
             let other = OtherFootprint { name: "fp2".into(), vm_uids: BTreeSet::new(), object_uids: theirs.clone() };
-            let found = attribute(&this(&vms, &[]), &[other], &[vm("vm-1", &plugged.iter().map(String::as_str).collect::<Vec<_>>())], Some(&objects));
+            let found = harvester_only(&this(&vms, &[]), &[other], &[vm("vm-1", &plugged.iter().map(String::as_str).collect::<Vec<_>>())], Some(&objects));
             for record in &found.records {
                 if theirs.contains(&record.uid) {
                     prop_assert!(!record.conflicts.is_empty());

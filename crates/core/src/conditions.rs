@@ -24,6 +24,15 @@ pub enum ConditionType {
     ProtectionLapsed,
     /// The Footprint is full: objects found since are not recorded (so never deleted).
     RecordsLimited,
+    /// The guest cluster does not answer through its kubeconfig Secret, or that Secret is
+    /// missing or unusable: the last known facts stand.
+    GuestUnreachable,
+    /// The final inventory of the guest, taken once its deletion is confirmed, completed
+    /// (True) or not (False); its transition time says when it ran.
+    Inventoried,
+    /// gleaner first saw the cluster when its deletion had already started: what it knows
+    /// may be partial.
+    LateTracking,
 }
 
 /// Why a condition has its status; its wire name is the variant name.
@@ -57,6 +66,18 @@ pub enum ConditionReason {
     FootprintFull,
     /// `RecordsLimited` False.
     WithinLimit,
+    /// `GuestUnreachable` True: the guest's watch fails.
+    GuestWatchFailing,
+    /// `GuestUnreachable` True: the kubeconfig Secret is missing, malformed or rejected.
+    KubeconfigUnusable,
+    /// `GuestUnreachable` False.
+    GuestReachable,
+    /// `Inventoried` True.
+    InventoryCompleted,
+    /// `Inventoried` False.
+    InventoryIncomplete,
+    /// `LateTracking` True.
+    FirstSeenDeleting,
 }
 
 macro_rules! wire_name {
@@ -177,10 +198,10 @@ pub fn frozen(capi_cluster_exists: bool, paused_by: Option<PausedBy>) -> Conditi
     }
 }
 
-/// How one Harvester fares, as gleaner observes it (its watch, and the writes that failed since
-/// the last one that succeeded).
+/// How a cluster gleaner reaches (a Harvester, a guest) fares, as gleaner observes it: its
+/// watches, and for a Harvester the writes that failed since the last one that succeeded.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum HarvesterHealth {
+pub enum Health {
     /// Nothing observed yet (the first list is not in): says nothing either way.
     Syncing,
     /// It answers.
@@ -201,18 +222,16 @@ pub enum HarvesterHealth {
 /// cluster (by credential). Each is True while any Harvester shows it, False once every one has
 /// been observed without it, and kept as it is (`None`) while one is still syncing: a restart of
 /// gleaner must not restart the clock the hook timeout reads.
-pub fn harvester_conditions(healths: &[(String, HarvesterHealth)]) -> [Option<ConditionState>; 2] {
-    let syncing = healths
-        .iter()
-        .any(|(_, health)| *health == HarvesterHealth::Syncing);
+pub fn harvester_conditions(healths: &[(String, Health)]) -> [Option<ConditionState>; 2] {
+    let syncing = healths.iter().any(|(_, health)| *health == Health::Syncing);
     let failing = |misconfigured: bool| -> Vec<String> {
         healths
             .iter()
             .filter_map(|(credential, health)| match health {
-                HarvesterHealth::Unreachable { problem } if !misconfigured => {
+                Health::Unreachable { problem } if !misconfigured => {
                     Some(format!("{credential}: {problem}"))
                 }
-                HarvesterHealth::Misconfigured { problem } if misconfigured => {
+                Health::Misconfigured { problem } if misconfigured => {
                     Some(format!("{credential}: {problem}"))
                 }
                 _ => None,
@@ -274,6 +293,98 @@ pub fn records_limited(left_out: usize) -> ConditionState {
     }
 }
 
+/// `GuestUnreachable` from the guest's health, or `None` to keep it as it is while its watch
+/// syncs.
+pub fn guest_unreachable(health: &Health) -> Option<ConditionState> {
+    let (status, reason, message) = match health {
+        Health::Syncing => return None,
+        Health::Reachable => (
+            false,
+            ConditionReason::GuestReachable,
+            "the guest cluster answers".to_owned(),
+        ),
+        Health::Unreachable { problem } => {
+            (true, ConditionReason::GuestWatchFailing, problem.clone())
+        }
+        Health::Misconfigured { problem } => {
+            (true, ConditionReason::KubeconfigUnusable, problem.clone())
+        }
+    };
+    Some(ConditionState::new(
+        ConditionType::GuestUnreachable,
+        status,
+        reason,
+        message,
+    ))
+}
+
+/// How the final inventory of a guest went.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Inventory {
+    /// Every list answered within the timeout.
+    Completed {
+        /// Guest PVs of the Harvester CSI driver read.
+        volumes: usize,
+        /// Guest VolumeSnapshotContents of the driver read.
+        contents: usize,
+        /// Guest LoadBalancer Services read.
+        services: usize,
+    },
+    /// A list failed or the timeout passed: the last known facts stand.
+    Incomplete {
+        /// What failed.
+        problem: String,
+    },
+}
+
+/// `Inventoried`, with how many recorded volumes the guest's policies will keep because their
+/// policy was never seen or is too old (the reclaimer keeps them).
+pub fn inventoried(inventory: &Inventory, unsure_policies: usize) -> ConditionState {
+    let unsure = if unsure_policies == 0 {
+        String::new()
+    } else {
+        format!(
+            "; {unsure_policies} recorded volume(s) have no recent guest reclaim policy and \
+             will be kept"
+        )
+    };
+    match inventory {
+        Inventory::Completed {
+            volumes,
+            contents,
+            services,
+        } => ConditionState::new(
+            ConditionType::Inventoried,
+            true,
+            ConditionReason::InventoryCompleted,
+            format!(
+                "the final inventory read {volumes} guest PV(s), {contents} snapshot content(s) \
+                 and {services} LoadBalancer Service(s){unsure}"
+            ),
+        ),
+        Inventory::Incomplete { problem } => ConditionState::new(
+            ConditionType::Inventoried,
+            false,
+            ConditionReason::InventoryIncomplete,
+            format!(
+                "the final inventory did not complete ({problem}): the last known facts stand{unsure}"
+            ),
+        ),
+    }
+}
+
+/// `LateTracking` True.
+pub fn late_tracking() -> ConditionState {
+    ConditionState::new(
+        ConditionType::LateTracking,
+        true,
+        ConditionReason::FirstSeenDeleting,
+        "gleaner first saw this cluster while it was being deleted: it records what it can still \
+         observe, and attributes nothing without evidence"
+            .into(),
+    )
+}
+
 /// `ProtectionLapsed` True, with what happened.
 pub fn protection_lapsed(message: String) -> ConditionState {
     ConditionState::new(
@@ -290,12 +401,12 @@ mod tests {
 
     use super::*;
 
-    fn health() -> impl Strategy<Value = HarvesterHealth> {
+    fn health() -> impl Strategy<Value = Health> {
         prop_oneof![
-            Just(HarvesterHealth::Syncing),
-            Just(HarvesterHealth::Reachable),
-            "[a-z ]{1,8}".prop_map(|problem| HarvesterHealth::Unreachable { problem }),
-            "[a-z ]{1,8}".prop_map(|problem| HarvesterHealth::Misconfigured { problem }),
+            Just(Health::Syncing),
+            Just(Health::Reachable),
+            "[a-z ]{1,8}".prop_map(|problem| Health::Unreachable { problem }),
+            "[a-z ]{1,8}".prop_map(|problem| Health::Misconfigured { problem }),
         ]
     }
 
@@ -324,10 +435,55 @@ mod tests {
     }
 
     #[test]
+    fn a_guest_is_unreachable_while_it_fails_and_kept_as_it_is_while_it_syncs() {
+        assert_eq!(guest_unreachable(&Health::Syncing), None);
+        let reachable = guest_unreachable(&Health::Reachable).unwrap();
+        assert!(!reachable.status);
+        let down = guest_unreachable(&Health::Unreachable {
+            problem: "503 from Rancher's proxy".into(),
+        })
+        .unwrap();
+        assert!(down.status);
+        assert_eq!(down.reason, ConditionReason::GuestWatchFailing);
+        assert_eq!(down.message, "503 from Rancher's proxy");
+        let rejected = guest_unreachable(&Health::Misconfigured {
+            problem: "401".into(),
+        })
+        .unwrap();
+        assert_eq!(
+            (rejected.status, rejected.reason),
+            (true, ConditionReason::KubeconfigUnusable)
+        );
+    }
+
+    #[test]
+    fn an_inventory_says_what_it_read_or_why_it_did_not_complete() {
+        let done = inventoried(
+            &Inventory::Completed {
+                volumes: 3,
+                contents: 1,
+                services: 2,
+            },
+            0,
+        );
+        assert!(done.status);
+        assert!(done.message.contains("3 guest PV(s)"), "{}", done.message);
+        let incomplete = inventoried(
+            &Inventory::Incomplete {
+                problem: "timed out after 30s".into(),
+            },
+            2,
+        );
+        assert!(!incomplete.status);
+        assert!(incomplete.message.contains("timed out after 30s"));
+        assert!(incomplete.message.contains("2 recorded volume(s)"));
+    }
+
+    #[test]
     fn a_syncing_harvester_keeps_both_conditions_as_they_are() {
         let healths = [
-            ("a:x".to_owned(), HarvesterHealth::Syncing),
-            ("a:y".to_owned(), HarvesterHealth::Reachable),
+            ("a:x".to_owned(), Health::Syncing),
+            ("a:y".to_owned(), Health::Reachable),
         ];
         assert_eq!(harvester_conditions(&healths), [None, None]);
     }
@@ -337,13 +493,13 @@ mod tests {
         let healths = [
             (
                 "a:x".to_owned(),
-                HarvesterHealth::Unreachable {
+                Health::Unreachable {
                     problem: "timed out".into(),
                 },
             ),
             (
                 "a:y".to_owned(),
-                HarvesterHealth::Misconfigured {
+                Health::Misconfigured {
                     problem: "403".into(),
                 },
             ),
@@ -363,17 +519,17 @@ mod tests {
         fn each_harvester_condition_is_true_exactly_while_a_harvester_shows_it(
             healths in proptest::collection::vec(health(), 0..4),
         ) {
-            let healths: Vec<(String, HarvesterHealth)> = healths
+            let healths: Vec<(String, Health)> = healths
                 .into_iter()
                 .enumerate()
                 .map(|(index, health)| (format!("ns:cc{index}"), health))
                 .collect();
             let [unreachable, misconfigured] = harvester_conditions(&healths);
-            let any = |wanted: fn(&HarvesterHealth) -> bool| healths.iter().any(|(_, h)| wanted(h));
-            let syncing = any(|h| *h == HarvesterHealth::Syncing);
+            let any = |wanted: fn(&Health) -> bool| healths.iter().any(|(_, h)| wanted(h));
+            let syncing = any(|h| *h == Health::Syncing);
             for (condition, shown) in [
-                (unreachable, any(|h| matches!(h, HarvesterHealth::Unreachable { .. }))),
-                (misconfigured, any(|h| matches!(h, HarvesterHealth::Misconfigured { .. }))),
+                (unreachable, any(|h| matches!(h, Health::Unreachable { .. }))),
+                (misconfigured, any(|h| matches!(h, Health::Misconfigured { .. }))),
             ] {
                 match condition {
                     Some(condition) => prop_assert_eq!(condition.status, shown),

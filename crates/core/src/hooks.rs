@@ -118,6 +118,19 @@ pub enum FootprintState {
     },
 }
 
+/// Whether the final inventory of the guest (taken once its deletion is confirmed) is in the
+/// Footprint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InventoryState {
+    /// It ran: `Inventoried` says whether it completed.
+    Taken,
+    /// Not yet: the Machine has been deleting for `waited`.
+    Pending {
+        /// How long the Machine has been deleting.
+        waited: Duration,
+    },
+}
+
 /// The facts about a deleting Machine that carries gleaner's hook.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DeletingMachine {
@@ -134,6 +147,11 @@ pub struct DeletingMachine {
     pub hook_timeout: Option<Duration>,
     /// How long a deleting Machine waits for its cluster's Footprint to be made.
     pub footprint_wait: Duration,
+    /// The final inventory of the guest.
+    pub inventory: InventoryState,
+    /// How long a cluster deletion's first Machine waits for that inventory: the inventory's
+    /// own timeout and one status write.
+    pub inventory_wait: Duration,
 }
 
 /// What to do with gleaner's hook on a deleting Machine, and with the VM's intent.
@@ -166,6 +184,12 @@ pub enum WaitReason {
     Frozen(PausedBy),
     /// The cluster has no Footprint yet, and the Machine has waited this long for it.
     FootprintMissing {
+        /// How long the Machine has been deleting.
+        waited: Duration,
+    },
+    /// The cluster's deletion is confirmed and the final inventory of its guest is not in the
+    /// Footprint yet: once its VMs go, nobody can ask the guest.
+    InventoryPending {
         /// How long the Machine has been deleting.
         waited: Duration,
     },
@@ -226,11 +250,16 @@ pub fn deleting_machine_hook(machine: &DeletingMachine) -> HookDecision {
                 reason: machine.reason,
             }
         }
-        (Reason::ClusterDeletion, FootprintState::Recorded(_)) => {
-            HookDecision::WriteIntentThenRemoveHook {
-                reason: Reason::ClusterDeletion,
+        (Reason::ClusterDeletion, FootprintState::Recorded(_)) => match machine.inventory {
+            InventoryState::Pending { waited } if waited < machine.inventory_wait => {
+                HookDecision::Wait(WaitReason::InventoryPending { waited })
             }
-        }
+            InventoryState::Pending { .. } | InventoryState::Taken => {
+                HookDecision::WriteIntentThenRemoveHook {
+                    reason: Reason::ClusterDeletion,
+                }
+            }
+        },
         (_, FootprintState::Missing { waited }) if waited < machine.footprint_wait => {
             HookDecision::Wait(WaitReason::FootprintMissing { waited })
         }
@@ -301,6 +330,8 @@ mod tests {
             footprint: FootprintState::Recorded(HarvesterRecord::default()),
             hook_timeout: None,
             footprint_wait: MINUTE,
+            inventory: InventoryState::Taken,
+            inventory_wait: MINUTE,
         }
     }
 
@@ -390,6 +421,40 @@ mod tests {
             InfrastructureRef {
                 group: String::new(),
                 kind: String::new()
+            }
+        );
+    }
+
+    #[test]
+    fn a_cluster_deletion_waits_for_the_final_inventory_a_bounded_time() {
+        let pending = |seconds: u64| DeletingMachine {
+            inventory: InventoryState::Pending {
+                waited: Duration::from_secs(seconds),
+            },
+            ..deleting(Reason::ClusterDeletion)
+        };
+        assert_eq!(
+            deleting_machine_hook(&pending(10)),
+            HookDecision::Wait(WaitReason::InventoryPending {
+                waited: Duration::from_secs(10)
+            })
+        );
+        let write = HookDecision::WriteIntentThenRemoveHook {
+            reason: Reason::ClusterDeletion,
+        };
+        assert_eq!(deleting_machine_hook(&pending(60)), write);
+        assert_eq!(
+            deleting_machine_hook(&deleting(Reason::ClusterDeletion)),
+            write
+        );
+        // Only a cluster deletion has a guest worth a last look.
+        assert_eq!(
+            deleting_machine_hook(&DeletingMachine {
+                reason: Reason::ScaleDown,
+                ..pending(10)
+            }),
+            HookDecision::RemoveHookThenWriteIntent {
+                reason: Reason::ScaleDown
             }
         );
     }
@@ -665,9 +730,20 @@ mod tests {
             footprint(),
             proptest::option::of(minutes()),
             minutes(),
+            proptest::option::of(minutes()),
+            minutes(),
         )
             .prop_map(
-                |(reason, opt_out, paused_by, footprint, hook_timeout, footprint_wait)| {
+                |(
+                    reason,
+                    opt_out,
+                    paused_by,
+                    footprint,
+                    hook_timeout,
+                    footprint_wait,
+                    inventory,
+                    inventory_wait,
+                )| {
                     DeletingMachine {
                         reason,
                         opt_out,
@@ -675,6 +751,10 @@ mod tests {
                         footprint,
                         hook_timeout,
                         footprint_wait,
+                        inventory: inventory.map_or(InventoryState::Taken, |waited| {
+                            InventoryState::Pending { waited }
+                        }),
+                        inventory_wait,
                     }
                 },
             )
@@ -697,6 +777,17 @@ mod tests {
                 && infrastructure.kind == HARVESTER_MACHINE_KIND;
             let machine = MachineFacts { infrastructure, deleting };
             prop_assert_eq!(add_hook(&machine) == AddHook::Add, wanted);
+        }
+
+        /// Waiting for the final inventory holds only a cluster deletion's hook, and only until
+        /// the Machine has been deleting for the inventory's bound.
+        #[test]
+        fn the_inventory_wait_is_bounded(machine in deleting_machine()) {
+            if let HookDecision::Wait(WaitReason::InventoryPending { waited }) = deleting_machine_hook(&machine) {
+                prop_assert_eq!(machine.reason, Reason::ClusterDeletion);
+                prop_assert!(waited < machine.inventory_wait);
+                prop_assert_eq!(machine.inventory, InventoryState::Pending { waited });
+            }
         }
 
         #[test]

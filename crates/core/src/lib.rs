@@ -13,6 +13,7 @@ pub mod attribution;
 pub mod conditions;
 pub mod deletion;
 pub mod freeze;
+pub mod guest;
 pub mod harvester;
 pub mod hooks;
 pub mod identity;
@@ -24,7 +25,7 @@ pub mod reason;
 pub mod retain;
 pub mod vms;
 
-pub use conditions::{ConditionReason, ConditionState, ConditionType, HarvesterHealth};
+pub use conditions::{ConditionReason, ConditionState, ConditionType, Health, Inventory};
 pub use deletion::{ClusterObservation, Deletion, LiveObservation, NotConfirmed, confirm_deletion};
 pub use freeze::{PauseFacts, PausedBy, paused_by};
 pub use harvester::{
@@ -32,8 +33,8 @@ pub use harvester::{
 };
 pub use hooks::{
     AddHook, AfterFailedWrite, DeletingMachine, FootprintState, HarvesterRecord, HookDecision,
-    InfrastructureRef, MachineFacts, NoHookReason, WaitReason, WriteFailure, add_hook,
-    after_failed_write, deleting_machine_hook,
+    InfrastructureRef, InventoryState, MachineFacts, NoHookReason, WaitReason, WriteFailure,
+    add_hook, after_failed_write, deleting_machine_hook,
 };
 pub use identity::ClusterIdentity;
 pub use intent::{Intent, IntentError};

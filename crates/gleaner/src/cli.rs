@@ -181,6 +181,29 @@ pub struct ControllerArgs {
     )]
     pub footprint_wait: Duration,
 
+    /// How long the final inventory of a deleted cluster's guest may take, as a whole (its
+    /// PVs, snapshot contents and Services, read live once the deletion is confirmed, before the
+    /// first Machine goes). Past it the last known facts stand and the Machines go on.
+    #[arg(
+        long,
+        env = "GLEANER_INVENTORY_TIMEOUT",
+        default_value = "30s",
+        value_name = "DURATION",
+        value_parser = humantime::parse_duration
+    )]
+    pub inventory_timeout: Duration,
+
+    /// A guest reclaim policy last seen longer ago than this when the cluster's deletion is
+    /// confirmed counts as never seen: its volume is kept (`PolicyStale`).
+    #[arg(
+        long,
+        env = "GLEANER_POLICY_MAX_AGE",
+        default_value = "168h",
+        value_name = "DURATION",
+        value_parser = humantime::parse_duration
+    )]
+    pub policy_max_age: Duration,
+
     /// How many objects each controller reconciles at once.
     #[arg(
         long,
@@ -317,8 +340,15 @@ mod tests {
             "--admin-addr=127.0.0.1:9999",
             "--api-timeout=5s",
             "--footprint-wait=90s",
+            "--inventory-timeout=10s",
+            "--policy-max-age=24h",
         ])
         .unwrap();
+        assert_eq!(run.controller.inventory_timeout, Duration::from_secs(10));
+        assert_eq!(
+            run.controller.policy_max_age,
+            Duration::from_secs(24 * 3600)
+        );
         assert_eq!(run.kube.kubeconfig, Some(PathBuf::from("/tmp/kc")));
         assert_eq!(run.controller.namespace, "ops");
         assert_eq!(

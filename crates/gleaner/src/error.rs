@@ -35,6 +35,9 @@ pub enum Error {
     #[error("cloud credential {credential} {problem}")]
     Credential { credential: String, problem: String },
 
+    #[error("guest kubeconfig Secret {secret} {problem}")]
+    GuestKubeconfig { secret: String, problem: String },
+
     #[error(
         "VM {vm} is not the one gleaner recorded: its UID is {found}, the recorded VM's was \
          {recorded}"
@@ -110,6 +113,7 @@ impl Error {
             Error::Client(_) => "client",
             Error::Kube { source, .. } => ApiFailure::of(source).metric_label(),
             Error::Credential { .. } => "credential",
+            Error::GuestKubeconfig { .. } => "guest_kubeconfig",
             Error::VmReplaced { .. } => "vm_replaced",
             Error::HarvesterChanged { .. } => "harvester_changed",
             Error::InstallUuidMissing => "install_uuid_missing",

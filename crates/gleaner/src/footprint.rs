@@ -5,7 +5,8 @@
 use gleaner_core::ClusterIdentity;
 pub use gleaner_core::{
     VmRecord,
-    attribution::{Conflict, Evidence, HostObjectRecord, ObjectClass},
+    attribution::{Conflict, Evidence, HostObjectRecord, ObjectClass, UnmatchedGuestVolume},
+    guest::PolicySeen,
 };
 use k8s_openapi::{
     apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition,
@@ -133,6 +134,10 @@ pub struct FootprintStatus {
     /// cloned copies): never attributed, `namespace/name (uid)`; at most 50.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub lookalikes: Vec<String>,
+    /// Guest PVs of the Harvester CSI driver whose host PVC is not found (or not found once) in
+    /// the pools' namespaces: reported, never guessed; at most 50.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub unmatched_guest_volumes: Vec<UnmatchedGuestVolume>,
     /// Machines of the deleted cluster whose hook went without gleaner's intent, and why.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub released: Vec<ReleasedMachine>,
@@ -205,6 +210,9 @@ pub struct AttributedObject {
     pub guest_cluster_hint: Option<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conflicts: Vec<Conflict>,
+    /// A volume's guest reclaim policy or a snapshot's guest deletion policy, as last seen.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub guest_policy: Option<PolicySeen>,
 }
 
 impl FootprintStatus {
@@ -222,6 +230,7 @@ impl FootprintStatus {
                     evidence: object.evidence.clone(),
                     guest_cluster_hint: object.guest_cluster_hint.clone(),
                     conflicts: object.conflicts.clone(),
+                    guest_policy: object.guest_policy,
                 })
             })
             .collect()
@@ -242,6 +251,7 @@ impl FootprintStatus {
                     evidence: record.evidence,
                     guest_cluster_hint: record.guest_cluster_hint,
                     conflicts: record.conflicts,
+                    guest_policy: record.guest_policy,
                 });
         }
         self.objects = groups

@@ -63,6 +63,8 @@ pub enum WatchKind {
     /// A cloud credential's Secret, by name.
     Secret,
     VirtualMachine,
+    /// A guest cluster's PVs, VolumeSnapshotContents or LoadBalancer Services.
+    Guest,
 }
 
 /// Why a machine is going away, as decided: the `reason` label.
@@ -81,29 +83,63 @@ impl DecisionReason {
     ];
 }
 
-/// How gleaner's watch on a Harvester fares: the `state` label.
+/// How gleaner's watch on a Harvester or a guest fares: the `state` label.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, EncodeLabelValue)]
-pub enum HarvesterState {
+pub enum RemoteState {
     /// Listing for the first time.
     Syncing,
     Reachable,
     Unreachable,
-    /// It rejects the credential, or the credential is unusable.
+    /// It rejects the credential or kubeconfig, or that is unusable.
     Misconfigured,
 }
 
-impl HarvesterState {
-    const ALL: [HarvesterState; 4] = [
-        HarvesterState::Syncing,
-        HarvesterState::Reachable,
-        HarvesterState::Unreachable,
-        HarvesterState::Misconfigured,
+impl RemoteState {
+    pub fn of(health: &gleaner_core::Health) -> Self {
+        match health {
+            gleaner_core::Health::Syncing => Self::Syncing,
+            gleaner_core::Health::Reachable => Self::Reachable,
+            gleaner_core::Health::Unreachable { .. } => Self::Unreachable,
+            gleaner_core::Health::Misconfigured { .. } => Self::Misconfigured,
+        }
+    }
+
+    const ALL: [RemoteState; 4] = [
+        RemoteState::Syncing,
+        RemoteState::Reachable,
+        RemoteState::Unreachable,
+        RemoteState::Misconfigured,
     ];
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 struct StateLabels {
-    state: HarvesterState,
+    state: RemoteState,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct InventoryLabels {
+    outcome: InventoryOutcome,
+}
+
+/// How a final inventory ended: the `outcome` label.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, EncodeLabelValue)]
+pub enum InventoryOutcome {
+    Completed,
+    Incomplete,
+}
+
+fn count_states(
+    family: &Family<StateLabels, Gauge>,
+    states: impl IntoIterator<Item = RemoteState>,
+) {
+    let states: Vec<RemoteState> = states.into_iter().collect();
+    for state in RemoteState::ALL {
+        let count = states.iter().filter(|each| **each == state).count();
+        family
+            .get_or_create(&StateLabels { state })
+            .set(i64::try_from(count).unwrap_or(i64::MAX));
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
@@ -152,6 +188,8 @@ struct Inner {
     decisions: Family<ReasonLabels, Counter>,
     leader: Gauge,
     harvesters: Family<StateLabels, Gauge>,
+    guests: Family<StateLabels, Gauge>,
+    inventories: Family<InventoryLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -168,6 +206,8 @@ impl Default for Metrics {
         let decisions = Family::<ReasonLabels, Counter>::default();
         let leader = Gauge::default();
         let harvesters = Family::<StateLabels, Gauge>::default();
+        let guests = Family::<StateLabels, Gauge>::default();
+        let inventories = Family::<InventoryLabels, Counter>::default();
         // Every series that can exist without an error starts at zero, so dashboards and
         // alerts see it at once.
         for kind in Kind::ALL {
@@ -177,8 +217,12 @@ impl Default for Metrics {
         for reason in DecisionReason::ALL {
             drop(decisions.get_or_create(&ReasonLabels { reason }));
         }
-        for state in HarvesterState::ALL {
+        for state in RemoteState::ALL {
             drop(harvesters.get_or_create(&StateLabels { state }));
+            drop(guests.get_or_create(&StateLabels { state }));
+        }
+        for outcome in [InventoryOutcome::Completed, InventoryOutcome::Incomplete] {
+            drop(inventories.get_or_create(&InventoryLabels { outcome }));
         }
         let mut registry = Registry::with_prefix("gleaner");
         registry.register(
@@ -233,6 +277,16 @@ impl Default for Metrics {
             "Harvesters gleaner watches, by how their watch fares",
             harvesters.clone(),
         );
+        registry.register(
+            "guests",
+            "Guest clusters gleaner watches through their kubeconfig Secret, by how their watch fares",
+            guests.clone(),
+        );
+        registry.register(
+            "final_inventories",
+            "Final inventories of a deleted cluster's guest, by whether they completed",
+            inventories.clone(),
+        );
         Self {
             inner: Arc::new(Inner {
                 registry,
@@ -246,6 +300,8 @@ impl Default for Metrics {
                 decisions,
                 leader,
                 harvesters,
+                guests,
+                inventories,
             }),
         }
     }
@@ -317,15 +373,21 @@ impl Metrics {
     }
 
     /// The state of every watched Harvester, counted by state.
-    pub fn harvesters(&self, states: impl IntoIterator<Item = HarvesterState>) {
-        let states: Vec<HarvesterState> = states.into_iter().collect();
-        for state in HarvesterState::ALL {
-            let count = states.iter().filter(|each| **each == state).count();
-            self.inner
-                .harvesters
-                .get_or_create(&StateLabels { state })
-                .set(i64::try_from(count).unwrap_or(i64::MAX));
-        }
+    pub fn harvesters(&self, states: impl IntoIterator<Item = RemoteState>) {
+        count_states(&self.inner.harvesters, states);
+    }
+
+    /// The state of every watched guest cluster, counted by state.
+    pub fn guests(&self, states: impl IntoIterator<Item = RemoteState>) {
+        count_states(&self.inner.guests, states);
+    }
+
+    /// A final inventory ran.
+    pub fn inventoried(&self, outcome: InventoryOutcome) {
+        self.inner
+            .inventories
+            .get_or_create(&InventoryLabels { outcome })
+            .inc();
     }
 
     /// The OpenMetrics text exposition of every metric.
@@ -387,9 +449,9 @@ mod tests {
         metrics.wrote(WriteKind::VmIntent, "forbidden");
         metrics.watch_failed(WatchKind::VirtualMachine, "unreachable");
         metrics.harvesters([
-            HarvesterState::Reachable,
-            HarvesterState::Unreachable,
-            HarvesterState::Reachable,
+            RemoteState::Reachable,
+            RemoteState::Unreachable,
+            RemoteState::Reachable,
         ]);
         let text = metrics.encode().unwrap();
         let series = samples(&text);

@@ -7,7 +7,10 @@ use std::collections::BTreeSet;
 
 use common::{Gleaner, TIME_SCALE, requests, world};
 use gleaner::footprint::{Footprint, FootprintStatus};
-use gleaner_core::attribution::{Conflict, ObjectClass};
+use gleaner_core::{
+    attribution::{Conflict, ObjectClass},
+    guest::{GuestPolicy, PolicySeen},
+};
 use gleaner_sim::{
     Clock, kinds,
     scenario::{Attachment, ClusterKey, ClusterPlan, Scenario, ScenarioBuilder, VolumePlan},
@@ -530,15 +533,27 @@ async fn a_full_footprint_stays_under_one_mebibyte() {
                 },
                 _ => Evidence::HotPlugged { vm_uid: uid(index) },
             };
+            // A volume is seen hot-plugged and named by its guest PV, with its policy.
+            let (evidence, guest_policy) = match class {
+                ObjectClass::Volume | ObjectClass::RwxVolume => (
+                    vec![evidence, Evidence::GuestVolume { pv_uid: uid(index) }],
+                    Some(PolicySeen {
+                        policy: GuestPolicy::Retain,
+                        seen_at: Timestamp::now(),
+                    }),
+                ),
+                _ => (vec![evidence], None),
+            };
             HostObjectRecord {
                 cloud_credential: "cattle-global-data:cc-abcde".into(),
                 namespace: namespace.into(),
                 name: long(index),
                 uid: uid(index),
                 class,
-                evidence: vec![evidence],
+                evidence,
                 guest_cluster_hint: None,
                 conflicts: Vec::new(),
+                guest_policy,
             }
         })
         .collect();

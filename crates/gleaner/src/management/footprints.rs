@@ -15,11 +15,15 @@ use std::{
 };
 
 use gleaner_core::{
-    ClusterIdentity, ConditionState, ConditionType, Deletion, HarvesterCheck, HarvesterHealth,
-    HarvesterRecord, IntentSeen, Named, Seen, VmRecord,
-    attribution::{HostObjectRecord, OtherFootprint, ThisFootprint, attribute, marks_to_write},
-    check_harvester, conditions, confirm_deletion, keys, opt_out, paused_by, pool_credential,
-    vm_namespace, vm_of, vms,
+    ClusterIdentity, ConditionState, ConditionType, Deletion, HarvesterCheck, HarvesterRecord,
+    Health, IntentSeen, Inventory, Named, Seen, VmRecord,
+    attribution::{
+        HostKind, HostObjectRecord, Observation, OtherFootprint, ThisFootprint, attribute,
+        marks_to_write,
+    },
+    check_harvester, conditions, confirm_deletion,
+    guest::{GuestFacts, PolicyAt, policy_at},
+    keys, opt_out, paused_by, pool_credential, vm_namespace, vm_of, vms,
 };
 use k8s_openapi::{api::core::v1::ObjectReference, jiff::Timestamp};
 use kube::{
@@ -37,16 +41,19 @@ use crate::{
     management::{
         CLUSTER_NAME_LABEL, Context,
         cache::Scoped,
+        guests::GuestSecret,
         harvesters::VmLookup,
         observe::{Clusters, provisioning_cluster},
         status::{StatusWriter, apply_status, is_true, owned, set_condition},
     },
-    metrics::WriteKind,
+    metrics::{InventoryOutcome, WriteKind},
 };
 
 const SPEC_MANAGER: &str = "gleaner/footprints";
 /// How many lookalikes a Footprint lists.
 const LOOKALIKES_KEPT: usize = 50;
+/// How many unmatched guest PVs a Footprint lists.
+const UNMATCHED_KEPT: usize = 50;
 const CAPI_MACHINE_NAME_LABEL: &str = "rke.cattle.io/capi-machine-name";
 
 /// Whether a provisioning Cluster runs on Harvester: a pool made from a `HarvesterConfig`.
@@ -178,9 +185,10 @@ async fn pools(cluster: &DynamicObject, about: &ObjectReference, context: &Conte
 }
 
 /// Moves a Footprint to `Reclaiming` once a live read confirms its cluster's deletion (asked
-/// only when the caches show it); keeps its VMs, the host objects attributed to it and the
-/// conditions it owns current from the caches and the Harvester watches, makes sure each of its
-/// Harvesters is watched, and marks what it attributed.
+/// only when the caches show it), and then takes the final inventory of its guest; keeps its
+/// VMs, the host objects attributed to it and the conditions it owns current from the caches,
+/// the Harvester watches and the guest's watch, makes sure each of its Harvesters and its guest
+/// (until that inventory) is watched, and marks what it attributed.
 pub async fn phase(footprint: Arc<Footprint>, context: Arc<Context>) -> Result<Action> {
     let status = footprint.status.clone().unwrap_or_default();
     if status.phase == Some(Phase::Reclaimed) {
@@ -195,6 +203,17 @@ pub async fn phase(footprint: Arc<Footprint>, context: Arc<Context>) -> Result<A
             .iter()
             .map(|pool| (pool.cloud_credential.clone(), pool.vm_namespace.clone())),
     );
+    let identity = &footprint.spec.identity;
+    let secret = GuestSecret::of(&identity.namespace, &identity.name);
+    let inventoried = status
+        .conditions
+        .iter()
+        .any(|condition| condition.type_ == ConditionType::Inventoried.to_string());
+    if status.phase == Some(Phase::Reclaiming) && inventoried {
+        context.guests.stop(&name);
+    } else {
+        context.guests.follow(&name, secret.clone());
+    }
     if !context.may_write() {
         return Ok(Action::await_change());
     }
@@ -207,6 +226,16 @@ pub async fn phase(footprint: Arc<Footprint>, context: Arc<Context>) -> Result<A
     let confirmed = status.phase == Some(Phase::Reclaiming)
         || (confirm_deletion(&recorded, &cached.observation()) == Deletion::Confirmed
             && confirmed_live(&recorded, &context).await?);
+    // Once its VMs go nobody can ask the guest: one last live read before the first does.
+    let (guest, inventory) = if confirmed && !inventoried {
+        let (inventory, facts) = context
+            .guests
+            .inventory(&name, &secret, context.inventory_timeout)
+            .await;
+        (facts, Some(inventory))
+    } else {
+        (context.guests.facts(&name), None)
+    };
     let mut next = status.clone();
     next.phase = Some(if confirmed {
         Phase::Reclaiming
@@ -220,6 +249,7 @@ pub async fn phase(footprint: Arc<Footprint>, context: Arc<Context>) -> Result<A
         recorded: &recorded,
         confirmed,
         refused: &refused,
+        guest: context.guests.health(&name),
     };
     for condition in decide_conditions(&footprint, &context, &facts) {
         set_condition(&mut next.conditions, condition);
@@ -228,10 +258,17 @@ pub async fn phase(footprint: Arc<Footprint>, context: Arc<Context>) -> Result<A
     let identity = recorded.readable();
     // What a refused credential shows is not this cluster's Harvester: attribute nothing from it.
     let marks = if refused.is_empty() {
-        attribute_objects(&context, &footprint, &identity, &mut next)
+        attribute_objects(&context, &footprint, &identity, guest.as_ref(), &mut next)
     } else {
         Vec::new()
     };
+    if let Some(inventory) = &inventory {
+        let unsure = unsure_policies(&next.records(), context.policy_max_age);
+        set_condition(
+            &mut next.conditions,
+            conditions::inventoried(inventory, unsure),
+        );
+    }
     let changed =
         owned(StatusWriter::Footprints, &status) != owned(StatusWriter::Footprints, &next);
     if changed
@@ -244,6 +281,9 @@ pub async fn phase(footprint: Arc<Footprint>, context: Arc<Context>) -> Result<A
         tracing::info!(footprint = %name, cluster = %identity, phase = ?next.phase, "footprint phase");
     }
     report(&context, &footprint, &status, &next, &refused).await;
+    if let Some(inventory) = &inventory {
+        report_inventory(&context, &footprint, inventory).await;
+    }
     // The Footprint records an object before gleaner marks it: the record is what counts.
     if !context.dry_run {
         write_marks(&context, &marks).await?;
@@ -273,6 +313,8 @@ struct ConditionFacts<'a> {
     confirmed: bool,
     /// The credentials that reach another Harvester than recorded, with why.
     refused: &'a BTreeMap<String, String>,
+    /// How the guest's watch fares.
+    guest: Health,
 }
 
 /// The conditions the Footprint controller owns, as the core decides them: `Frozen`,
@@ -298,6 +340,16 @@ fn decide_conditions(
     if facts.confirmed {
         decided.push(conditions::deletion_confirmed());
     }
+    let first_look = facts.status.conditions.is_empty();
+    let deleting = facts.confirmed
+        || own
+            .provisioning
+            .as_ref()
+            .is_some_and(|cluster| cluster.metadata.deletion_timestamp.is_some());
+    if first_look && deleting {
+        decided.push(conditions::late_tracking());
+    }
+    decided.extend(conditions::guest_unreachable(&facts.guest));
     let healths: Vec<_> = footprint
         .spec
         .pools
@@ -307,7 +359,7 @@ fn decide_conditions(
         .into_iter()
         .map(|credential| {
             let health = match facts.refused.get(&credential) {
-                Some(problem) => HarvesterHealth::Misconfigured {
+                Some(problem) => Health::Misconfigured {
                     problem: problem.clone(),
                 },
                 None => context.harvesters.health(&credential),
@@ -374,15 +426,20 @@ async fn report(
         let note = refused.values().cloned().collect::<Vec<_>>().join("; ");
         context.warn(&about, "HarvesterChanged", note).await;
     }
+    if is_true(&next.conditions, ConditionType::GuestUnreachable)
+        && !is_true(&status.conditions, ConditionType::GuestUnreachable)
+    {
+        let note = format!(
+            "gleaner cannot read this guest cluster through its kubeconfig Secret (what it knows \
+             of its volumes stands): {}",
+            message_of(&next.conditions, ConditionType::GuestUnreachable)
+        );
+        context.warn(&about, "GuestUnreachable", note).await;
+    }
     if is_true(&next.conditions, ConditionType::RecordsLimited)
         && !is_true(&status.conditions, ConditionType::RecordsLimited)
     {
-        let note = next
-            .conditions
-            .iter()
-            .find(|condition| condition.type_ == ConditionType::RecordsLimited.to_string())
-            .map(|condition| condition.message.clone())
-            .unwrap_or_default();
+        let note = message_of(&next.conditions, ConditionType::RecordsLimited);
         context.warn(&about, "FootprintFull", note).await;
     }
     for record in newly_conflicting(&status.records(), &next.records()) {
@@ -396,6 +453,17 @@ async fn report(
         );
         context.warn(&about, "AttributionConflict", note).await;
     }
+}
+
+fn message_of(
+    conditions: &[k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition],
+    type_: ConditionType,
+) -> String {
+    conditions
+        .iter()
+        .find(|condition| condition.type_ == type_.to_string())
+        .map(|condition| condition.message.clone())
+        .unwrap_or_default()
 }
 
 /// Records which Harvester each pool runs on, as first seen, and returns the credentials that
@@ -452,6 +520,7 @@ fn attribute_objects(
     context: &Context,
     footprint: &Footprint,
     identity: &str,
+    guest: Option<&GuestFacts>,
     next: &mut FootprintStatus,
 ) -> Vec<(HostObjectRecord, BTreeMap<&'static str, String>)> {
     let name = footprint.name_any();
@@ -494,9 +563,21 @@ fn attribute_objects(
             records: &previous,
         },
         &others,
-        &vms,
-        Some(&objects),
+        &Observation {
+            vms: &vms,
+            objects: Some(&objects),
+            guest,
+            now: Timestamp::now(),
+        },
     );
+    if guest.is_some() {
+        next.unmatched_guest_volumes = found
+            .unmatched
+            .iter()
+            .take(UNMATCHED_KEPT)
+            .cloned()
+            .collect();
+    }
     let left_out = within_limit(next, &previous, found.records);
     set_condition(&mut next.conditions, conditions::records_limited(left_out));
     next.lookalikes = found
@@ -519,6 +600,42 @@ fn attribute_objects(
             Some((record.clone(), marks_to_write(&this, record, object)?))
         })
         .collect()
+}
+
+/// How many recorded volumes have a guest reclaim policy that was never seen or is older than
+/// `max_age` now: the reclaimer keeps them.
+fn unsure_policies(records: &[HostObjectRecord], max_age: Duration) -> usize {
+    let now = Timestamp::now();
+    records
+        .iter()
+        .filter(|record| record.kind() == HostKind::PersistentVolumeClaim)
+        .filter(|record| {
+            matches!(
+                policy_at(record.guest_policy, now, max_age),
+                PolicyAt::NeverSeen | PolicyAt::Stale { .. }
+            )
+        })
+        .count()
+}
+
+/// The Event and metric of a final inventory.
+async fn report_inventory(context: &Context, footprint: &Footprint, inventory: &Inventory) {
+    let about = cluster_reference(&footprint.spec.identity);
+    match inventory {
+        Inventory::Completed { .. } => {
+            context.metrics().inventoried(InventoryOutcome::Completed);
+            let note = format!("final inventory of the guest: {inventory:?}");
+            context.event(&about, "Inventoried", note).await;
+        }
+        Inventory::Incomplete { problem } => {
+            context.metrics().inventoried(InventoryOutcome::Incomplete);
+            let note = format!(
+                "the final inventory of the guest did not complete ({problem}): what gleaner \
+                 learnt while the cluster lived stands"
+            );
+            context.warn(&about, "InventoryIncomplete", note).await;
+        }
+    }
 }
 
 /// Records `records` in `next`, leaving out, newest first, what was not recorded before until
@@ -735,6 +852,7 @@ mod tests {
             }],
             guest_cluster_hint: None,
             conflicts: Vec::new(),
+            guest_policy: None,
         }
     }
 

@@ -15,14 +15,13 @@ use std::{
 
 use futures::StreamExt;
 use gleaner_core::{
-    CredentialRef, HarvesterHealth, WriteFailure,
+    CredentialRef, Health, WriteFailure,
     attribution::{HostKind, ObservedObject, ObservedVm},
 };
 use k8s_openapi::api::core::v1::{Namespace, Secret};
 use kube::{
     Api, Client, ResourceExt,
-    api::{ApiResource, DynamicObject, GroupVersionKind, PartialObjectMeta},
-    config::{KubeConfigOptions, Kubeconfig},
+    api::{ApiResource, DynamicObject, GroupVersionKind},
     runtime::{
         WatchStreamExt,
         reflector::{ObjectRef, Store, store::Writer},
@@ -38,8 +37,11 @@ use crate::{
     Error, Result,
     error::ApiFailure,
     footprint::Footprint,
-    management::host_objects::{self, Target},
-    metrics::{HarvesterState, Metrics, WatchKind},
+    management::{
+        host_objects::{self, Target},
+        secrets,
+    },
+    metrics::{Metrics, RemoteState, WatchKind},
     timeouts,
 };
 
@@ -57,15 +59,6 @@ pub fn virtual_machine() -> ApiResource {
         &GroupVersionKind::gvk("kubevirt.io", "v1", "VirtualMachine"),
         "virtualmachines",
     )
-}
-
-fn state(health: &HarvesterHealth) -> HarvesterState {
-    match health {
-        HarvesterHealth::Syncing => HarvesterState::Syncing,
-        HarvesterHealth::Reachable => HarvesterState::Reachable,
-        HarvesterHealth::Unreachable { .. } => HarvesterState::Unreachable,
-        HarvesterHealth::Misconfigured { .. } => HarvesterState::Misconfigured,
-    }
 }
 
 /// What a failure to reach a Harvester through its credential means.
@@ -92,16 +85,14 @@ fn refuses_uid(error: &kube::Error) -> bool {
 }
 
 /// The health a failure shows, with its message (never the credential's content).
-fn health_of(failure: WriteFailure, problem: String) -> HarvesterHealth {
+fn health_of(failure: WriteFailure, problem: String) -> Health {
     match failure {
-        WriteFailure::Misconfigured => HarvesterHealth::Misconfigured { problem },
-        WriteFailure::Unreachable | WriteFailure::VmNotFound => {
-            HarvesterHealth::Unreachable { problem }
-        }
+        WriteFailure::Misconfigured => Health::Misconfigured { problem },
+        WriteFailure::Unreachable | WriteFailure::VmNotFound => Health::Unreachable { problem },
     }
 }
 
-fn watch_health(error: &watcher::Error) -> HarvesterHealth {
+fn watch_health(error: &watcher::Error) -> Health {
     let problem = error.to_string();
     let misconfigured = match error {
         watcher::Error::InitialListFailed(source)
@@ -111,9 +102,9 @@ fn watch_health(error: &watcher::Error) -> HarvesterHealth {
         watcher::Error::NoResourceVersion => false,
     };
     if misconfigured {
-        HarvesterHealth::Misconfigured { problem }
+        Health::Misconfigured { problem }
     } else {
-        HarvesterHealth::Unreachable { problem }
+        Health::Unreachable { problem }
     }
 }
 
@@ -137,17 +128,17 @@ struct Watched {
     /// Told when the VM namespaces the Footprints use here change.
     namespaces_changed: Arc<Notify>,
     /// What the watch shows.
-    watch: HarvesterHealth,
+    watch: Health,
     /// What the last failed write showed, until a write succeeds.
-    write: Option<HarvesterHealth>,
+    write: Option<Health>,
     task: AbortHandle,
 }
 
 impl Watched {
     /// A failing watch speaks first; a failed write speaks while the watch looks fine.
-    fn health(&self) -> HarvesterHealth {
+    fn health(&self) -> Health {
         match (&self.watch, &self.write) {
-            (HarvesterHealth::Reachable | HarvesterHealth::Syncing, Some(write)) => write.clone(),
+            (Health::Reachable | Health::Syncing, Some(write)) => write.clone(),
             (watch, _) => watch.clone(),
         }
     }
@@ -227,7 +218,12 @@ impl Harvesters {
         {
             return Ok((version, client.clone()));
         }
-        let client = build(credential, &secret, self.api_timeout).await?;
+        let client = secrets::client_from(&secret, KUBECONFIG_KEY, self.api_timeout)
+            .await
+            .map_err(|problem| Error::Credential {
+                credential: credential.to_owned(),
+                problem,
+            })?;
         lock(&self.clients).insert(credential.to_owned(), (version.clone(), client.clone()));
         Ok((version, client))
     }
@@ -295,7 +291,7 @@ impl Harvesters {
         let mut objects = Vec::new();
         for credential in credentials {
             let entry = watched.get(credential)?;
-            if !entry.synced || entry.watch != HarvesterHealth::Reachable {
+            if !entry.synced || entry.watch != Health::Reachable {
                 return None;
             }
             vms.extend(
@@ -370,7 +366,7 @@ impl Harvesters {
                 synced: false,
                 identity: None,
                 namespaces_changed: Arc::default(),
-                watch: HarvesterHealth::Syncing,
+                watch: Health::Syncing,
                 write: None,
                 task: task.abort_handle(),
             },
@@ -382,10 +378,10 @@ impl Harvesters {
 
     /// How the Harvester of `credential` fares: its watch, and the last failed write since one
     /// succeeded.
-    pub fn health(&self, credential: &str) -> HarvesterHealth {
+    pub fn health(&self, credential: &str) -> Health {
         lock(&self.watched)
             .get(credential)
-            .map_or(HarvesterHealth::Syncing, Watched::health)
+            .map_or(Health::Syncing, Watched::health)
     }
 
     /// A write through `credential` succeeded (`None`) or failed: the Footprints of that
@@ -398,9 +394,9 @@ impl Harvesters {
         let Some(entry) = watched.get_mut(credential) else {
             return;
         };
-        let before = state(&entry.health());
+        let before = RemoteState::of(&entry.health());
         entry.write = write;
-        let after = state(&entry.health());
+        let after = RemoteState::of(&entry.health());
         drop(watched);
         if before != after {
             self.notify(credential, None);
@@ -413,7 +409,7 @@ impl Harvesters {
         let Some(entry) = watched.get(credential) else {
             return VmLookup::Unknown;
         };
-        if entry.watch != HarvesterHealth::Reachable {
+        if entry.watch != Health::Reachable {
             return VmLookup::Unknown;
         }
         match entry
@@ -593,42 +589,23 @@ impl Harvesters {
         self.notify(credential, None);
     }
 
-    /// The resourceVersion of the credential's Secret each time the watch on it (by name, its
-    /// metadata only: the content never reaches this stream) shows it; `None` once it is gone.
+    /// The resourceVersion of the credential's Secret each time the watch on it shows it;
+    /// `None` once it is gone.
     fn secret_versions(
         &self,
         credential: &str,
     ) -> impl futures::Stream<Item = Option<String>> + Send + 'static {
-        let watched = credential.parse::<CredentialRef>().ok().map(|secret| {
-            let api = Api::<PartialObjectMeta<Secret>>::namespaced(
+        match credential.parse::<CredentialRef>() {
+            Ok(secret) => secrets::versions(
                 self.management.clone(),
                 &secret.namespace,
-            );
-            let config = timeouts::watcher_config(self.api_timeout)
-                .fields(&format!("metadata.name={}", secret.name));
-            let credential = credential.to_owned();
-            let metrics = self.metrics.clone();
-            watcher(api, config)
-                .default_backoff()
-                .filter_map(move |event| {
-                    let seen = match event {
-                        Ok(watcher::Event::Apply(secret) | watcher::Event::InitApply(secret)) => {
-                            Some(secret.metadata.resource_version)
-                        }
-                        Ok(watcher::Event::Delete(_)) => Some(None),
-                        Ok(watcher::Event::Init | watcher::Event::InitDone) => None,
-                        Err(error) => {
-                            tracing::warn!(%credential, %error, "cannot watch the cloud credential");
-                            metrics.watch_failed(WatchKind::Secret, "watch_failed");
-                            None
-                        }
-                    };
-                    std::future::ready(seen)
-                })
-                .boxed()
-        });
-        // A malformed reference has no Secret to watch: it never changes.
-        watched.unwrap_or_else(|| futures::stream::pending().boxed())
+                &secret.name,
+                self.api_timeout,
+                self.metrics.clone(),
+            ),
+            // A malformed reference has no Secret to watch: it never changes.
+            Err(_) => futures::stream::pending().boxed(),
+        }
     }
 
     /// Applies a watch event to its store, and tells the Footprints when an object came, went
@@ -651,10 +628,10 @@ impl Harvesters {
         writer.apply_watcher_event(event);
         match event {
             watcher::Event::InitDone if *target == Target::Vms => {
-                self.set_health(credential, HarvesterHealth::Reachable);
+                self.set_health(credential, Health::Reachable);
             }
             watcher::Event::Apply(object) | watcher::Event::Delete(object) => {
-                self.set_health(credential, HarvesterHealth::Reachable);
+                self.set_health(credential, Health::Reachable);
                 if changed {
                     let namespace = match target {
                         // A NetworkFilesystem may belong to a Footprint of any namespace.
@@ -671,7 +648,7 @@ impl Harvesters {
         }
     }
 
-    fn set_health(&self, credential: &str, health: HarvesterHealth) {
+    fn set_health(&self, credential: &str, health: Health) {
         let mut watched = lock(&self.watched);
         let Some(entry) = watched.get_mut(credential) else {
             return;
@@ -680,17 +657,16 @@ impl Harvesters {
             return;
         }
         match &health {
-            HarvesterHealth::Unreachable { problem }
-            | HarvesterHealth::Misconfigured { problem } => {
-                tracing::warn!(%credential, %problem, state = ?state(&health), "Harvester failing");
+            Health::Unreachable { problem } | Health::Misconfigured { problem } => {
+                tracing::warn!(%credential, %problem, state = ?RemoteState::of(&health), "Harvester failing");
             }
-            HarvesterHealth::Syncing | HarvesterHealth::Reachable => {
+            Health::Syncing | Health::Reachable => {
                 tracing::info!(%credential, ?health, "Harvester");
             }
         }
-        let before = state(&entry.health());
+        let before = RemoteState::of(&entry.health());
         entry.watch = health;
-        let after = state(&entry.health());
+        let after = RemoteState::of(&entry.health());
         drop(watched);
         if before != after {
             self.notify(credential, None);
@@ -741,9 +717,9 @@ impl Harvesters {
     }
 
     fn report(&self) {
-        let states: Vec<HarvesterState> = lock(&self.watched)
+        let states: Vec<RemoteState> = lock(&self.watched)
             .values()
-            .map(|entry| state(&entry.health()))
+            .map(|entry| RemoteState::of(&entry.health()))
             .collect();
         self.metrics.harvesters(states);
     }
@@ -772,31 +748,9 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 
 fn failure_of_watch(error: &watcher::Error) -> WriteFailure {
     match watch_health(error) {
-        HarvesterHealth::Misconfigured { .. } => WriteFailure::Misconfigured,
+        Health::Misconfigured { .. } => WriteFailure::Misconfigured,
         _ => WriteFailure::Unreachable,
     }
-}
-
-async fn build(credential: &str, secret: &Secret, api_timeout: Duration) -> Result<Client> {
-    let problem = |problem: &str| Error::Credential {
-        credential: credential.to_owned(),
-        problem: problem.to_owned(),
-    };
-    let content = secret
-        .data
-        .as_ref()
-        .and_then(|data| data.get(KUBECONFIG_KEY))
-        .ok_or_else(|| problem(&format!("has no {KUBECONFIG_KEY}")))?;
-    let text = std::str::from_utf8(&content.0)
-        .map_err(|_| problem("holds a kubeconfig that is not UTF-8"))?;
-    // The parser's messages can quote the input; say only that it failed, never what it read.
-    let kubeconfig = Kubeconfig::from_yaml(text)
-        .map_err(|_| problem("holds a kubeconfig that does not parse"))?;
-    let config = kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
-        .await
-        .map_err(|_| problem("holds a kubeconfig without a usable cluster, user and context"))?;
-    Client::try_from(timeouts::bounded(config, api_timeout))
-        .map_err(|_| problem("holds a kubeconfig kube cannot build a client from"))
 }
 
 #[cfg(test)]
@@ -857,20 +811,20 @@ mod tests {
             synced: true,
             identity: None,
             namespaces_changed: Arc::default(),
-            watch: HarvesterHealth::Reachable,
+            watch: Health::Reachable,
             write: None,
             task: tokio::runtime::Runtime::new()
                 .unwrap()
                 .spawn(async {})
                 .abort_handle(),
         };
-        assert_eq!(watched.health(), HarvesterHealth::Reachable);
-        let write = HarvesterHealth::Misconfigured {
+        assert_eq!(watched.health(), Health::Reachable);
+        let write = Health::Misconfigured {
             problem: "403".into(),
         };
         watched.write = Some(write.clone());
         assert_eq!(watched.health(), write);
-        let watch = HarvesterHealth::Unreachable {
+        let watch = Health::Unreachable {
             problem: "timed out".into(),
         };
         watched.watch = watch.clone();

@@ -7,9 +7,9 @@
 use std::{sync::Arc, time::Duration};
 
 use gleaner_core::{
-    AddHook, AfterFailedWrite, ClusterIdentity, DeletingMachine, FootprintState, HookDecision,
-    Intent, MachineFacts, OptOut, Reason, WaitReason, WriteFailure, add_hook, after_failed_write,
-    deleting_machine_hook, keys, machine_reason, opt_out, paused_by,
+    AddHook, AfterFailedWrite, ClusterIdentity, ConditionType, DeletingMachine, FootprintState,
+    HookDecision, Intent, InventoryState, MachineFacts, OptOut, Reason, WaitReason, WriteFailure,
+    add_hook, after_failed_write, deleting_machine_hook, keys, machine_reason, opt_out, paused_by,
 };
 use k8s_openapi::{
     api::core::v1::{Namespace, ObjectReference},
@@ -39,6 +39,9 @@ use crate::{
 /// How soon a waiting hook (paused cluster, Harvester failing, Footprint missing) is looked at
 /// again.
 const WAIT: Duration = Duration::from_secs(5);
+/// How soon a hook waiting for the final inventory is looked at again: the inventory is quick
+/// when the guest answers, and the Machine's deletion waits on it.
+const INVENTORY_WAIT: Duration = Duration::from_secs(1);
 
 pub async fn reconcile(machine: Arc<DynamicObject>, context: Arc<Context>) -> Result<Action> {
     // A standby decides nothing: winning the Lease brings every Machine back here.
@@ -206,6 +209,13 @@ async fn observe(machine: &DynamicObject, context: &Context) -> Result<Observed>
         },
         hook_timeout: context.hook_timeout,
         footprint_wait: context.footprint_wait,
+        inventory: match &footprint {
+            Some(footprint) if !inventoried(footprint) => InventoryState::Pending {
+                waited: deleting_for,
+            },
+            _ => InventoryState::Taken,
+        },
+        inventory_wait: context.inventory_timeout + context.runtime.api_timeout,
     };
     Ok(Observed {
         facts,
@@ -218,6 +228,16 @@ async fn observe(machine: &DynamicObject, context: &Context) -> Result<Observed>
             }),
         footprint,
         about,
+    })
+}
+
+/// Whether the final inventory of the cluster's guest ran (completed or not).
+fn inventoried(footprint: &Footprint) -> bool {
+    footprint.status.as_ref().is_some_and(|status| {
+        status
+            .conditions
+            .iter()
+            .any(|condition| condition.type_ == ConditionType::Inventoried.to_string())
     })
 }
 
@@ -323,6 +343,14 @@ async fn act(
             );
             context.warn(about, "FootprintMissing", note).await;
             Ok(Action::requeue(WAIT))
+        }
+        HookDecision::Wait(WaitReason::InventoryPending { waited }) => {
+            tracing::info!(
+                machine = %machine_name,
+                waited = waited.as_secs(),
+                "hook waits for the final inventory of the guest"
+            );
+            Ok(Action::requeue(INVENTORY_WAIT))
         }
         HookDecision::Wait(why) => {
             tracing::debug!(machine = %machine_name, ?why, "hook waits");

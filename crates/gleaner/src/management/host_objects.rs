@@ -13,6 +13,8 @@ use serde_json::{Value, json};
 
 /// The CSI driver's label naming the guest cluster (when its toggle is on): a hint only.
 const GUEST_CLUSTER_LABEL: &str = "guestcluster.harvesterhci.io/name";
+/// The guest Service a LoadBalancer was made for (the cloud provider writes it).
+const LB_SERVICE_UUID: &str = "cloudprovider.harvesterhci.io/service-uuid";
 
 /// What one watch of a Harvester follows.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -138,6 +140,7 @@ pub fn observed_object(credential: &str, kind: HostKind, object: &DynamicObject)
         volume_name: text(&spec["volumeName"]),
         block: spec["volumeMode"] == "Block",
         snapshot_source: text(&spec["source"]["persistentVolumeClaimName"]),
+        service_uuid: object.annotations().get(LB_SERVICE_UUID).cloned(),
         footprint_label: object.labels().get(keys::FOOTPRINT_LABEL).cloned(),
         cluster_annotation: object.annotations().get(keys::CLUSTER_ANNOTATION).cloned(),
         guest_cluster_label: object.labels().get(GUEST_CLUSTER_LABEL).cloned(),

@@ -8,10 +8,12 @@
 mod cache;
 pub mod capi;
 mod footprints;
+mod guests;
 mod harvesters;
 mod hooks;
 mod host_objects;
 mod observe;
+mod secrets;
 mod status;
 
 use std::{
@@ -52,6 +54,7 @@ use crate::{
 
 use cache::{Scoped, Shared};
 pub use capi::Capi;
+use guests::Guests;
 use harvesters::Harvesters;
 use observe::{harvester_config, harvester_machine, provisioning_cluster, setting};
 
@@ -102,11 +105,14 @@ pub struct Context {
     client: kube::Client,
     capi: Capi,
     harvesters: Arc<Harvesters>,
+    guests: Arc<Guests>,
     recorder: Recorder,
     namespace: String,
     dry_run: bool,
     hook_timeout: Option<Duration>,
     footprint_wait: Duration,
+    inventory_timeout: Duration,
+    policy_max_age: Duration,
     caches: Caches,
 }
 
@@ -264,10 +270,18 @@ pub async fn start(runtime: crate::Context, started: WatchSynced) -> Result<()> 
             runtime.api_timeout,
             caches.footprints.clone(),
         )),
+        guests: Arc::new(Guests::new(
+            client.clone(),
+            runtime.metrics.clone(),
+            runtime.api_timeout,
+            caches.footprints.clone(),
+        )),
         namespace: runtime.config.namespace.clone(),
         dry_run: runtime.config.dry_run,
         hook_timeout: runtime.config.hook_timeout,
         footprint_wait: runtime.config.footprint_wait,
+        inventory_timeout: runtime.config.inventory_timeout,
+        policy_max_age: runtime.config.policy_max_age,
         client,
         capi,
         recorder,
@@ -409,8 +423,8 @@ fn tracking_controller(
 
 /// The Footprint controller: a Footprint is looked at again when it or its cluster's Rancher
 /// objects change (its name is the provisioning Cluster's UID), when its Harvesters' watches
-/// see a VM of its pools come, change or go, when the installation UUID changes, and when this
-/// replica wins the Lease.
+/// see a VM of its pools come, change or go, when its guest shows a change, when the
+/// installation UUID changes, and when this replica wins the Lease.
 fn footprint_controller(context: &Arc<Context>, sources: &Sources) -> Controller<Footprint> {
     let namespace = context.namespace.clone();
     let footprint =
@@ -454,7 +468,10 @@ fn footprint_controller(context: &Arc<Context>, sources: &Sources) -> Controller
                 harvester_machine(),
             );
     }
-    if let Some(mut changes) = context.harvesters.changes() {
+    for mut changes in [context.harvesters.changes(), context.guests.changes()]
+        .into_iter()
+        .flatten()
+    {
         let namespace = context.namespace.clone();
         let changes = futures::stream::poll_fn(move |cx| changes.poll_recv(cx))
             .map(move |footprint| ObjectRef::new(&footprint).within(&namespace));

@@ -159,6 +159,7 @@ pub fn owned(writer: StatusWriter, status: &FootprintStatus) -> serde_json::Valu
             "counts": status.counts,
             "harvesters": status.harvesters,
             "lookalikes": status.lookalikes,
+            "unmatchedGuestVolumes": status.unmatched_guest_volumes,
         }),
         StatusWriter::Hooks => json!({
             "conditions": conditions,
