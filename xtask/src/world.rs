@@ -64,7 +64,7 @@ pub fn run(args: WorldArgs) -> Result<()> {
         println!("Kubeconfigs in {}:", folder.display());
         for (cluster, role) in world.clusters() {
             let kubeconfig = folder.join(format!("{cluster}.kubeconfig"));
-            std::fs::copy(world.kubeconfig(cluster)?, &kubeconfig)
+            std::fs::copy(world.kubeconfig(&cluster)?, &kubeconfig)
                 .with_context(|| format!("cannot write {}", kubeconfig.display()))?;
             println!(
                 "  {cluster} ({role:?}): kubectl --kubeconfig {}",
@@ -73,7 +73,7 @@ pub fn run(args: WorldArgs) -> Result<()> {
         }
         for (cluster, _) in world.clusters() {
             println!("CRDs installed in {cluster}:");
-            for crd in world.crds(cluster)? {
+            for crd in world.crds(&cluster)? {
                 println!("  {crd}");
             }
         }

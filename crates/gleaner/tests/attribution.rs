@@ -13,9 +13,9 @@ use gleaner_core::{
 };
 use gleaner_sim::{
     Clock, kinds,
-    scenario::{Attachment, ClusterKey, ClusterPlan, Scenario, ScenarioBuilder, VolumePlan},
+    scenario::{ClusterPlan, Scenario, ScenarioBuilder, VolumePlan},
 };
-use gleaner_world::{ClusterName, Role, testing::eventually};
+use gleaner_world::{ClusterName, testing::eventually};
 use kube::{
     Api, ResourceExt,
     api::{DynamicObject, Patch, PatchParams, PostParams},
@@ -42,18 +42,14 @@ fn attributed(status: &FootprintStatus) -> BTreeSet<String> {
         .collect()
 }
 
-/// The UIDs of what a cluster of the scenario made that Harvester alone can attribute: host
-/// PVCs hot-plugged into its VMs while gleaner watches, and their snapshots. (A volume detached
-/// before gleaner came, or never attached, needs the guest's evidence.)
-fn harvester_evidence(scenario: &Scenario, cluster: &str) -> BTreeSet<String> {
-    evidence_of(scenario, &scenario.key(cluster))
-}
-
-fn evidence_of(scenario: &Scenario, key: &ClusterKey) -> BTreeSet<String> {
+/// The UIDs of the guest objects a cluster of the scenario made: its volumes (hot-plugged or
+/// not, seen from the VMs and from its guest's PVs), their snapshots, NetworkFilesystems and
+/// load balancers; not its VMs' own disks.
+fn made(scenario: &Scenario, cluster: &str) -> BTreeSet<String> {
     scenario
-        .made_by(key)
+        .made_by(&scenario.key(cluster))
         .into_iter()
-        .filter(|(_, traits)| traits.attachment == Attachment::Hotplugged && !traits.rwx)
+        .filter(|(_, traits)| !traits.vm_disk)
         .map(|(object, _)| object.uid)
         .collect()
 }
@@ -75,7 +71,7 @@ async fn watched(prefix: &str, scenario: &Scenario, extra: &[&str]) -> (Gleaner,
 }
 
 #[tokio::test]
-async fn a_clusters_hot_plugged_volumes_and_their_snapshots_are_attributed_by_uid_and_marked() {
+async fn a_clusters_volumes_and_their_snapshots_are_attributed_by_uid_and_marked() {
     let world = world().await;
     let scenario = ScenarioBuilder::new("a-main")
         .clock(Clock::new(TIME_SCALE))
@@ -97,12 +93,15 @@ async fn a_clusters_hot_plugged_volumes_and_their_snapshots_are_attributed_by_ui
         .unwrap();
     let (_gleaner, footprints) = watched("a-main", &scenario, &[]).await;
     let c1 = scenario.cluster("c1").unwrap().uid.clone();
-    let expected = harvester_evidence(&scenario, "c1");
-    assert_eq!(expected.len(), 3, "two hot-plugged volumes and a snapshot");
-    eventually(
-        "c1's Footprint attributes exactly what c1 hot-plugged",
-        || async { attributed(&status(&footprints, &c1).await) == expected },
-    )
+    let expected = made(&scenario, "c1");
+    assert_eq!(
+        expected.len(),
+        4,
+        "two hot-plugged volumes, a never-attached one and a snapshot"
+    );
+    eventually("c1's Footprint attributes exactly what c1 made", || async {
+        attributed(&status(&footprints, &c1).await) == expected
+    })
     .await;
     let recorded = status(&footprints, &c1).await;
     let classes: Vec<ObjectClass> = recorded
@@ -115,7 +114,7 @@ async fn a_clusters_hot_plugged_volumes_and_their_snapshots_are_attributed_by_ui
             .iter()
             .filter(|class| **class == ObjectClass::Volume)
             .count(),
-        2
+        3
     );
     assert!(classes.contains(&ObjectClass::Snapshot));
     assert!(
@@ -127,7 +126,7 @@ async fn a_clusters_hot_plugged_volumes_and_their_snapshots_are_attributed_by_ui
     let counts = recorded.counts.clone().unwrap();
     assert_eq!(
         (counts.volumes, counts.snapshots, counts.conflicts),
-        (2, 1, 0)
+        (3, 1, 0)
     );
     // Nothing of the living cluster, the same-named cluster in another namespace, or the
     // lookalike.
@@ -164,91 +163,6 @@ async fn a_clusters_hot_plugged_volumes_and_their_snapshots_are_attributed_by_ui
     }
 }
 
-/// The demo's clusters: each Footprint holds exactly what its cluster hot-plugged (and those
-/// volumes' snapshots), nothing of a living cluster, a same-named cluster in another namespace or
-/// another installation, or a lookalike.
-#[tokio::test]
-async fn each_demo_cluster_gets_exactly_what_it_hot_plugged() {
-    let world = gleaner_sim::demo::world()
-        .with_crds(Role::Management, gleaner::footprint::crds())
-        .start()
-        .await
-        .unwrap();
-    let scenario = gleaner_sim::demo::clusters("a-demo", Clock::new(TIME_SCALE))
-        .start(&world)
-        .await
-        .unwrap();
-    let ours: Vec<ClusterKey> = scenario
-        .cluster_keys()
-        .filter(|key| key.installation == ClusterName::RANCHER)
-        .cloned()
-        .collect();
-    let fleets: BTreeSet<String> = ours.iter().map(|key| key.namespace.clone()).collect();
-    let fleets: Vec<String> = fleets.into_iter().collect();
-    let _gleaner = Gleaner::start_with(&world, "a-demo", "a-demo", &fleets.join(","), &[]).await;
-    let footprints: Api<Footprint> = Api::namespaced(
-        world.client(ClusterName::RANCHER).await.unwrap(),
-        "gleaner-a-demo",
-    );
-    let of = |key: &ClusterKey| {
-        let footprints = footprints.clone();
-        let key = key.clone();
-        async move {
-            footprints
-                .list(&Default::default())
-                .await
-                .unwrap()
-                .items
-                .into_iter()
-                .find(|footprint| {
-                    footprint.spec.identity.namespace == key.namespace
-                        && footprint.spec.identity.name == key.name
-                })
-                .and_then(|footprint| footprint.status)
-                .unwrap_or_default()
-        }
-    };
-    for key in &ours {
-        let expected = evidence_of(&scenario, key);
-        assert!(!expected.is_empty(), "{key:?}");
-        eventually(
-            &format!("{key:?} holds exactly what it hot-plugged"),
-            || async { attributed(&of(key).await) == expected },
-        )
-        .await;
-    }
-    let prod = of(&scenario.key("prod")).await.records();
-    let classes: Vec<ObjectClass> = prod.iter().map(|record| record.class).collect();
-    assert_eq!(
-        classes
-            .iter()
-            .filter(|class| **class == ObjectClass::Volume)
-            .count(),
-        4,
-        "data, logs, database and audit: {prod:?}"
-    );
-    assert_eq!(
-        classes
-            .iter()
-            .filter(|class| **class == ObjectClass::Snapshot)
-            .count(),
-        2
-    );
-    let elsewhere = scenario
-        .cluster_keys()
-        .find(|key| key.installation != ClusterName::RANCHER)
-        .unwrap()
-        .clone();
-    let theirs: BTreeSet<String> = scenario
-        .made_by(&elsewhere)
-        .into_iter()
-        .map(|(object, _)| object.uid)
-        .collect();
-    for key in &ours {
-        assert!(attributed(&of(key).await).is_disjoint(&theirs), "{key:?}");
-    }
-}
-
 #[tokio::test]
 async fn a_detached_volume_stays_attributed_and_a_restored_copy_is_not() {
     let world = world().await;
@@ -260,7 +174,7 @@ async fn a_detached_volume_stays_attributed_and_a_restored_copy_is_not() {
         .unwrap();
     let (_gleaner, footprints) = watched("a-detach", &scenario, &[]).await;
     let c1 = scenario.cluster("c1").unwrap().uid.clone();
-    let expected = harvester_evidence(&scenario, "c1");
+    let expected = made(&scenario, "c1");
     eventually(
         "the hot-plugged volume is attributed and marked",
         || async { attributed(&status(&footprints, &c1).await) == expected },
@@ -345,7 +259,7 @@ async fn a_volume_hot_plugged_into_vms_of_two_clusters_is_a_conflict_on_both() {
         scenario.cluster("c1").unwrap().uid.clone(),
         scenario.cluster("c2").unwrap().uid.clone(),
     );
-    let expected = harvester_evidence(&scenario, "c1");
+    let expected = made(&scenario, "c1");
     eventually("c1 attributes its volume", || async {
         attributed(&status(&footprints, &c1).await) == expected
     })
@@ -416,7 +330,7 @@ async fn restarted_gleaner_records_the_same_and_marks_nothing_twice_and_a_dry_ru
         .await
         .unwrap();
     let c1 = scenario.cluster("c1").unwrap().uid.clone();
-    let expected = harvester_evidence(&scenario, "c1");
+    let expected = made(&scenario, "c1");
     let harvester = world.client(ClusterName::HARVESTER).await.unwrap();
     let pvcs = kinds::namespaced(
         &harvester,

@@ -26,8 +26,8 @@ const SECOND_HARVESTER: &str = "harvester-2";
 /// How long a frozen cluster is watched for anything gleaner or CAPI might do.
 const FROZEN_FOR: Duration = Duration::from_secs(3);
 
-/// This binary's world: the default one plus a second Harvester and a guest apiserver, with
-/// gleaner's CRDs in the management cluster.
+/// This binary's world: the default one plus a second Harvester, with gleaner's CRDs in the
+/// management cluster.
 async fn world() -> &'static World {
     static WORLD: OnceCell<World> = OnceCell::const_new();
     WORLD

@@ -15,11 +15,10 @@ pub const SECOND_RANCHER: &str = "rancher-2";
 /// How long to wait for the deleted cluster's VMs before judging anyway, at real speed.
 const MEASURE_TIMEOUT: Duration = Duration::from_secs(900);
 
-/// The demo's world: Rancher, a second Rancher installation, Harvester, one guest apiserver.
+/// The demo's world: Rancher, a second Rancher installation, Harvester (the scenario starts a
+/// guest apiserver per guest cluster).
 pub fn world() -> WorldBuilder {
-    World::builder()
-        .cluster(SECOND_RANCHER, Role::Management)
-        .guests(1)
+    World::builder().cluster(SECOND_RANCHER, Role::Management)
 }
 
 /// Rancher's upstream fix alone: the handler on, driver 1.0.6, the remove job's realistic

@@ -34,6 +34,9 @@ pub const PRE_TERMINATE_HOOK_PREFIX: &str = "pre-terminate.delete.hook.machine.c
 pub const FINALIZER_CAPI_MACHINE: &str = "machine.cluster.x-k8s.io";
 pub const FINALIZER_CAPI_CLUSTER: &str = "cluster.cluster.x-k8s.io";
 
+/// The key of Rancher's `<cluster>-kubeconfig` Secret that holds the guest cluster's kubeconfig.
+pub const GUEST_KUBECONFIG_KEY: &str = "value";
+
 pub const CLOUD_CREDENTIAL_KUBECONFIG: &str = "harvestercredentialConfig-kubeconfigContent";
 pub const CLOUD_CREDENTIAL_NAMESPACE: &str = "cattle-global-data";
 /// Rancher's machine-provision controller holds a HarvesterMachine until its remove job is done.

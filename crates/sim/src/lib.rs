@@ -8,6 +8,7 @@ mod controller;
 pub mod csi;
 pub mod demo;
 pub mod error;
+pub mod guest;
 pub mod harvester;
 pub mod journal;
 pub mod keys;

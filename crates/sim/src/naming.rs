@@ -34,6 +34,12 @@ pub fn vm_name(harvester_machine: &str) -> String {
     safe_concat_name(&[&harvester_machine.replace('.', "-")])
 }
 
+/// The Secret, beside its provisioning Cluster, in which Rancher keeps a guest cluster's
+/// kubeconfig (the Cluster API convention).
+pub fn guest_kubeconfig_secret(cluster: &str) -> String {
+    format!("{cluster}-kubeconfig")
+}
+
 /// Rancher's MachineDeployment name for a machine pool.
 pub fn machine_deployment_name(cluster: &str, pool: &str) -> String {
     safe_concat_name(&[cluster, pool])

@@ -240,14 +240,14 @@ impl Context {
 }
 
 /// What binding needs of a VolumeSnapshotClass.
-struct Class {
-    name: String,
-    driver: String,
-    deletion_policy: String,
+pub(crate) struct Class {
+    pub(crate) name: String,
+    pub(crate) driver: String,
+    pub(crate) deletion_policy: String,
 }
 
 /// The VolumeSnapshotContent the snapshot controller makes for a dynamic snapshot.
-fn content_for(
+pub(crate) fn content_for(
     snapshot: &DynamicObject,
     class: &Class,
     volume_handle: &str,

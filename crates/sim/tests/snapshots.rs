@@ -8,8 +8,8 @@ use std::time::Duration;
 use common::fixture::{Fixture, HARVESTER, world};
 use gleaner_sim::{
     csi::{
-        GUEST_DRIVER, GUEST_SNAPSHOT_CLASS, GuestSnapshot, GuestVolume, HOST_SNAPSHOT_CLASS,
-        LONGHORN_DRIVER, Reclaim, VolumeRequest,
+        GUEST_DRIVER, GUEST_RETAINED_SNAPSHOT_CLASS, GUEST_SNAPSHOT_CLASS, GuestSnapshot,
+        GuestVolume, HOST_SNAPSHOT_CLASS, LONGHORN_DRIVER, Reclaim, VolumeRequest,
     },
     keys::{
         FINALIZER_SNAPSHOT_AS_SOURCE, FINALIZER_SNAPSHOT_BOUND, FINALIZER_SNAPSHOT_CONTENT_BOUND,
@@ -18,7 +18,7 @@ use gleaner_sim::{
     kinds,
 };
 use gleaner_world::testing::eventually;
-use k8s_openapi::api::core::v1::PersistentVolumeClaim;
+use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim};
 use kube::{Api, api::DynamicObject};
 
 impl Fixture {
@@ -32,6 +32,10 @@ impl Fixture {
 
     fn host_snapshots(&self) -> Api<DynamicObject> {
         kinds::namespaced(&self.harvester, &self.namespace, &kinds::volume_snapshot())
+    }
+
+    fn guest_contents(&self) -> Api<DynamicObject> {
+        Api::all_with(self.guest.clone(), &kinds::volume_snapshot_content())
     }
 
     fn host_contents(&self) -> Api<DynamicObject> {
@@ -86,7 +90,11 @@ fn label<'a>(object: &'a DynamicObject, key: &str) -> Option<&'a str> {
 async fn snapshot_of_rwo(fixture: &Fixture) -> (GuestVolume, GuestSnapshot) {
     let request = VolumeRequest::rwo(&fixture.namespace, "data", Reclaim::Delete);
     let volume = fixture.volume(request).await;
-    let snapshot = fixture.csi.snapshot(&volume, "data-snap").await.unwrap();
+    let snapshot = fixture
+        .csi
+        .snapshot(&volume, "data-snap", Reclaim::Delete)
+        .await
+        .unwrap();
     (volume, snapshot)
 }
 
@@ -153,11 +161,11 @@ async fn a_guest_snapshot_makes_a_labelled_host_snapshot_of_the_host_pvc() {
     assert_eq!(finalizers(&content), [FINALIZER_SNAPSHOT_CONTENT_BOUND]);
     assert_eq!(content.data["status"]["readyToUse"], true);
 
-    let guest_content =
-        Api::<DynamicObject>::all_with(fixture.guest.clone(), &kinds::volume_snapshot_content())
-            .get(&format!("snapcontent-{}", snapshot.guest.uid))
-            .await
-            .unwrap();
+    let guest_content = fixture
+        .guest_contents()
+        .get(&format!("snapcontent-{}", snapshot.guest.uid))
+        .await
+        .unwrap();
     assert_eq!(guest_content.data["spec"]["driver"], GUEST_DRIVER);
     assert_eq!(
         guest_content.data["spec"]["source"]["volumeHandle"],
@@ -172,7 +180,11 @@ async fn a_guest_snapshot_makes_a_labelled_host_snapshot_of_the_host_pvc() {
         (host_name, snapshot.host.uid.clone())
     );
     assert_eq!(
-        fixture.csi.snapshot(&volume, "data-snap").await.unwrap(),
+        fixture
+            .csi
+            .snapshot(&volume, "data-snap", Reclaim::Delete)
+            .await
+            .unwrap(),
         snapshot,
         "snapshotting again changes nothing"
     );
@@ -183,7 +195,11 @@ async fn a_host_snapshot_of_an_rwx_volume_is_labelled_filesystem() {
     let fixture = Fixture::with_snapshot_controller("snap-rwx").await;
     let request = VolumeRequest::rwx(&fixture.namespace, "shared", Reclaim::Delete);
     let volume = fixture.volume(request).await;
-    let snapshot = fixture.csi.snapshot(&volume, "shared-snap").await.unwrap();
+    let snapshot = fixture
+        .csi
+        .snapshot(&volume, "shared-snap", Reclaim::Delete)
+        .await
+        .unwrap();
     let listed = kubectl(
         HARVESTER,
         &[
@@ -274,6 +290,109 @@ async fn deleting_a_host_pvc_with_a_snapshot_leaves_the_host_snapshot_behind() {
         Some(snapshot.host.uid.as_str())
     );
     assert_eq!(host.data["status"]["readyToUse"], true);
+    assert!(
+        fixture
+            .journal
+            .position("harvester-csi", "DeleteSnapshot")
+            .is_none()
+    );
+}
+
+#[tokio::test]
+async fn a_guest_snapshot_gets_a_ready_guest_content_whose_handle_is_the_host_snapshot() {
+    let fixture = Fixture::new("snap-content").await;
+    let (volume, snapshot) = snapshot_of_rwo(&fixture).await;
+    assert_eq!(
+        snapshot.content.name,
+        format!("snapcontent-{}", snapshot.guest.uid)
+    );
+    let content = fixture
+        .guest_contents()
+        .get(&snapshot.content.name)
+        .await
+        .unwrap();
+    assert_eq!(
+        content.metadata.uid.as_deref(),
+        Some(snapshot.content.uid.as_str())
+    );
+    let spec = &content.data["spec"];
+    assert_eq!(spec["driver"], GUEST_DRIVER);
+    assert_eq!(spec["deletionPolicy"], "Delete");
+    assert_eq!(spec["volumeSnapshotClassName"], GUEST_SNAPSHOT_CLASS);
+    let guest_pv = Api::<PersistentVolume>::all(fixture.guest.clone())
+        .get(&volume.guest_pv.name)
+        .await
+        .unwrap();
+    assert_eq!(
+        spec["source"]["volumeHandle"],
+        guest_pv.spec.unwrap().csi.unwrap().volume_handle.as_str(),
+        "the source is the guest PV's volume handle"
+    );
+    assert_eq!(
+        spec["source"]["volumeHandle"],
+        volume.host_pvc.name.as_str()
+    );
+    let reference = &spec["volumeSnapshotRef"];
+    assert_eq!(reference["name"], "data-snap");
+    assert_eq!(reference["namespace"], "snap-content");
+    assert_eq!(reference["uid"], snapshot.guest.uid.as_str());
+    assert_eq!(
+        content.data["status"]["snapshotHandle"],
+        snapshot.host.name.as_str()
+    );
+    assert_eq!(content.data["status"]["readyToUse"], true);
+    assert_eq!(finalizers(&content), [FINALIZER_SNAPSHOT_CONTENT_BOUND]);
+    let guest = fixture.guest_snapshots().get("data-snap").await.unwrap();
+    assert_eq!(
+        guest.data["status"]["boundVolumeSnapshotContentName"],
+        snapshot.content.name.as_str()
+    );
+
+    fixture.csi.delete_snapshot(&snapshot).await.unwrap();
+    assert!(gone(&fixture.guest_contents(), &snapshot.content.name).await);
+    eventually("the host VolumeSnapshot is gone", || {
+        gone_owned(fixture.host_snapshots(), snapshot.host.name.clone())
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_retained_guest_snapshot_keeps_its_content_and_host_snapshot_when_deleted() {
+    let fixture = Fixture::new("snap-retained").await;
+    let request = VolumeRequest::rwo(&fixture.namespace, "data", Reclaim::Delete);
+    let volume = fixture.volume(request).await;
+    let snapshot = fixture
+        .csi
+        .snapshot(&volume, "kept-snap", Reclaim::Retain)
+        .await
+        .unwrap();
+    let content = fixture
+        .guest_contents()
+        .get(&snapshot.content.name)
+        .await
+        .unwrap();
+    assert_eq!(content.data["spec"]["deletionPolicy"], "Retain");
+    assert_eq!(
+        content.data["spec"]["volumeSnapshotClassName"],
+        GUEST_RETAINED_SNAPSHOT_CLASS
+    );
+    assert!(finalizers(&content).is_empty());
+
+    fixture.csi.delete_snapshot(&snapshot).await.unwrap();
+
+    assert!(gone(&fixture.guest_snapshots(), "kept-snap").await);
+    let content = fixture
+        .guest_contents()
+        .get(&snapshot.content.name)
+        .await
+        .unwrap();
+    assert!(content.metadata.deletion_timestamp.is_none());
+    let host = fixture
+        .host_snapshots()
+        .get(&snapshot.host.name)
+        .await
+        .unwrap();
+    assert!(host.metadata.deletion_timestamp.is_none());
     assert!(
         fixture
             .journal

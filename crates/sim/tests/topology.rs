@@ -14,7 +14,8 @@ use tokio::sync::OnceCell;
 const SECOND_RANCHER: &str = "rancher-2";
 const SECOND_HARVESTER: &str = "harvester-2";
 
-/// This binary's world: two Rancher installations, two Harvesters, one guest apiserver.
+/// This binary's world: two Rancher installations, two Harvesters (each scenario starts its
+/// clusters' guest apiservers).
 async fn world() -> &'static World {
     static WORLD: OnceCell<World> = OnceCell::const_new();
     WORLD
@@ -22,7 +23,6 @@ async fn world() -> &'static World {
             World::builder()
                 .cluster(SECOND_RANCHER, Role::Management)
                 .cluster(SECOND_HARVESTER, Role::Harvester)
-                .guests(1)
                 .start()
                 .await
                 .unwrap()

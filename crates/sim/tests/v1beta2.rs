@@ -10,7 +10,6 @@ use gleaner_world::{CapiVersion, World};
 async fn cluster_deletion_in_a_v1beta2_world_matches_v1beta1() {
     let world = World::builder()
         .capi(CapiVersion::V1beta2)
-        .guests(1)
         .start()
         .await
         .unwrap();

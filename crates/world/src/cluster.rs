@@ -17,7 +17,7 @@ const READY_TIMEOUT: Duration = Duration::from_secs(90);
 /// How many ports an apiserver is started on before a port race counts as a failure.
 const PORT_ATTEMPTS: u32 = 3;
 
-/// Well-known cluster names. A world may hold more (`guest-1`, `harvester-2`, ...).
+/// Well-known cluster names. A world may hold more (`guest-1`, `guest-d1`, `harvester-2`, ...).
 pub struct ClusterName;
 
 impl ClusterName {
@@ -195,6 +195,10 @@ impl ControlPlane {
                 async move { probe(&client, "/healthz").await }
             })
             .await
+    }
+
+    pub(crate) fn server(&self) -> String {
+        format!("https://127.0.0.1:{}", self.port)
     }
 
     pub(crate) fn apiserver_log(&self) -> &Path {

@@ -7,7 +7,7 @@ use serde_json::json;
 use crate::{Error, Result};
 
 /// A kubeconfig with one cluster, one user (a bearer token) and one context, all named `cluster`.
-pub(crate) fn render(cluster: &str, server: &str, ca_pem: &str, token: &str) -> String {
+pub fn render(cluster: &str, server: &str, ca_pem: &str, token: &str) -> String {
     let document = json!({
         "apiVersion": "v1",
         "kind": "Config",

@@ -26,5 +26,6 @@ pub use binaries::{Binaries, ETCD_VERSION, KUBERNETES_VERSION};
 pub use cluster::{ClusterName, Role};
 pub use crds::{CapiVersion, CrdSource};
 pub use error::{Error, Result};
+pub use kubeconfig::render as render_kubeconfig;
 pub use pki::ServingCert;
 pub use world::{World, WorldBuilder};

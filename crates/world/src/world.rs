@@ -1,6 +1,10 @@
 use std::{
-    path::Path,
+    path::{Path, PathBuf},
     process::Output,
+    sync::{
+        Arc, RwLock,
+        atomic::{AtomicU32, Ordering},
+    },
     time::{Duration, Instant},
 };
 
@@ -129,30 +133,20 @@ impl WorldBuilder {
             )
         }))
         .await?;
-        let extra_crds = &self.extra_crds;
-        let installed = try_join_all(clusters.iter().zip(&crd_files).map(|(plane, files)| {
-            let supervisor = &supervisor;
-            async move {
-                let mut crds = crds::load(files)?;
-                crds.extend(
-                    extra_crds
-                        .iter()
-                        .filter(|(role, _)| *role == plane.role)
-                        .map(|(_, crd)| crd.clone()),
-                );
-                let client = kubeconfig::client(&plane.name, &plane.kubeconfig).await?;
-                crds::install(&client, &crds).await?;
-                plane.start_controller_manager(supervisor).await?;
-                Ok::<_, Error>(
-                    crds.iter()
-                        .filter_map(|crd| crd.metadata.name.clone())
-                        .collect::<Vec<_>>(),
-                )
-            }
-        }))
-        .await?;
+        let installed =
+            try_join_all(clusters.iter().zip(&crd_files).map(|(plane, files)| {
+                finish_starting(plane, files, &self.extra_crds, &supervisor)
+            }))
+            .await?;
+        let started_clusters = clusters
+            .into_iter()
+            .zip(installed)
+            .map(|(plane, crds)| Arc::new(Started { plane, crds }))
+            .collect();
         let world = World {
-            clusters: clusters.into_iter().zip(installed).collect(),
+            clusters: RwLock::new(started_clusters),
+            guests_started: AtomicU32::new(0),
+            extra_crds: self.extra_crds,
             etcd,
             pki,
             capi: self.capi,
@@ -171,11 +165,45 @@ impl WorldBuilder {
     }
 }
 
+/// Installs a freshly started cluster's CRDs (from `files`, plus the extra ones for its role),
+/// then starts its controller-manager, if it runs one. Returns the names of the CRDs.
+async fn finish_starting(
+    plane: &ControlPlane,
+    files: &[PathBuf],
+    extra_crds: &[(Role, CustomResourceDefinition)],
+    supervisor: &Supervisor,
+) -> Result<Vec<String>> {
+    let mut crds = crds::load(files)?;
+    crds.extend(
+        extra_crds
+            .iter()
+            .filter(|(role, _)| *role == plane.role)
+            .map(|(_, crd)| crd.clone()),
+    );
+    let client = kubeconfig::client(&plane.name, &plane.kubeconfig).await?;
+    crds::install(&client, &crds).await?;
+    plane.start_controller_manager(supervisor).await?;
+    Ok(crds
+        .iter()
+        .filter_map(|crd| crd.metadata.name.clone())
+        .collect())
+}
+
+/// A running cluster and the names of the CRDs installed in it.
+struct Started {
+    plane: ControlPlane,
+    crds: Vec<String>,
+}
+
 /// Running control planes: one etcd, one apiserver per cluster, a controller-manager per
-/// management and Harvester cluster. Dropping a world stops every process; its folder under
+/// management and Harvester cluster. Guest apiservers can be added while it runs
+/// ([`World::start_guest`]). Dropping a world stops every process; its folder under
 /// `target/gleaner-worlds` (logs, kubeconfigs) stays if the thread is panicking.
 pub struct World {
-    clusters: Vec<(ControlPlane, Vec<String>)>,
+    clusters: RwLock<Vec<Arc<Started>>>,
+    /// How many guests [`World::start_guest`] named so far.
+    guests_started: AtomicU32,
+    extra_crds: Vec<(Role, CustomResourceDefinition)>,
     etcd: Etcd,
     pki: Pki,
     capi: CapiVersion,
@@ -206,15 +234,46 @@ impl World {
         }
     }
 
+    /// Starts one more guest-cluster apiserver (the guest CRDs, the world's PKI and etcd) and
+    /// returns its cluster name (`guest-d<n>`), which every other method then takes like a
+    /// builder-made cluster's. Its processes stop when the world is dropped.
+    pub async fn start_guest(&self) -> Result<String> {
+        let name = self.fresh_guest_name();
+        let files = self.crd_source.files(Role::Guest, self.capi)?;
+        let plane = ControlPlane::start(
+            &name,
+            Role::Guest,
+            &self.etcd.url,
+            &self.pki,
+            &self.binaries,
+            &self.layout,
+            &self.supervisor,
+        )
+        .await?;
+        let crds = finish_starting(&plane, &files, &self.extra_crds, &self.supervisor).await?;
+        self.clusters
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .push(Arc::new(Started { plane, crds }));
+        tracing::info!(cluster = %name, "guest apiserver started");
+        Ok(name)
+    }
+
     /// A client acting as the cluster's admin (`system:masters`).
     pub async fn client(&self, cluster: &str) -> Result<Client> {
-        let plane = self.plane(cluster)?;
-        kubeconfig::client(&plane.name, &plane.kubeconfig).await
+        let started = self.started(cluster)?;
+        kubeconfig::client(&started.plane.name, &started.plane.kubeconfig).await
     }
 
     /// The admin kubeconfig of a cluster, for kubectl or for a binary under test.
-    pub fn kubeconfig(&self, cluster: &str) -> Result<&Path> {
-        Ok(&self.plane(cluster)?.kubeconfig)
+    pub fn kubeconfig(&self, cluster: &str) -> Result<PathBuf> {
+        Ok(self.started(cluster)?.plane.kubeconfig.clone())
+    }
+
+    /// Where a cluster's apiserver listens: `https://127.0.0.1:<port>`, serving a certificate
+    /// of the world's CA ([`World::ca_pem`]).
+    pub fn server(&self, cluster: &str) -> Result<String> {
+        Ok(self.started(cluster)?.plane.server())
     }
 
     /// A client acting as the ServiceAccount `namespace/name` (created if missing), with a token
@@ -225,7 +284,7 @@ impl World {
         namespace: &str,
         name: &str,
     ) -> Result<Client> {
-        let plane = self.plane(cluster)?;
+        let server = self.server(cluster)?;
         let admin = self.client(cluster).await?;
         let accounts: Api<ServiceAccount> = Api::namespaced(admin, namespace);
         let account = ServiceAccount {
@@ -260,7 +319,6 @@ impl World {
             .status
             .map(|status| status.token)
             .unwrap_or_default();
-        let server = format!("https://127.0.0.1:{}", plane.port);
         let path = self
             .layout
             .cluster_dir(cluster)?
@@ -275,13 +333,14 @@ impl World {
     /// Kills a cluster's apiserver (an outage). Its controller-manager keeps running and retries,
     /// as a real one would.
     pub fn stop_apiserver(&self, cluster: &str) -> Result<()> {
-        self.plane(cluster)?.stop_apiserver();
+        self.started(cluster)?.plane.stop_apiserver();
         Ok(())
     }
 
     /// Starts a stopped apiserver again on the same port with the same certificates and data.
     pub async fn start_apiserver(&self, cluster: &str) -> Result<()> {
-        self.plane(cluster)?.start_apiserver(&self.supervisor).await
+        let started = self.started(cluster)?;
+        started.plane.start_apiserver(&self.supervisor).await
     }
 
     /// Runs the world's kubectl against a cluster as its admin.
@@ -307,20 +366,18 @@ impl World {
         self.pki.ca_pem()
     }
 
-    /// The clusters in the order they were declared, with their roles.
-    pub fn clusters(&self) -> impl Iterator<Item = (&str, Role)> {
-        self.clusters
+    /// The clusters in the order they were declared (then the guests started since), with
+    /// their roles.
+    pub fn clusters(&self) -> Vec<(String, Role)> {
+        self.read_clusters()
             .iter()
-            .map(|(plane, _)| (plane.name.as_str(), plane.role))
+            .map(|started| (started.plane.name.clone(), started.plane.role))
+            .collect()
     }
 
     /// The names of the CRDs installed in a cluster.
-    pub fn crds(&self, cluster: &str) -> Result<&[String]> {
-        self.clusters
-            .iter()
-            .find(|(plane, _)| plane.name == cluster)
-            .map(|(_, crds)| crds.as_slice())
-            .ok_or_else(|| Error::UnknownCluster(cluster.to_owned()))
+    pub fn crds(&self, cluster: &str) -> Result<Vec<String>> {
+        Ok(self.started(cluster)?.crds.clone())
     }
 
     pub fn capi_version(&self) -> CapiVersion {
@@ -337,8 +394,8 @@ impl World {
     }
 
     /// The log of a cluster's apiserver.
-    pub fn apiserver_log(&self, cluster: &str) -> Result<&Path> {
-        Ok(self.plane(cluster)?.apiserver_log())
+    pub fn apiserver_log(&self, cluster: &str) -> Result<PathBuf> {
+        Ok(self.started(cluster)?.plane.apiserver_log().to_path_buf())
     }
 
     /// How long [`WorldBuilder::start`] took.
@@ -351,19 +408,40 @@ impl World {
         &self.etcd.url
     }
 
-    fn plane(&self, cluster: &str) -> Result<&ControlPlane> {
-        self.clusters
+    /// A guest name no cluster of this world has.
+    fn fresh_guest_name(&self) -> String {
+        loop {
+            let index = self.guests_started.fetch_add(1, Ordering::Relaxed) + 1;
+            let name = format!("guest-d{index}");
+            if self.started(&name).is_err() {
+                return name;
+            }
+        }
+    }
+
+    fn started(&self, cluster: &str) -> Result<Arc<Started>> {
+        self.read_clusters()
             .iter()
-            .map(|(plane, _)| plane)
-            .find(|plane| plane.name == cluster)
+            .find(|started| started.plane.name == cluster)
+            .cloned()
             .ok_or_else(|| Error::UnknownCluster(cluster.to_owned()))
+    }
+
+    fn read_clusters(&self) -> std::sync::RwLockReadGuard<'_, Vec<Arc<Started>>> {
+        self.clusters
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 }
 
 impl Drop for World {
     fn drop(&mut self) {
-        for (plane, _) in &self.clusters {
-            plane.stop();
+        let clusters = self
+            .clusters
+            .get_mut()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        for started in clusters.iter() {
+            started.plane.stop();
         }
         self.etcd.stop();
         self.layout.remove(std::thread::panicking());

@@ -307,6 +307,57 @@ async fn a_restarted_apiserver_serves_the_same_data_on_the_same_port() {
     world.start_apiserver(HARVESTER).await.unwrap();
 }
 
+#[tokio::test]
+async fn guests_started_while_the_world_runs_are_clusters_like_the_others() {
+    let world = WorldBuilder::empty().start().await.unwrap();
+    let (first, second) = tokio::try_join!(world.start_guest(), world.start_guest()).unwrap();
+    assert_ne!(first, second);
+    assert_ne!(
+        world.server(&first).unwrap(),
+        world.server(&second).unwrap()
+    );
+    for guest in [&first, &second] {
+        assert!(
+            world.clusters().contains(&(guest.clone(), Role::Guest)),
+            "{:?}",
+            world.clusters()
+        );
+        let crds = world.crds(guest).unwrap();
+        assert!(
+            crds.iter()
+                .any(|name| name == "volumesnapshotcontents.snapshot.storage.k8s.io"),
+            "{crds:?}"
+        );
+        let output = world.kubectl(guest, &["get", "namespaces"]).unwrap();
+        assert!(output.status.success(), "{output:?}");
+        assert!(world.apiserver_log(guest).unwrap().is_file());
+    }
+
+    let first_maps: Api<ConfigMap> =
+        Api::namespaced(world.client(&first).await.unwrap(), "default");
+    let created = first_maps
+        .create(&PostParams::default(), &config_map("mine", Vec::new()))
+        .await
+        .unwrap();
+    let second_maps: Api<ConfigMap> =
+        Api::namespaced(world.client(&second).await.unwrap(), "default");
+    assert!(second_maps.get_opt("mine").await.unwrap().is_none());
+
+    world.stop_apiserver(&first).unwrap();
+    assert!(
+        first_maps.get("mine").await.is_err(),
+        "the apiserver is down"
+    );
+    world.start_apiserver(&first).await.unwrap();
+    let read = first_maps.get("mine").await.unwrap();
+    assert_eq!(read.metadata.uid, created.metadata.uid);
+    let kubeconfig = std::fs::read_to_string(world.kubeconfig(&first).unwrap()).unwrap();
+    assert_eq!(
+        format!("https://127.0.0.1:{}", port_of(&kubeconfig)),
+        world.server(&first).unwrap()
+    );
+}
+
 fn port_of(kubeconfig: &str) -> u16 {
     let server = kubeconfig
         .lines()

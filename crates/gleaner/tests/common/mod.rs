@@ -27,16 +27,14 @@ use tokio::{
     sync::OnceCell,
 };
 
-/// A world with a guest apiserver and gleaner's CRDs in the management cluster, from the same
-/// function `gleaner crd` prints.
+/// A world with gleaner's CRDs in the management cluster, from the same function `gleaner crd`
+/// prints (scenarios start their clusters' guest apiservers).
 pub fn world_builder() -> WorldBuilder {
-    World::builder()
-        .with_crds(Role::Management, gleaner::footprint::crds())
-        .guests(1)
+    World::builder().with_crds(Role::Management, gleaner::footprint::crds())
 }
 
-/// This test binary's world: the default one plus a guest apiserver, with gleaner's CRDs in
-/// the management cluster, from the same function `gleaner crd` prints.
+/// This test binary's world: the default one, with gleaner's CRDs in the management cluster,
+/// from the same function `gleaner crd` prints.
 pub async fn world() -> &'static World {
     static WORLD: OnceCell<World> = OnceCell::const_new();
     WORLD

@@ -5,7 +5,8 @@
 //! status written through the status subresource.
 //!
 //! Guest RWX volumes ([`GuestAccess::ReadWriteMany`]) also get their `NetworkFilesystem`;
-//! guest snapshots come with the host VolumeSnapshots CreateSnapshot makes ([`GuestSnapshot`]).
+//! guest snapshots come with their guest VolumeSnapshotContents and the host VolumeSnapshots
+//! CreateSnapshot makes ([`GuestSnapshot`]).
 
 pub(crate) mod api;
 mod hotplug;
@@ -13,7 +14,9 @@ mod network_fs;
 mod snapshot;
 
 pub use network_fs::NETWORK_FILESYSTEM_NAMESPACE;
-pub use snapshot::{GUEST_SNAPSHOT_CLASS, GuestSnapshot, HOST_SNAPSHOT_CLASS};
+pub use snapshot::{
+    GUEST_RETAINED_SNAPSHOT_CLASS, GUEST_SNAPSHOT_CLASS, GuestSnapshot, HOST_SNAPSHOT_CLASS,
+};
 
 use std::collections::BTreeMap;
 
@@ -64,7 +67,9 @@ const HOTPLUG: &str = "kubevirt-hotplug";
 /// How many times an update is tried when others keep changing the object.
 const UPDATE_ATTEMPTS: usize = 10;
 
-/// A guest StorageClass's reclaim policy, which its PVs inherit.
+/// What a guest class says of the storage behind its objects: a StorageClass's reclaim policy,
+/// which its PVs inherit, or a VolumeSnapshotClass's deletion policy, which its
+/// VolumeSnapshotContents inherit.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Reclaim {
     Delete,
@@ -327,6 +332,25 @@ impl Csi {
                 }
             }
         }
+    }
+
+    /// A user changes the guest PV's reclaim policy (`kubectl patch pv`), e.g. to keep a
+    /// volume's data once its claim goes.
+    pub async fn set_reclaim_policy(&self, volume: &GuestVolume, reclaim: Reclaim) -> Result<()> {
+        let name = &volume.guest_pv.name;
+        let patch = json!({"spec": {"persistentVolumeReclaimPolicy": reclaim.as_str()}});
+        Api::<PersistentVolume>::all(self.guest.clone())
+            .patch(name, &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+            .context(|| format!("cannot set the reclaim policy of guest PV {name}"))?;
+        self.env.journal.record(
+            GUEST_USER,
+            format!(
+                "set the reclaim policy of guest PV {name} to {}",
+                reclaim.as_str()
+            ),
+        );
+        Ok(())
     }
 
     async fn ensure_storage_class(&self, reclaim: Reclaim) -> Result<StorageClass> {

@@ -1,31 +1,47 @@
-//! Guest snapshots (design.md §2): a user's guest VolumeSnapshot and the host VolumeSnapshot the
-//! driver's CreateSnapshot makes in its own namespace, from the host PVC, labelled with that
-//! PVC's StorageClass and volume mode. No snapshot controller runs here; the stand-in in
-//! [`crate::snapshots`] plays it where a test wants one.
+//! Guest snapshots (design.md §2): a user's guest VolumeSnapshot; the cluster-scoped guest
+//! VolumeSnapshotContent the guest's external-snapshotter binds it to, whose
+//! `status.snapshotHandle` names the host VolumeSnapshot; and that host VolumeSnapshot, which the
+//! driver's CreateSnapshot makes in its own namespace from the host PVC, labelled with that
+//! PVC's StorageClass and volume mode. The content's deletionPolicy comes from the guest
+//! VolumeSnapshotClass: deleting the guest snapshot of a `Delete` content deletes the content
+//! and (DeleteSnapshot) the host VolumeSnapshot; a `Retain` content and its host VolumeSnapshot
+//! stay. No snapshot controller runs on Harvester here; the stand-in in [`crate::snapshots`]
+//! plays it where a test wants one.
 
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::PersistentVolumeClaim;
-use kube::{Api, Client, api::DynamicObject};
+use kube::{Api, Client, ResourceExt as _, api::DynamicObject};
 use serde_json::{Value, json};
 
 use super::{
     Csi, GUEST_DRIVER, GUEST_USER, GuestVolume, HARVESTER_CSI, HostObject, LONGHORN_DRIVER, Named,
-    api::{create_or_get, delete, get_opt, wait_gone},
+    Reclaim,
+    api::{create_or_get, delete, drop_finalizer, get_opt, patch_status, wait_gone},
 };
-use crate::{Error, Result, keys, kinds};
+use crate::{
+    Error, Result, keys, kinds,
+    snapshots::{Class, content_for},
+};
 
 /// The guest VolumeSnapshotClass of the Harvester CSI driver (inference: its name).
 pub const GUEST_SNAPSHOT_CLASS: &str = "harvester-snapshot";
+/// A guest VolumeSnapshotClass of the same driver whose contents are retained (inference: the
+/// name a user would give it).
+pub const GUEST_RETAINED_SNAPSHOT_CLASS: &str = "harvester-snapshot-retain";
 /// The host VolumeSnapshotClass CreateSnapshot names for Longhorn volumes (inference: Harvester's
 /// `csi-driver-config` default, a Longhorn in-cluster snapshot class).
 pub const HOST_SNAPSHOT_CLASS: &str = "longhorn-snapshot";
+/// Journal actor of the guest's external-snapshotter (snapshot controller and sidecar).
+const GUEST_SNAPSHOTTER: &str = "guest-snapshotter";
 
-/// A guest snapshot: the user's VolumeSnapshot and the host one made for it.
+/// A guest snapshot: the user's VolumeSnapshot, its content and the host one made for it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct GuestSnapshot {
     pub guest_namespace: String,
     pub guest: Named,
+    /// The guest VolumeSnapshotContent, `snapcontent-<guest VolumeSnapshot UID>`.
+    pub content: Named,
     /// The driver's namespace (the Csi's host namespace).
     pub host_namespace: String,
     /// `snapshot-<guest VolumeSnapshot UID>`, the name the external-snapshotter asks
@@ -41,30 +57,50 @@ impl GuestSnapshot {
 }
 
 impl Csi {
-    /// A user's guest VolumeSnapshot of `volume` named `name`, then CreateSnapshot's host
-    /// VolumeSnapshot of its host PVC; each snapshot class is made if missing. Idempotent.
-    pub async fn snapshot(&self, volume: &GuestVolume, name: &str) -> Result<GuestSnapshot> {
-        ensure_class(&self.guest, GUEST_SNAPSHOT_CLASS, GUEST_DRIVER, json!({})).await?;
-        let guest = self.create_guest_snapshot(volume, name).await?;
+    /// A user's guest VolumeSnapshot of `volume` named `name`, in the guest class whose
+    /// contents have deletionPolicy `policy`; CreateSnapshot's host VolumeSnapshot of its host
+    /// PVC; then the guest content, ready, bound to the guest VolumeSnapshot. Each snapshot
+    /// class is made if missing. Idempotent.
+    pub async fn snapshot(
+        &self,
+        volume: &GuestVolume,
+        name: &str,
+        policy: Reclaim,
+    ) -> Result<GuestSnapshot> {
+        let guest_class = guest_snapshot_class(policy);
+        ensure_class(&self.guest, &guest_class, json!({})).await?;
+        let guest = self
+            .create_guest_snapshot(volume, name, &guest_class.name)
+            .await?;
         ensure_class(
             &self.harvester,
-            HOST_SNAPSHOT_CLASS,
-            LONGHORN_DRIVER,
+            &host_snapshot_class(),
             json!({"type": "snap"}),
         )
         .await?;
-        let host = self.create_host_snapshot(volume, &guest).await?;
+        let host = self
+            .create_host_snapshot(volume, &Named::of(&guest)?)
+            .await?;
+        let content = self
+            .bind_guest_snapshot(volume, &guest, &guest_class, &host)
+            .await?;
         Ok(GuestSnapshot {
             guest_namespace: volume.guest_namespace.clone(),
-            guest,
+            guest: Named::of(&guest)?,
+            content,
             host_namespace: self.host_namespace.clone(),
             host,
         })
     }
 
-    /// A user deletes the guest VolumeSnapshot; DeleteSnapshot deletes the host one (returning
-    /// once the delete is accepted, inference). Waits until the guest VolumeSnapshot is gone.
+    /// A user deletes the guest VolumeSnapshot. If its content's deletionPolicy (read first, so
+    /// a policy changed since counts) is Delete, the guest's snapshot controller deletes the
+    /// content, DeleteSnapshot deletes the host VolumeSnapshot (returning once the delete is
+    /// accepted, inference) and the sidecar then lets the content go; a Retain content and the
+    /// host VolumeSnapshot stay. Waits until the guest VolumeSnapshot (and a deleted content)
+    /// is gone.
     pub async fn delete_snapshot(&self, snapshot: &GuestSnapshot) -> Result<()> {
+        let policy = self.content_policy(snapshot).await?;
         let guest = snapshots(&self.guest, &snapshot.guest_namespace);
         let guest_path = format!("{}/{}", snapshot.guest_namespace, snapshot.guest.name);
         delete(&guest, &snapshot.guest.name, "guest VolumeSnapshot").await?;
@@ -72,26 +108,20 @@ impl Csi {
             GUEST_USER,
             format!("deleted guest VolumeSnapshot {guest_path}"),
         );
-        let host = snapshots(&self.harvester, &snapshot.host_namespace);
-        delete(&host, &snapshot.host.name, "host VolumeSnapshot").await?;
-        self.env.journal.record(
-            HARVESTER_CSI,
-            format!(
-                "DeleteSnapshot: deleted host VolumeSnapshot {}/{}",
-                snapshot.host_namespace, snapshot.host.name
-            ),
-        );
+        if policy == Some(Reclaim::Delete) {
+            self.delete_content_and_host_snapshot(snapshot).await?;
+        }
         wait_gone(&guest, &snapshot.guest.name, "guest VolumeSnapshot").await
     }
 
-    async fn create_guest_snapshot(&self, volume: &GuestVolume, name: &str) -> Result<Named> {
+    async fn create_guest_snapshot(
+        &self,
+        volume: &GuestVolume,
+        name: &str,
+        class: &str,
+    ) -> Result<DynamicObject> {
         let namespace = &volume.guest_namespace;
-        let object = snapshot_of(
-            name,
-            namespace,
-            &volume.guest_pvc.name,
-            GUEST_SNAPSHOT_CLASS,
-        );
+        let object = snapshot_of(name, namespace, &volume.guest_pvc.name, class);
         let made = create_or_get(
             &snapshots(&self.guest, namespace),
             &object,
@@ -102,7 +132,7 @@ impl Csi {
             GUEST_USER,
             format!("created guest VolumeSnapshot {namespace}/{name}"),
         );
-        Named::of(&made)
+        Ok(made)
     }
 
     /// CreateSnapshot: reads the host PVC for the labels, then makes the host VolumeSnapshot.
@@ -136,6 +166,114 @@ impl Csi {
         );
         Named::of(&made)
     }
+
+    /// The guest's external-snapshotter around CreateSnapshot: the content of the guest
+    /// snapshot (its source the guest PV's volume handle, the host PVC), ready with the host
+    /// VolumeSnapshot as its snapshot handle, and the guest VolumeSnapshot bound to it.
+    async fn bind_guest_snapshot(
+        &self,
+        volume: &GuestVolume,
+        guest: &DynamicObject,
+        class: &Class,
+        host: &Named,
+    ) -> Result<Named> {
+        let contents = self.guest_contents();
+        let object = content_for(guest, class, &volume.host_pvc.name)?;
+        let content = create_or_get(&contents, &object, "guest VolumeSnapshotContent").await?;
+        let content_name = content.name_any();
+        let status = json!({"snapshotHandle": host.name, "readyToUse": true});
+        patch_status(
+            &contents,
+            &content_name,
+            status,
+            "guest VolumeSnapshotContent",
+        )
+        .await?;
+        let status = json!({"boundVolumeSnapshotContentName": content_name, "readyToUse": true});
+        let guest_name = guest.name_any();
+        patch_status(
+            &snapshots(&self.guest, &volume.guest_namespace),
+            &guest_name,
+            status,
+            "guest VolumeSnapshot",
+        )
+        .await?;
+        self.env.journal.record(
+            GUEST_SNAPSHOTTER,
+            format!(
+                "bound guest VolumeSnapshot {}/{guest_name} to VolumeSnapshotContent {content_name} (snapshot handle {})",
+                volume.guest_namespace, host.name
+            ),
+        );
+        Named::of(&content)
+    }
+
+    /// The deletionPolicy of the snapshot's guest content; None once the content is gone.
+    async fn content_policy(&self, snapshot: &GuestSnapshot) -> Result<Option<Reclaim>> {
+        let content = get_opt(
+            &self.guest_contents(),
+            &snapshot.content.name,
+            "guest VolumeSnapshotContent",
+        )
+        .await?;
+        Ok(content.and_then(|content| {
+            content.data["spec"]["deletionPolicy"]
+                .as_str()
+                .and_then(Reclaim::parse)
+        }))
+    }
+
+    async fn delete_content_and_host_snapshot(&self, snapshot: &GuestSnapshot) -> Result<()> {
+        let contents = self.guest_contents();
+        let content = &snapshot.content.name;
+        delete(&contents, content, "guest VolumeSnapshotContent").await?;
+        self.env.journal.record(
+            GUEST_SNAPSHOTTER,
+            format!("deleted VolumeSnapshotContent {content}"),
+        );
+        let host = snapshots(&self.harvester, &snapshot.host_namespace);
+        delete(&host, &snapshot.host.name, "host VolumeSnapshot").await?;
+        self.env.journal.record(
+            HARVESTER_CSI,
+            format!(
+                "DeleteSnapshot: deleted host VolumeSnapshot {}/{}",
+                snapshot.host_namespace, snapshot.host.name
+            ),
+        );
+        drop_finalizer(
+            &contents,
+            content,
+            keys::FINALIZER_SNAPSHOT_CONTENT_BOUND,
+            "guest VolumeSnapshotContent",
+        )
+        .await?;
+        wait_gone(&contents, content, "guest VolumeSnapshotContent").await
+    }
+
+    fn guest_contents(&self) -> Api<DynamicObject> {
+        Api::all_with(self.guest.clone(), &kinds::volume_snapshot_content())
+    }
+}
+
+/// The guest VolumeSnapshotClass whose contents get deletionPolicy `policy`.
+fn guest_snapshot_class(policy: Reclaim) -> Class {
+    let name = match policy {
+        Reclaim::Delete => GUEST_SNAPSHOT_CLASS,
+        Reclaim::Retain => GUEST_RETAINED_SNAPSHOT_CLASS,
+    };
+    Class {
+        name: name.to_owned(),
+        driver: GUEST_DRIVER.to_owned(),
+        deletion_policy: policy.as_str().to_owned(),
+    }
+}
+
+fn host_snapshot_class() -> Class {
+    Class {
+        name: HOST_SNAPSHOT_CLASS.to_owned(),
+        driver: LONGHORN_DRIVER.to_owned(),
+        deletion_policy: Reclaim::Delete.as_str().to_owned(),
+    }
 }
 
 /// The labels CreateSnapshot puts on the host VolumeSnapshot, from its source PVC.
@@ -165,13 +303,13 @@ fn snapshot_of(name: &str, namespace: &str, claim: &str, class: &str) -> Dynamic
         }}))
 }
 
-/// A VolumeSnapshotClass (deletionPolicy Delete), made if missing.
-async fn ensure_class(client: &Client, name: &str, driver: &str, parameters: Value) -> Result<()> {
+/// A VolumeSnapshotClass, made if missing.
+async fn ensure_class(client: &Client, class: &Class, parameters: Value) -> Result<()> {
     let classes: Api<DynamicObject> =
         Api::all_with(client.clone(), &kinds::volume_snapshot_class());
-    let class = DynamicObject::new(name, &kinds::volume_snapshot_class()).data(json!({
-        "driver": driver,
-        "deletionPolicy": "Delete",
+    let class = DynamicObject::new(&class.name, &kinds::volume_snapshot_class()).data(json!({
+        "driver": class.driver,
+        "deletionPolicy": class.deletion_policy,
         "parameters": parameters,
     }));
     create_or_get(&classes, &class, "VolumeSnapshotClass").await?;

@@ -18,10 +18,11 @@ use crate::{
     Env, Error, Result,
     controller::{self, is_deleting, name, poll_again, remove_finalizer},
     error::KubeContext,
+    guest::GuestCredential,
     keys::{
         CLOUD_CREDENTIAL_KUBECONFIG, CLOUD_CREDENTIAL_NAMESPACE, FINALIZER_CAPI_CLUSTER,
-        FINALIZER_RANCHER_CLUSTER, LABEL_CAPI_CLUSTER_NAME, LABEL_CAPI_SET_NAME,
-        LABEL_RKE_POOL_NAME,
+        FINALIZER_RANCHER_CLUSTER, GUEST_KUBECONFIG_KEY, LABEL_CAPI_CLUSTER_NAME,
+        LABEL_CAPI_SET_NAME, LABEL_RKE_POOL_NAME,
     },
     kinds::{self, Capi},
     naming,
@@ -47,8 +48,9 @@ pub struct GuestClusterSpec {
     pub harvester: String,
     /// The Harvester namespace of its VMs (the pools' `vmNamespace`).
     pub vm_namespace: String,
-    /// The world cluster name of its guest apiserver, if the scenario has one.
-    pub guest: Option<String>,
+    /// The credential for its guest apiserver, which Rancher writes into `<name>-kubeconfig`;
+    /// None when the cluster runs no guest apiserver (then there is no such Secret).
+    pub guest: Option<GuestCredential>,
     pub pools: Vec<PoolSpec>,
 }
 
@@ -138,12 +140,12 @@ impl Rancher {
         let install_uuid = ensure_install_uuid(&client).await?;
         let mut kubeconfigs = HashMap::new();
         for (cluster, role) in world.clusters() {
-            if matches!(role, Role::Harvester | Role::Guest) {
-                let path = world.kubeconfig(cluster)?;
-                let text = std::fs::read_to_string(path).map_err(|error| {
+            if role == Role::Harvester {
+                let path = world.kubeconfig(&cluster)?;
+                let text = std::fs::read_to_string(&path).map_err(|error| {
                     Error::Invalid(format!("cannot read {}: {error}", path.display()))
                 })?;
-                kubeconfigs.insert(cluster.to_owned(), text);
+                kubeconfigs.insert(cluster, text);
             }
         }
         let capi = Arc::new(CapiContext {
@@ -224,8 +226,8 @@ impl Rancher {
         let cluster = self
             .create_provisioning_cluster(spec, &credential, &pool_credentials)
             .await?;
-        if let Some(guest) = &spec.guest {
-            self.create_guest_kubeconfig_secret(&spec.name, guest)
+        if let Some(credential) = &spec.guest {
+            self.create_guest_kubeconfig_secret(&cluster, credential)
                 .await?;
         }
         let capi_cluster = self.create_capi_cluster(&spec.name, &cluster).await?;
@@ -433,29 +435,63 @@ impl Rancher {
         Ok(name)
     }
 
-    async fn create_guest_kubeconfig_secret(&self, cluster: &str, guest: &str) -> Result<()> {
-        let kubeconfig = self.kubeconfigs.get(guest).ok_or_else(|| {
-            Error::Invalid(format!("the world has no guest cluster named {guest}"))
-        })?;
-        let secret = Secret {
-            metadata: kube::api::ObjectMeta {
-                name: Some(format!("{cluster}-kubeconfig")),
-                ..Default::default()
+    /// Rancher's `<cluster>-kubeconfig`: the guest credential's kubeconfig under `value`, owned
+    /// by the provisioning Cluster (so it goes with it).
+    async fn create_guest_kubeconfig_secret(
+        &self,
+        cluster: &DynamicObject,
+        credential: &GuestCredential,
+    ) -> Result<()> {
+        let cluster_name = name(cluster);
+        let secret_name = naming::guest_kubeconfig_secret(cluster_name);
+        let secret: Secret = serde_json::from_value(json!({
+            "metadata": {
+                "name": secret_name,
+                "labels": {LABEL_CAPI_CLUSTER_NAME: cluster_name},
+                "ownerReferences": [{
+                    "apiVersion": "provisioning.cattle.io/v1",
+                    "kind": "Cluster",
+                    "name": cluster_name,
+                    "uid": cluster.metadata.uid,
+                }],
             },
-            data: Some(
-                [(
-                    "value".to_owned(),
-                    ByteString(kubeconfig.as_bytes().to_vec()),
-                )]
-                .into(),
-            ),
-            ..Secret::default()
-        };
-        Api::<Secret>::namespaced(self.client.clone(), &self.namespace)
+            "data": {GUEST_KUBECONFIG_KEY: ByteString(credential.kubeconfig.as_bytes().to_vec())},
+        }))
+        .expect("a kubeconfig Secret is a valid object");
+        self.secrets()
             .create(&PostParams::default(), &secret)
             .await
-            .context(|| format!("cannot create {cluster}-kubeconfig"))?;
+            .context(|| format!("cannot create Secret {}/{secret_name}", self.namespace))?;
         Ok(())
+    }
+
+    /// Rancher rotates a guest cluster's credential: `<cluster>-kubeconfig` holds `credential`'s
+    /// kubeconfig from now on.
+    pub async fn rotate_guest_kubeconfig(
+        &self,
+        cluster: &str,
+        credential: &GuestCredential,
+    ) -> Result<()> {
+        let secret_name = naming::guest_kubeconfig_secret(cluster);
+        let patch = json!({"data": {
+            GUEST_KUBECONFIG_KEY: ByteString(credential.kubeconfig.as_bytes().to_vec()),
+        }});
+        self.secrets()
+            .patch(&secret_name, &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+            .context(|| format!("cannot update Secret {}/{secret_name}", self.namespace))?;
+        self.env.journal.record(
+            ACTOR,
+            format!(
+                "rotated the guest kubeconfig of {}/{cluster}",
+                self.namespace
+            ),
+        );
+        Ok(())
+    }
+
+    fn secrets(&self) -> Api<Secret> {
+        Api::namespaced(self.client.clone(), &self.namespace)
     }
 
     async fn create_capi_cluster(

@@ -1,17 +1,19 @@
 //! Scenarios: set up a world's Rancher installations, Harvesters and guest clusters, run
 //! actions, then judge what is left against the ground truth the scenario itself recorded.
 
+mod guest;
 mod plan;
 mod truth;
 
 use std::{collections::HashMap, time::Duration};
 
+use futures::future::try_join_all;
 use gleaner_world::testing::ensure_namespace;
 use gleaner_world::{ClusterName, World};
 use k8s_openapi::api::core::v1::PersistentVolumeClaim;
 use kube::{
     Api, Client,
-    api::{DynamicObject, Patch, PatchParams, PostParams},
+    api::{DynamicObject, PostParams},
 };
 use serde_json::json;
 
@@ -21,17 +23,17 @@ pub use truth::{Attachment, Class, ClassSummary, Relation, Report, TrackedObject
 use crate::{
     Clock, Env, Error, Journal, Result,
     cloud_provider::CloudProvider,
-    csi::{Csi, GuestVolume, HostObject, Reclaim, VolumeRequest},
+    csi::{Csi, GuestVolume, HostObject, Reclaim},
     error::KubeContext,
+    guest::{GuestApiserver, GuestCredential},
     harvester::{self, Harvester, HarvesterVersion},
     keys::VOLUME_CLAIM_TEMPLATES,
-    kinds,
+    kinds, naming,
     rancher::{GuestCluster, GuestClusterSpec, PoolSpec, Rancher, RancherSettings},
     snapshots,
 };
+use guest::{ClusterGuest, FIRST_CREDENTIAL};
 
-/// The guest apiserver the scenario's guest clusters share (each in namespaces of its own).
-pub const GUEST: &str = "guest-1";
 /// gleaner's own protection annotation on a host PVC.
 pub const RETAIN: &str = "gleaner.io/retain";
 const POOL: &str = "pool1";
@@ -100,8 +102,10 @@ impl ScenarioBuilder {
         self
     }
 
-    /// Starts the simulators, provisions every cluster with its volumes, snapshots and load
-    /// balancers, and records each host object it made with the traits that decide its class.
+    /// Starts the simulators and a guest apiserver for each cluster that needs one
+    /// ([`ClusterPlan::needs_guest`]), provisions every cluster with its volumes, snapshots and
+    /// load balancers, and records each host object it made with the traits that decide its
+    /// class.
     pub async fn start(self, world: &World) -> Result<Scenario> {
         let env = Env {
             clock: self.clock,
@@ -133,15 +137,28 @@ impl ScenarioBuilder {
         for plan in &self.clusters {
             scenario.ensure_rancher(world, plan, &self.rancher).await?;
         }
-        let guest = world.client(GUEST).await?;
-        for plan in &self.clusters {
+        let guests = start_guests(world, &self.clusters).await?;
+        for (plan, guest) in self.clusters.iter().zip(guests) {
             scenario
-                .create_cluster(plan, &guest, self.csi_cluster_label)
+                .create_cluster(plan, guest, self.csi_cluster_label)
                 .await?;
         }
         scenario.create_lookalikes(self.lookalikes).await?;
         Ok(scenario)
     }
+}
+
+/// A fresh guest apiserver for each plan that needs one (started concurrently), None for the
+/// others; in the plans' order.
+async fn start_guests(world: &World, plans: &[ClusterPlan]) -> Result<Vec<Option<GuestApiserver>>> {
+    try_join_all(plans.iter().map(|plan| async move {
+        if plan.needs_guest() {
+            GuestApiserver::start(world).await.map(Some)
+        } else {
+            Ok(None)
+        }
+    }))
+    .await
 }
 
 /// Which guest cluster: the Rancher installation (its management cluster), namespace and name.
@@ -152,13 +169,25 @@ pub struct ClusterKey {
     pub name: String,
 }
 
-/// A host object the scenario made, with what it knew when it made it.
+/// A host object the scenario made, with what it knows of it.
 #[derive(Clone, Debug)]
 struct Recorded {
     owner: Option<ClusterKey>,
+    /// The plan name of the guest volume it belongs to (its host PVC, NetworkFilesystem or
+    /// snapshot).
+    volume: Option<String>,
     harvester: String,
     object: HostObject,
     traits: Traits,
+}
+
+/// A provisioned guest cluster, whether the user deleted it, and its guest apiserver if it
+/// has one.
+struct ScenarioCluster {
+    key: ClusterKey,
+    cluster: GuestCluster,
+    deleted: bool,
+    guest: Option<ClusterGuest>,
 }
 
 struct SimulatedHarvester {
@@ -179,21 +208,18 @@ pub struct Scenario {
     prefix: String,
     harvesters: HashMap<String, SimulatedHarvester>,
     ranchers: Vec<SimulatedRancher>,
-    clusters: Vec<(ClusterKey, GuestCluster, bool)>,
+    clusters: Vec<ScenarioCluster>,
     recorded: Vec<Recorded>,
 }
 
 impl Scenario {
     /// The Rancher of the cluster named `cluster` (the first one if several share the name).
     pub fn rancher_of(&self, cluster: &str) -> Option<&Rancher> {
-        let (key, _, _) = self
+        let found = self
             .clusters
             .iter()
-            .find(|(key, _, _)| key.name == cluster)?;
-        self.ranchers
-            .iter()
-            .find(|r| r.installation == key.installation && r.namespace == key.namespace)
-            .map(|r| &r.rancher)
+            .find(|found| found.key.name == cluster)?;
+        rancher_for(&self.ranchers, &found.key).ok()
     }
 
     pub fn journal(&self) -> &Journal {
@@ -208,29 +234,98 @@ impl Scenario {
     pub fn cluster(&self, name: &str) -> Option<&GuestCluster> {
         self.clusters
             .iter()
-            .find(|(key, _, _)| key.name == name)
-            .map(|(_, cluster, _)| cluster)
+            .find(|found| found.key.name == name)
+            .map(|found| &found.cluster)
     }
 
     pub fn cluster_keys(&self) -> impl Iterator<Item = &ClusterKey> {
-        self.clusters.iter().map(|(key, _, _)| key)
+        self.clusters.iter().map(|found| &found.key)
+    }
+
+    /// The world cluster name of the cluster's own guest apiserver (for
+    /// `World::stop_apiserver` and the like); None if it has none.
+    pub fn guest_of(&self, key: &ClusterKey) -> Option<String> {
+        let found = self.clusters.iter().find(|found| &found.key == key)?;
+        Some(found.guest.as_ref()?.apiserver.cluster.clone())
+    }
+
+    /// Where Rancher keeps the cluster's guest kubeconfig: the Secret's namespace and name.
+    pub fn guest_kubeconfig_secret(&self, key: &ClusterKey) -> (String, String) {
+        (
+            key.namespace.clone(),
+            naming::guest_kubeconfig_secret(&key.name),
+        )
+    }
+
+    /// The guest volume the cluster made from its plan named `volume`.
+    pub fn guest_volume(&self, key: &ClusterKey, volume: &str) -> Option<&GuestVolume> {
+        let found = self.clusters.iter().find(|found| &found.key == key)?;
+        found.guest.as_ref()?.volume(volume)
     }
 
     /// The user deletes a guest cluster: from now on its objects are judged as a deleted
     /// cluster's.
     pub async fn delete_cluster(&mut self, key: &ClusterKey) -> Result<()> {
-        let entry = self
-            .clusters
-            .iter_mut()
-            .find(|(candidate, _, _)| candidate == key)
-            .ok_or_else(|| Error::Invalid(format!("no cluster {key:?} in this scenario")))?;
-        entry.2 = true;
-        let rancher = self
-            .ranchers
-            .iter()
-            .find(|r| r.installation == key.installation && r.namespace == key.namespace)
-            .ok_or_else(|| Error::Invalid(format!("no Rancher for {key:?}")))?;
-        rancher.rancher.delete_cluster(&key.name).await
+        cluster_mut(&mut self.clusters, key)?.deleted = true;
+        rancher_for(&self.ranchers, key)?
+            .delete_cluster(&key.name)
+            .await
+    }
+
+    /// A guest volume made in the cluster's guest after provisioning, as `plan` says (attached,
+    /// detached, snapshotted), and recorded like the planned ones.
+    pub async fn add_volume(&mut self, key: &ClusterKey, plan: VolumePlan) -> Result<()> {
+        let harvester = self.harvesters[ClusterName::HARVESTER].client.clone();
+        let made = guest_mut(&mut self.clusters, key)?
+            .create_volume(&plan, &harvester)
+            .await?;
+        for (object, traits) in made {
+            self.record(
+                key,
+                Some(&plan.name),
+                ClusterName::HARVESTER,
+                object,
+                traits,
+            );
+        }
+        Ok(())
+    }
+
+    /// The user changes the reclaim policy of the guest PV made from the cluster's plan named
+    /// `volume`; the ground truth of its host objects and snapshots follows.
+    pub async fn set_reclaim_policy(
+        &mut self,
+        key: &ClusterKey,
+        volume: &str,
+        reclaim: Reclaim,
+    ) -> Result<()> {
+        let plan = guest_mut(&mut self.clusters, key)?
+            .set_reclaim_policy(volume, reclaim)
+            .await?;
+        for recorded in self.recorded.iter_mut().filter(|recorded| {
+            recorded.owner.as_ref() == Some(key) && recorded.volume.as_deref() == Some(volume)
+        }) {
+            recorded.traits = if recorded.traits.snapshot {
+                plan.snapshot_traits()
+            } else {
+                plan.traits()
+            };
+        }
+        Ok(())
+    }
+
+    /// Rancher rotates the cluster's guest credential: a new ServiceAccount, binding and token
+    /// in the guest, written into `<cluster>-kubeconfig`; then the old ServiceAccount is
+    /// deleted, so the old token is refused.
+    pub async fn rotate_guest_kubeconfig(&mut self, key: &ClusterKey) -> Result<()> {
+        let rancher = rancher_for(&self.ranchers, key)?;
+        let guest = guest_mut(&mut self.clusters, key)?;
+        let credential = guest.mint_next_credential().await?;
+        rancher
+            .rotate_guest_kubeconfig(&key.name, &credential)
+            .await?;
+        let old = std::mem::replace(&mut guest.credential, credential);
+        guest.apiserver.revoke(&old).await
     }
 
     /// The key of the first cluster named `name` in the default installation and namespace.
@@ -299,8 +394,8 @@ impl Scenario {
         let deleted: Vec<&ClusterKey> = self
             .clusters
             .iter()
-            .filter(|(_, _, deleted)| *deleted)
-            .map(|(key, _, _)| key)
+            .filter(|found| found.deleted)
+            .map(|found| &found.key)
             .collect();
         if deleted.contains(&owner) {
             Relation::Deleted
@@ -316,8 +411,8 @@ impl Scenario {
     }
 
     async fn deleted_vms_gone(&self) -> Result<bool> {
-        for (_, cluster, _) in self.clusters.iter().filter(|(_, _, deleted)| *deleted) {
-            for machine in &cluster.machines {
+        for found in self.clusters.iter().filter(|found| found.deleted) {
+            for machine in &found.cluster.machines {
                 let vms = kinds::namespaced(
                     &self.harvesters[&machine.harvester].client,
                     &self.vm_namespace,
@@ -408,7 +503,7 @@ impl Scenario {
     async fn create_cluster(
         &mut self,
         plan: &ClusterPlan,
-        guest: &Client,
+        apiserver: Option<GuestApiserver>,
         csi_cluster_label: bool,
     ) -> Result<()> {
         let key = ClusterKey {
@@ -416,41 +511,72 @@ impl Scenario {
             namespace: self.rancher_namespace(&plan.rancher_namespace),
             name: plan.name.clone(),
         };
-        let rancher = &self
-            .ranchers
-            .iter()
-            .find(|r| r.installation == key.installation && r.namespace == key.namespace)
-            .expect("every plan's Rancher was started")
-            .rancher;
-        let mut first = PoolSpec::new(POOL, plan.machines);
-        first.machine_names = plan.machine_names.clone();
-        let mut pools = vec![first];
-        if let Some((harvester, machines)) = &plan.second_pool {
-            let mut pool = PoolSpec::new(SECOND_POOL, *machines);
-            pool.harvester = Some(harvester.clone());
-            pools.push(pool);
-        }
-        let cluster = rancher
+        let credential = match &apiserver {
+            Some(apiserver) => Some(apiserver.mint_credential(FIRST_CREDENTIAL).await?),
+            None => None,
+        };
+        let cluster = rancher_for(&self.ranchers, &key)?
             .provision(&GuestClusterSpec {
                 name: plan.name.clone(),
                 harvester: ClusterName::HARVESTER.to_owned(),
                 vm_namespace: self.vm_namespace.clone(),
-                guest: Some(GUEST.to_owned()),
-                pools,
+                guest: credential.clone(),
+                pools: pools(plan),
             })
             .await?;
         for machine in &cluster.machines {
             self.record_vm_disks(&key, &machine.harvester, &machine.vm)
                 .await?;
         }
-        let guest_namespace = format!(
+        let guest = match (apiserver, credential) {
+            (Some(apiserver), Some(credential)) => Some(
+                self.set_up_guest(
+                    &key,
+                    plan,
+                    &cluster,
+                    apiserver,
+                    credential,
+                    csi_cluster_label,
+                )
+                .await?,
+            ),
+            _ => None,
+        };
+        self.clusters.push(ScenarioCluster {
+            key: key.clone(),
+            cluster,
+            deleted: false,
+            guest,
+        });
+        for volume in &plan.volumes {
+            self.add_volume(&key, volume.clone()).await?;
+        }
+        for service in &plan.load_balancers {
+            self.add_load_balancer(&key, service).await?;
+        }
+        Ok(())
+    }
+
+    /// The cluster's side of its guest apiserver: its guest namespace, the CSI driver and the
+    /// cloud provider, which reach the main Harvester.
+    async fn set_up_guest(
+        &self,
+        key: &ClusterKey,
+        plan: &ClusterPlan,
+        cluster: &GuestCluster,
+        apiserver: GuestApiserver,
+        credential: GuestCredential,
+        csi_cluster_label: bool,
+    ) -> Result<ClusterGuest> {
+        let guest_client = apiserver.admin().clone();
+        let namespace = format!(
             "{}-{}-{}-{}",
             self.prefix, key.installation, plan.rancher_namespace, plan.name
         );
-        ensure_namespace(guest, &guest_namespace).await?;
+        ensure_namespace(&guest_client, &namespace).await?;
         let main_harvester = self.harvesters[ClusterName::HARVESTER].client.clone();
         let mut csi = Csi::new(
-            guest.clone(),
+            guest_client.clone(),
             main_harvester.clone(),
             &self.vm_namespace,
             self.env.clone(),
@@ -458,6 +584,13 @@ impl Scenario {
         if csi_cluster_label {
             csi = csi.with_cluster_label(&plan.name);
         }
+        let provider = CloudProvider::new(
+            guest_client,
+            main_harvester,
+            &self.vm_namespace,
+            &plan.name,
+            self.env.clone(),
+        );
         // Guest volumes are hot-plugged into the VMs on the cluster's own Harvester.
         let mut attachable: Vec<String> = cluster
             .machines
@@ -466,118 +599,40 @@ impl Scenario {
             .map(|machine| machine.vm.clone())
             .collect();
         attachable.sort();
-        for (index, volume) in plan.volumes.iter().enumerate() {
-            let made = self
-                .create_volume(&csi, &guest_namespace, volume, &attachable, index)
-                .await?;
-            self.record_volume(&key, volume, &made, &csi).await?;
-        }
-        let provider = CloudProvider::new(
-            guest.clone(),
-            main_harvester,
-            &self.vm_namespace,
-            &plan.name,
-            self.env.clone(),
-        );
-        for service in &plan.load_balancers {
-            let made = provider
-                .create_load_balancer(&guest_namespace, service)
-                .await?;
-            let object = HostObject {
-                resource: kinds::load_balancer(),
-                namespace: made.host_namespace.clone(),
-                name: made.load_balancer.name.clone(),
-                uid: made.load_balancer.uid.clone(),
-            };
-            self.record(
-                &key,
-                ClusterName::HARVESTER,
-                object,
-                Traits {
-                    load_balancer: true,
-                    ..Traits::default()
-                },
-            );
-        }
-        self.clusters.push((key, cluster, false));
-        Ok(())
+        Ok(ClusterGuest::new(
+            apiserver, credential, namespace, csi, provider, attachable,
+        ))
     }
 
-    async fn create_volume(
-        &self,
-        csi: &Csi,
-        guest_namespace: &str,
-        volume: &VolumePlan,
-        attachable: &[String],
-        index: usize,
-    ) -> Result<GuestVolume> {
-        let request = if volume.rwx {
-            VolumeRequest::rwx(guest_namespace, &volume.name, volume.reclaim)
-        } else {
-            VolumeRequest::rwo(guest_namespace, &volume.name, volume.reclaim)
+    async fn add_load_balancer(&mut self, key: &ClusterKey, service: &str) -> Result<()> {
+        let made = guest_mut(&mut self.clusters, key)?
+            .create_load_balancer(service)
+            .await?;
+        let object = HostObject {
+            resource: kinds::load_balancer(),
+            namespace: made.host_namespace.clone(),
+            name: made.load_balancer.name.clone(),
+            uid: made.load_balancer.uid.clone(),
         };
-        let made = csi.create_volume(&request).await?;
-        if volume.annotated_retain {
-            let patch = json!({"metadata": {"annotations": {RETAIN: "true"}}});
-            Api::<PersistentVolumeClaim>::namespaced(
-                self.harvesters[ClusterName::HARVESTER].client.clone(),
-                &self.vm_namespace,
-            )
-            .patch(
-                &made.host_pvc.name,
-                &PatchParams::default(),
-                &Patch::Merge(&patch),
-            )
-            .await
-            .context(|| format!("cannot annotate {}", made.host_pvc.name))?;
-        }
-        if volume.attachment != Attachment::NeverAttached && !attachable.is_empty() {
-            let vm = &attachable[index % attachable.len()];
-            csi.attach(vm, &made).await?;
-            if volume.attachment == Attachment::Unattached {
-                csi.detach(vm, &made).await?;
-            }
-        }
-        Ok(made)
-    }
-
-    async fn record_volume(
-        &mut self,
-        key: &ClusterKey,
-        volume: &VolumePlan,
-        made: &GuestVolume,
-        csi: &Csi,
-    ) -> Result<()> {
         let traits = Traits {
-            annotated_retain: volume.annotated_retain,
-            retained: volume.reclaim == Reclaim::Retain,
-            rwx: volume.rwx,
-            attachment: volume.attachment,
+            load_balancer: true,
             ..Traits::default()
         };
-        for object in made.host_objects() {
-            self.record(key, ClusterName::HARVESTER, object, traits);
-        }
-        for index in 0..volume.snapshots {
-            let snapshot = csi
-                .snapshot(made, &format!("{}-snap-{index}", volume.name))
-                .await?;
-            self.record(
-                key,
-                ClusterName::HARVESTER,
-                snapshot.host_object(),
-                Traits {
-                    snapshot: true,
-                    ..traits
-                },
-            );
-        }
+        self.record(key, None, ClusterName::HARVESTER, object, traits);
         Ok(())
     }
 
-    fn record(&mut self, owner: &ClusterKey, harvester: &str, object: HostObject, traits: Traits) {
+    fn record(
+        &mut self,
+        owner: &ClusterKey,
+        volume: Option<&str>,
+        harvester: &str,
+        object: HostObject,
+        traits: Traits,
+    ) {
         self.recorded.push(Recorded {
             owner: Some(owner.clone()),
+            volume: volume.map(str::to_owned),
             harvester: harvester.to_owned(),
             object,
             traits,
@@ -630,15 +685,11 @@ impl Scenario {
                 name: name.to_owned(),
                 uid: claim.metadata.uid.unwrap_or_default(),
             };
-            self.record(
-                key,
-                harvester,
-                object,
-                Traits {
-                    vm_disk: true,
-                    ..Traits::default()
-                },
-            );
+            let traits = Traits {
+                vm_disk: true,
+                ..Traits::default()
+            };
+            self.record(key, None, harvester, object, traits);
         }
         Ok(())
     }
@@ -666,6 +717,7 @@ impl Scenario {
                 .context(|| format!("cannot create lookalike {name}"))?;
             self.recorded.push(Recorded {
                 owner: None,
+                volume: None,
                 harvester: ClusterName::HARVESTER.to_owned(),
                 object: HostObject {
                     resource: kinds::persistent_volume_claim(),
@@ -681,4 +733,47 @@ impl Scenario {
         }
         Ok(())
     }
+}
+
+/// The cluster's pools: the first on the main Harvester, a second with its own credential if
+/// the plan has one.
+fn pools(plan: &ClusterPlan) -> Vec<PoolSpec> {
+    let mut first = PoolSpec::new(POOL, plan.machines);
+    first.machine_names = plan.machine_names.clone();
+    let mut pools = vec![first];
+    if let Some((harvester, machines)) = &plan.second_pool {
+        let mut pool = PoolSpec::new(SECOND_POOL, *machines);
+        pool.harvester = Some(harvester.clone());
+        pools.push(pool);
+    }
+    pools
+}
+
+fn rancher_for<'a>(ranchers: &'a [SimulatedRancher], key: &ClusterKey) -> Result<&'a Rancher> {
+    ranchers
+        .iter()
+        .find(|r| r.installation == key.installation && r.namespace == key.namespace)
+        .map(|r| &r.rancher)
+        .ok_or_else(|| Error::Invalid(format!("no Rancher for {key:?}")))
+}
+
+fn cluster_mut<'a>(
+    clusters: &'a mut [ScenarioCluster],
+    key: &ClusterKey,
+) -> Result<&'a mut ScenarioCluster> {
+    clusters
+        .iter_mut()
+        .find(|found| &found.key == key)
+        .ok_or_else(|| Error::Invalid(format!("no cluster {key:?} in this scenario")))
+}
+
+fn guest_mut<'a>(
+    clusters: &'a mut [ScenarioCluster],
+    key: &ClusterKey,
+) -> Result<&'a mut ClusterGuest> {
+    cluster_mut(clusters, key)?.guest.as_mut().ok_or_else(|| {
+        Error::Invalid(format!(
+            "cluster {key:?} has no guest apiserver (plan it with volumes, load balancers or ClusterPlan::with_guest)"
+        ))
+    })
 }

@@ -1,6 +1,9 @@
 use gleaner_world::ClusterName;
 
-use crate::{csi::Reclaim, scenario::Attachment};
+use crate::{
+    csi::Reclaim,
+    scenario::{Attachment, Traits},
+};
 
 /// The Rancher namespace suffix clusters go to unless they say otherwise.
 pub(crate) const DEFAULT_NAMESPACE: &str = "fleet";
@@ -23,6 +26,8 @@ pub struct ClusterPlan {
     pub volumes: Vec<VolumePlan>,
     /// Names of guest LoadBalancer Services.
     pub load_balancers: Vec<String>,
+    /// A guest apiserver even without volumes or load balancers.
+    pub guest: bool,
 }
 
 impl ClusterPlan {
@@ -36,7 +41,21 @@ impl ClusterPlan {
             second_pool: None,
             volumes: Vec::new(),
             load_balancers: Vec::new(),
+            guest: false,
         }
+    }
+
+    /// Gives the cluster its own guest apiserver (and so its `<cluster>-kubeconfig` Secret)
+    /// even if it plans no volume or load balancer, e.g. for volumes added later.
+    pub fn with_guest(mut self) -> Self {
+        self.guest = true;
+        self
+    }
+
+    /// Whether the cluster gets a guest apiserver of its own: one that asks, or that has
+    /// volumes or load balancers to live there.
+    pub fn needs_guest(&self) -> bool {
+        self.guest || !self.volumes.is_empty() || !self.load_balancers.is_empty()
     }
 
     pub fn in_namespace(mut self, suffix: &str) -> Self {
@@ -71,7 +90,8 @@ impl ClusterPlan {
     }
 }
 
-/// A guest volume: RWO, reclaim `Delete`, never attached, no snapshot, unless told otherwise.
+/// A guest volume: RWO, reclaim `Delete`, never attached, no snapshot (snapshots deleted with
+/// their guest VolumeSnapshot), unless told otherwise.
 #[derive(Clone, Debug)]
 pub struct VolumePlan {
     pub name: String,
@@ -80,6 +100,8 @@ pub struct VolumePlan {
     pub rwx: bool,
     pub annotated_retain: bool,
     pub snapshots: usize,
+    /// The deletionPolicy of its snapshots' guest VolumeSnapshotContents.
+    pub snapshot_policy: Reclaim,
 }
 
 impl VolumePlan {
@@ -91,6 +113,7 @@ impl VolumePlan {
             rwx: false,
             annotated_retain: false,
             snapshots: 0,
+            snapshot_policy: Reclaim::Delete,
         }
     }
 
@@ -125,5 +148,34 @@ impl VolumePlan {
     pub fn snapshots(mut self, count: usize) -> Self {
         self.snapshots = count;
         self
+    }
+
+    /// Its snapshots are taken in a guest class with deletionPolicy `Retain`: their host
+    /// VolumeSnapshots must outlive their guest VolumeSnapshots.
+    pub fn retained_snapshots(mut self) -> Self {
+        self.snapshot_policy = Reclaim::Retain;
+        self
+    }
+
+    /// What the scenario knows of the volume's host objects (its host PVC, a NetworkFilesystem).
+    pub(crate) fn traits(&self) -> Traits {
+        Traits {
+            annotated_retain: self.annotated_retain,
+            retained: self.reclaim == Reclaim::Retain,
+            rwx: self.rwx,
+            attachment: self.attachment,
+            ..Traits::default()
+        }
+    }
+
+    /// What the scenario knows of the host VolumeSnapshots of its snapshots: the volume's
+    /// traits, retained also when the snapshots themselves are.
+    pub(crate) fn snapshot_traits(&self) -> Traits {
+        let volume = self.traits();
+        Traits {
+            snapshot: true,
+            retained: volume.retained || self.snapshot_policy == Reclaim::Retain,
+            ..volume
+        }
     }
 }

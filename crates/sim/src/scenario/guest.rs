@@ -1,0 +1,173 @@
+//! One scenario cluster's own guest apiserver and what lives there: the credential Rancher
+//! holds for it, the CSI driver and cloud provider acting in it, and its volumes by plan name.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::PersistentVolumeClaim;
+use kube::{
+    Api, Client,
+    api::{Patch, PatchParams},
+};
+use serde_json::json;
+
+use super::{RETAIN, VolumePlan};
+use crate::{
+    Error, Result,
+    cloud_provider::{CloudProvider, GuestLoadBalancer},
+    csi::{Csi, GuestVolume, HostObject, Reclaim, VolumeRequest},
+    error::KubeContext,
+    guest::{GuestApiserver, GuestCredential},
+    scenario::{Attachment, Traits},
+};
+
+/// The generation of the credential a guest starts with.
+pub(super) const FIRST_CREDENTIAL: u32 = 1;
+
+pub(super) struct ClusterGuest {
+    pub(super) apiserver: GuestApiserver,
+    /// The credential `<cluster>-kubeconfig` holds now, minted as [`FIRST_CREDENTIAL`] when
+    /// the cluster was provisioned.
+    pub(super) credential: GuestCredential,
+    /// How many credentials were minted for this guest.
+    generation: u32,
+    /// The guest namespace of its volumes and Services.
+    namespace: String,
+    csi: Csi,
+    provider: CloudProvider,
+    /// Its VMs on the main Harvester, sorted: the volumes are hot-plugged into them in turn.
+    attachable: Vec<String>,
+    volumes: BTreeMap<String, MadeVolume>,
+}
+
+/// A guest volume the scenario made and the plan it followed.
+struct MadeVolume {
+    plan: VolumePlan,
+    volume: GuestVolume,
+}
+
+impl ClusterGuest {
+    pub(super) fn new(
+        apiserver: GuestApiserver,
+        credential: GuestCredential,
+        namespace: String,
+        csi: Csi,
+        provider: CloudProvider,
+        attachable: Vec<String>,
+    ) -> Self {
+        Self {
+            apiserver,
+            credential,
+            generation: FIRST_CREDENTIAL,
+            namespace,
+            csi,
+            provider,
+            attachable,
+            volumes: BTreeMap::new(),
+        }
+    }
+
+    pub(super) fn volume(&self, name: &str) -> Option<&GuestVolume> {
+        self.volumes.get(name).map(|made| &made.volume)
+    }
+
+    /// Makes the volume `plan` describes (attached, detached, annotated and snapshotted as it
+    /// says) and returns its host objects with their traits.
+    pub(super) async fn create_volume(
+        &mut self,
+        plan: &VolumePlan,
+        harvester: &Client,
+    ) -> Result<Vec<(HostObject, Traits)>> {
+        if self.volumes.contains_key(&plan.name) {
+            return Err(Error::Invalid(format!(
+                "the cluster already has a volume named {}",
+                plan.name
+            )));
+        }
+        let request = if plan.rwx {
+            VolumeRequest::rwx(&self.namespace, &plan.name, plan.reclaim)
+        } else {
+            VolumeRequest::rwo(&self.namespace, &plan.name, plan.reclaim)
+        };
+        let volume = self.csi.create_volume(&request).await?;
+        if plan.annotated_retain {
+            annotate_retain(harvester, &volume).await?;
+        }
+        self.attach_as_planned(plan, &volume).await?;
+        let mut made: Vec<(HostObject, Traits)> = volume
+            .host_objects()
+            .into_iter()
+            .map(|object| (object, plan.traits()))
+            .collect();
+        for index in 0..plan.snapshots {
+            let snapshot = self
+                .csi
+                .snapshot(
+                    &volume,
+                    &format!("{}-snap-{index}", plan.name),
+                    plan.snapshot_policy,
+                )
+                .await?;
+            made.push((snapshot.host_object(), plan.snapshot_traits()));
+        }
+        self.volumes.insert(
+            plan.name.clone(),
+            MadeVolume {
+                plan: plan.clone(),
+                volume,
+            },
+        );
+        Ok(made)
+    }
+
+    /// Sets the reclaim policy of the volume made by the plan named `name` on its guest PV;
+    /// returns the plan as it now stands.
+    pub(super) async fn set_reclaim_policy(
+        &mut self,
+        name: &str,
+        reclaim: Reclaim,
+    ) -> Result<VolumePlan> {
+        let made = self
+            .volumes
+            .get_mut(name)
+            .ok_or_else(|| Error::Invalid(format!("the cluster has no volume named {name}")))?;
+        self.csi.set_reclaim_policy(&made.volume, reclaim).await?;
+        made.plan.reclaim = reclaim;
+        Ok(made.plan.clone())
+    }
+
+    pub(super) async fn create_load_balancer(&self, service: &str) -> Result<GuestLoadBalancer> {
+        self.provider
+            .create_load_balancer(&self.namespace, service)
+            .await
+    }
+
+    /// A credential with the next generation's ServiceAccount.
+    pub(super) async fn mint_next_credential(&mut self) -> Result<GuestCredential> {
+        self.generation += 1;
+        self.apiserver.mint_credential(self.generation).await
+    }
+
+    /// Hot-plugs the volume into one of the cluster's VMs (then unplugs it if the plan says it
+    /// was detached); a cluster without a VM on the main Harvester attaches nothing.
+    async fn attach_as_planned(&self, plan: &VolumePlan, volume: &GuestVolume) -> Result<()> {
+        if plan.attachment == Attachment::NeverAttached || self.attachable.is_empty() {
+            return Ok(());
+        }
+        let vm = &self.attachable[self.volumes.len() % self.attachable.len()];
+        self.csi.attach(vm, volume).await?;
+        if plan.attachment == Attachment::Unattached {
+            self.csi.detach(vm, volume).await?;
+        }
+        Ok(())
+    }
+}
+
+async fn annotate_retain(harvester: &Client, volume: &GuestVolume) -> Result<()> {
+    let patch = json!({"metadata": {"annotations": {RETAIN: "true"}}});
+    let name = &volume.host_pvc.name;
+    Api::<PersistentVolumeClaim>::namespaced(harvester.clone(), &volume.host_namespace)
+        .patch(name, &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .context(|| format!("cannot annotate {name}"))?;
+    Ok(())
+}
