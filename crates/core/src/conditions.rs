@@ -33,6 +33,8 @@ pub enum ConditionType {
     /// gleaner first saw the cluster when its deletion had already started: what it knows
     /// may be partial.
     LateTracking,
+    /// The reclaimer holds every deletion of the cluster for now, and says why.
+    ReclaimHeld,
 }
 
 /// Why a condition has its status; its wire name is the variant name.
@@ -78,6 +80,10 @@ pub enum ConditionReason {
     InventoryIncomplete,
     /// `LateTracking` True.
     FirstSeenDeleting,
+    /// `ReclaimHeld` True.
+    Held,
+    /// `ReclaimHeld` False.
+    Acting,
 }
 
 macro_rules! wire_name {
@@ -369,6 +375,24 @@ pub fn inventoried(inventory: &Inventory, unsure_policies: usize) -> ConditionSt
             format!(
                 "the final inventory did not complete ({problem}): the last known facts stand{unsure}"
             ),
+        ),
+    }
+}
+
+/// `ReclaimHeld`: True with why while the plan holds the cluster, False once it acts.
+pub fn reclaim_held(hold: Option<&crate::reclaim::HoldReason>) -> ConditionState {
+    match hold {
+        Some(hold) => ConditionState::new(
+            ConditionType::ReclaimHeld,
+            true,
+            ConditionReason::Held,
+            hold.to_string(),
+        ),
+        None => ConditionState::new(
+            ConditionType::ReclaimHeld,
+            false,
+            ConditionReason::Acting,
+            "every safety rule allows the reclaimer to act".into(),
         ),
     }
 }

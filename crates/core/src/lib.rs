@@ -22,6 +22,7 @@ pub mod keys;
 pub mod naming;
 pub mod optout;
 pub mod reason;
+pub mod reclaim;
 pub mod retain;
 pub mod vms;
 
