@@ -46,8 +46,10 @@ pub enum WriteKind {
     Footprint,
     /// A Footprint's status.
     FootprintStatus,
-    /// gleaner's label and annotation on an attributed host object.
+    /// gleaner's label and annotation on an attributed host object, or `gleaner.io/kept`.
     HostObjectMarks,
+    /// The delete of a host object of a deleted cluster.
+    HostObjectDelete,
 }
 
 /// Every watch gleaner keeps: the `watch` label of the watch error counter.

@@ -44,6 +44,7 @@ use crate::{
         guests::GuestSecret,
         harvesters::VmLookup,
         observe::{Clusters, provisioning_cluster},
+        reclaimer::{self, Pass},
         status::{StatusWriter, apply_status, is_true, owned, set_condition},
     },
     metrics::{InventoryOutcome, WriteKind},
@@ -288,7 +289,48 @@ pub async fn phase(footprint: Arc<Footprint>, context: Arc<Context>) -> Result<A
     if !context.dry_run {
         write_marks(&context, &marks).await?;
     }
+    let inventoried = next
+        .conditions
+        .iter()
+        .any(|condition| condition.type_ == ConditionType::Inventoried.to_string());
+    if next.phase == Some(Phase::Reclaiming) && inventoried && !context.dry_run {
+        return reclaim(&context, &footprint, &recorded, next).await;
+    }
     Ok(Action::await_change())
+}
+
+/// How soon a Footprint whose reclaim is in progress is looked at again (its objects' changes
+/// bring it back sooner).
+const RECLAIM_AGAIN: Duration = Duration::from_secs(5);
+/// How soon a held reclaim is looked at again (its VMs' changes bring it back sooner).
+const HELD_AGAIN: Duration = Duration::from_secs(30);
+
+/// One reclaimer pass, then its ledger, `ReclaimHeld` and, once done, `Reclaimed`.
+async fn reclaim(
+    context: &Context,
+    footprint: &Footprint,
+    recorded: &ClusterIdentity,
+    applied: FootprintStatus,
+) -> Result<Action> {
+    let mut next = applied.clone();
+    let outcome = reclaimer::pass(footprint, recorded, context, &mut next).await;
+    let held = match &outcome {
+        Ok(Pass::Held(reason)) => Some(reason),
+        _ => None,
+    };
+    set_condition(&mut next.conditions, conditions::reclaim_held(held));
+    if matches!(outcome, Ok(Pass::Done)) {
+        next.phase = Some(Phase::Reclaimed);
+        tracing::info!(footprint = %footprint.name_any(), "reclaimed");
+    }
+    if owned(StatusWriter::Footprints, &applied) != owned(StatusWriter::Footprints, &next) {
+        apply_status(context, footprint, StatusWriter::Footprints, &next, false).await?;
+    }
+    match outcome? {
+        Pass::Done => Ok(Action::await_change()),
+        Pass::Held(_) => Ok(Action::requeue(HELD_AGAIN)),
+        Pass::InProgress => Ok(Action::requeue(RECLAIM_AGAIN)),
+    }
 }
 
 /// Both Cluster objects of the recorded cluster and the installation, as the caches show them.
@@ -376,7 +418,7 @@ fn decide_conditions(
 }
 
 /// The VMs to record: those the cluster's Machines name while it lives, as the Harvester
-/// watches show them.
+/// watches show them; once its deletion is confirmed, every one recorded, gone or not.
 fn record_vms(
     context: &Context,
     recorded: &ClusterIdentity,
@@ -388,6 +430,9 @@ fn record_vms(
         &status.vms,
         named.as_deref(),
         |credential, namespace, name| match context.harvesters.vm(credential, namespace, name) {
+            // Once the deletion is confirmed a VM's record stays when it goes: the reclaimer
+            // reads what became of each VM the cluster had, and an empty list is not "all gone".
+            VmLookup::Absent if confirmed => Seen::Unknown,
             VmLookup::Unknown => Seen::Unknown,
             VmLookup::Absent => Seen::Absent,
             VmLookup::Present(vm) => Seen::Present {

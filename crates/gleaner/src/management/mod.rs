@@ -13,6 +13,7 @@ mod harvesters;
 mod hooks;
 mod host_objects;
 mod observe;
+mod reclaimer;
 mod secrets;
 mod status;
 

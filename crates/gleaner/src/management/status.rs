@@ -160,6 +160,7 @@ pub fn owned(writer: StatusWriter, status: &FootprintStatus) -> serde_json::Valu
             "harvesters": status.harvesters,
             "lookalikes": status.lookalikes,
             "unmatchedGuestVolumes": status.unmatched_guest_volumes,
+            "ledger": status.ledger,
         }),
         StatusWriter::Hooks => json!({
             "conditions": conditions,
