@@ -35,6 +35,11 @@ pub enum ConditionType {
     LateTracking,
     /// The reclaimer holds every deletion of the cluster for now, and says why.
     ReclaimHeld,
+    /// Every Cluster UID differs from the recorded ones while the cluster's VMs run, as after a
+    /// Rancher restore: nothing is deleted.
+    IdentityChanged,
+    /// Deletions asked long ago still wait on finalizers; they are never asked again.
+    DeletionStuck,
 }
 
 /// Why a condition has its status; its wire name is the variant name.
@@ -84,6 +89,14 @@ pub enum ConditionReason {
     Held,
     /// `ReclaimHeld` False.
     Acting,
+    /// `IdentityChanged` True.
+    ClustersRecreated,
+    /// `IdentityChanged` False.
+    SameIdentity,
+    /// `DeletionStuck` True.
+    FinalizersPending,
+    /// `DeletionStuck` False.
+    NoneStuck,
 }
 
 macro_rules! wire_name {
@@ -394,6 +407,46 @@ pub fn reclaim_held(hold: Option<&crate::reclaim::HoldReason>) -> ConditionState
             ConditionReason::Acting,
             "every safety rule allows the reclaimer to act".into(),
         ),
+    }
+}
+
+/// `IdentityChanged`, as the reclaimer last found it.
+pub fn identity_changed(changed: bool) -> ConditionState {
+    if changed {
+        ConditionState::new(
+            ConditionType::IdentityChanged,
+            true,
+            ConditionReason::ClustersRecreated,
+            "both Cluster objects exist with other UIDs than recorded while the cluster's VMs \
+             run: nothing is deleted until an operator acts"
+                .into(),
+        )
+    } else {
+        ConditionState::new(
+            ConditionType::IdentityChanged,
+            false,
+            ConditionReason::SameIdentity,
+            "the Cluster objects are the recorded ones, or gone".into(),
+        )
+    }
+}
+
+/// `DeletionStuck`: True naming each object whose deletion waits too long, and on what.
+pub fn deletion_stuck(stuck: &[String]) -> ConditionState {
+    if stuck.is_empty() {
+        ConditionState::new(
+            ConditionType::DeletionStuck,
+            false,
+            ConditionReason::NoneStuck,
+            "no deletion waits long on finalizers".into(),
+        )
+    } else {
+        ConditionState::new(
+            ConditionType::DeletionStuck,
+            true,
+            ConditionReason::FinalizersPending,
+            stuck.join("; "),
+        )
     }
 }
 

@@ -10,7 +10,7 @@ use common::{Gleaner, TIME_SCALE, wait_for_hooks};
 use gleaner::footprint::{Footprint, FootprintStatus, LedgerAction, Phase};
 use gleaner_sim::{
     Clock, demo, kinds,
-    scenario::{Class, ClusterKey, Scenario},
+    scenario::{Class, ClusterKey, ClusterPlan, Scenario, ScenarioBuilder, VolumePlan},
 };
 use gleaner_world::{ClusterName, Role, World, testing::eventually};
 use kube::{Api, ResourceExt};
@@ -40,45 +40,77 @@ fn made(scenario: &Scenario, key: &ClusterKey) -> BTreeSet<String> {
         .collect()
 }
 
-async fn demo_world() -> World {
-    demo::world()
-        .with_crds(Role::Management, gleaner::footprint::crds())
-        .start()
+/// The demo's world with gleaner's CRDs, shared by this binary's tests.
+async fn world() -> &'static World {
+    static WORLD: tokio::sync::OnceCell<World> = tokio::sync::OnceCell::const_new();
+    WORLD
+        .get_or_init(|| async {
+            demo::world()
+                .with_crds(Role::Management, gleaner::footprint::crds())
+                .start()
+                .await
+                .unwrap()
+        })
         .await
-        .unwrap()
 }
 
-#[tokio::test]
-async fn a_deleted_cluster_leaves_nothing_unprotected_and_nothing_else_is_touched() {
-    let world = demo_world().await;
-    let prefix = "r-demo";
-    let mut scenario = demo::clusters(prefix, Clock::new(TIME_SCALE))
-        .start(&world)
-        .await
-        .unwrap();
+async fn gleaner_for(world: &World, prefix: &str, scenario: &Scenario) -> Gleaner {
     let fleets: BTreeSet<String> = scenario
         .cluster_keys()
         .filter(|key| key.installation == ClusterName::RANCHER)
         .map(|key| key.namespace.clone())
         .collect();
     let fleets: Vec<String> = fleets.into_iter().collect();
-    let _gleaner = Gleaner::start_with(&world, prefix, prefix, &fleets.join(","), &[]).await;
-    let footprints: Api<Footprint> = Api::namespaced(
+    Gleaner::start_with(world, prefix, prefix, &fleets.join(","), &[]).await
+}
+
+async fn footprints(world: &World, prefix: &str) -> Api<Footprint> {
+    Api::namespaced(
         world.client(ClusterName::RANCHER).await.unwrap(),
         &format!("gleaner-{prefix}"),
-    );
+    )
+}
+
+/// Waits until the Footprint of `key` records everything its cluster made.
+async fn recorded_all(footprints: &Api<Footprint>, scenario: &Scenario, key: &ClusterKey) {
+    let expected = made(scenario, key);
+    eventually(
+        &format!("{key:?}'s Footprint records what it made"),
+        || async {
+            let recorded: BTreeSet<String> = status_of(footprints, key)
+                .await
+                .records()
+                .into_iter()
+                .map(|record| record.uid)
+                .collect();
+            recorded == expected
+        },
+    )
+    .await;
+}
+
+/// Nothing leaked, nothing wrongly deleted, in every class.
+fn judged_clean(report: &gleaner_sim::scenario::Report) {
+    for class in Class::ALL {
+        let summary = report.class(class);
+        assert_eq!(summary.wrongly_deleted, 0, "{class}:\n{report}");
+        assert_eq!(summary.leaked, 0, "{class}:\n{report}");
+    }
+}
+
+#[tokio::test]
+async fn a_deleted_cluster_leaves_nothing_unprotected_and_nothing_else_is_touched() {
+    let world = world().await;
+    let prefix = "r-demo";
+    let mut scenario = demo::clusters(prefix, Clock::new(TIME_SCALE))
+        .start(world)
+        .await
+        .unwrap();
+    let _gleaner = gleaner_for(world, prefix, &scenario).await;
+    let footprints = footprints(world, prefix).await;
     let prod = scenario.key("prod");
     let expected = made(&scenario, &prod);
-    eventually("prod's Footprint records everything prod made", || async {
-        let recorded: BTreeSet<String> = status_of(&footprints, &prod)
-            .await
-            .records()
-            .into_iter()
-            .map(|record| record.uid)
-            .collect();
-        recorded == expected
-    })
-    .await;
+    recorded_all(&footprints, &scenario, &prod).await;
     wait_for_hooks(&scenario, "prod").await;
     scenario.delete_cluster(&prod).await.unwrap();
     eventually("prod's Footprint is Reclaimed", || async {
@@ -86,11 +118,7 @@ async fn a_deleted_cluster_leaves_nothing_unprotected_and_nothing_else_is_touche
     })
     .await;
     let report = scenario.measure(Duration::from_secs(120)).await.unwrap();
-    for class in Class::ALL {
-        let summary = report.class(class);
-        assert_eq!(summary.wrongly_deleted, 0, "{class}:\n{report}");
-        assert_eq!(summary.leaked, 0, "{class}:\n{report}");
-    }
+    judged_clean(&report);
     for class in [Class::Retained, Class::AnnotatedRetain] {
         assert!(report.class(class).kept > 0, "{class}:\n{report}");
     }
@@ -107,7 +135,8 @@ async fn a_deleted_cluster_leaves_nothing_unprotected_and_nothing_else_is_touche
             .entries
             .iter()
             .filter(|entry| {
-                entry.action == LedgerAction::Kept && entry.object.contains(&object.uid)
+                entry.action == LedgerAction::Kept
+                    && entry.object.ends_with(&format!("({})", object.uid))
             })
             .count();
         assert_eq!(entries, 1, "{object:?} in {ledger:?}");
@@ -130,4 +159,54 @@ async fn a_deleted_cluster_leaves_nothing_unprotected_and_nothing_else_is_touche
         .filter(|entry| entry.action == LedgerAction::Deleted)
         .count();
     assert!(deleted > 0, "{ledger:?}");
+}
+
+#[tokio::test]
+async fn killed_mid_reclaim_and_restarted_it_finishes_and_deletes_each_object_once() {
+    let world = world().await;
+    let prefix = "r-kill";
+    let mut scenario = ScenarioBuilder::new(prefix)
+        .clock(Clock::new(TIME_SCALE))
+        .cluster(
+            ClusterPlan::new("c1", 2)
+                .volume(VolumePlan::new("data").hotplugged().snapshots(2))
+                .volume(VolumePlan::new("logs").hotplugged())
+                .volume(VolumePlan::new("spare"))
+                .volume(VolumePlan::new("kept").retain())
+                .volume(VolumePlan::new("shared").rwx()),
+        )
+        .cluster(ClusterPlan::new("c2", 1).volume(VolumePlan::new("data").hotplugged()))
+        .start(world)
+        .await
+        .unwrap();
+    let key = scenario.key("c1");
+    let footprints = footprints(world, prefix).await;
+    let first = gleaner_for(world, prefix, &scenario).await;
+    recorded_all(&footprints, &scenario, &key).await;
+    wait_for_hooks(&scenario, "c1").await;
+    scenario.delete_cluster(&key).await.unwrap();
+    eventually("the reclaimer starts deleting", || async {
+        common::evented(world, &key.namespace, "Deleting").await
+    })
+    .await;
+    drop(first);
+    let _second = gleaner_for(world, prefix, &scenario).await;
+    eventually("c1's Footprint is Reclaimed", || async {
+        status_of(&footprints, &key).await.phase == Some(Phase::Reclaimed)
+    })
+    .await;
+    let report = scenario.measure(Duration::from_secs(120)).await.unwrap();
+    judged_clean(&report);
+    let ledger = status_of(&footprints, &key)
+        .await
+        .ledger
+        .unwrap_or_default();
+    for uid in made(&scenario, &key) {
+        let entries = ledger
+            .entries
+            .iter()
+            .filter(|entry| entry.object.ends_with(&format!("({uid})")))
+            .count();
+        assert_eq!(entries, 1, "{uid} once in {ledger:?}");
+    }
 }

@@ -23,7 +23,9 @@ use gleaner_core::{
     },
     check_harvester, conditions, confirm_deletion,
     guest::{GuestFacts, PolicyAt, policy_at},
-    keys, opt_out, paused_by, pool_credential, vm_namespace, vm_of, vms,
+    keys, opt_out, paused_by, pool_credential,
+    reclaim::HoldReason,
+    vm_namespace, vm_of, vms,
 };
 use k8s_openapi::{api::core::v1::ObjectReference, jiff::Timestamp};
 use kube::{
@@ -272,11 +274,22 @@ pub async fn phase(footprint: Arc<Footprint>, context: Arc<Context>) -> Result<A
     }
     let changed =
         owned(StatusWriter::Footprints, &status) != owned(StatusWriter::Footprints, &next);
-    if changed
-        && !apply_status(&context, &footprint, StatusWriter::Footprints, &next, false).await?
-    {
-        // Another write came in between; its event brings the Footprint back here.
-        return Ok(Action::await_change());
+    let mut version = footprint.resource_version();
+    if changed {
+        match apply_status(
+            &context,
+            &footprint,
+            version.as_deref(),
+            StatusWriter::Footprints,
+            &next,
+        )
+        .await?
+        {
+            Some(written) => version = Some(written),
+            // The cache was behind, or another write came in between; its event brings the
+            // Footprint back here.
+            None => return Ok(Action::await_change()),
+        }
     }
     if status.phase != next.phase {
         tracing::info!(footprint = %name, cluster = %identity, phase = ?next.phase, "footprint phase");
@@ -294,7 +307,7 @@ pub async fn phase(footprint: Arc<Footprint>, context: Arc<Context>) -> Result<A
         .iter()
         .any(|condition| condition.type_ == ConditionType::Inventoried.to_string());
     if next.phase == Some(Phase::Reclaiming) && inventoried && !context.dry_run {
-        return reclaim(&context, &footprint, &recorded, next).await;
+        return reclaim(&context, &footprint, version.as_deref(), &recorded, next).await;
     }
     Ok(Action::await_change())
 }
@@ -309,6 +322,7 @@ const HELD_AGAIN: Duration = Duration::from_secs(30);
 async fn reclaim(
     context: &Context,
     footprint: &Footprint,
+    version: Option<&str>,
     recorded: &ClusterIdentity,
     applied: FootprintStatus,
 ) -> Result<Action> {
@@ -319,17 +333,47 @@ async fn reclaim(
         _ => None,
     };
     set_condition(&mut next.conditions, conditions::reclaim_held(held));
+    let stuck = match &outcome {
+        Ok(Pass::InProgress { stuck }) => stuck.as_slice(),
+        _ => &[],
+    };
+    set_condition(&mut next.conditions, conditions::deletion_stuck(stuck));
     if matches!(outcome, Ok(Pass::Done)) {
         next.phase = Some(Phase::Reclaimed);
         tracing::info!(footprint = %footprint.name_any(), "reclaimed");
+        if let Some(took) = since(&next, ConditionType::DeletionConfirmed) {
+            context.metrics().reclaim_took(took);
+        }
     }
-    if owned(StatusWriter::Footprints, &applied) != owned(StatusWriter::Footprints, &next) {
-        apply_status(context, footprint, StatusWriter::Footprints, &next, false).await?;
+    let identity_changed = matches!(&outcome, Ok(Pass::Held(HoldReason::IdentityChanged)));
+    if identity_changed && !is_true(&applied.conditions, ConditionType::IdentityChanged) {
+        let note = "every Cluster UID differs from the recorded ones while the cluster's VMs run \
+                    (a Rancher restore re-created them?): nothing of it is deleted";
+        context
+            .warn(
+                &cluster_reference(&footprint.spec.identity),
+                "IdentityChanged",
+                note.into(),
+            )
+            .await;
+    }
+    set_condition(
+        &mut next.conditions,
+        conditions::identity_changed(identity_changed),
+    );
+    if owned(StatusWriter::Footprints, &applied) != owned(StatusWriter::Footprints, &next)
+        && apply_status(context, footprint, version, StatusWriter::Footprints, &next)
+            .await?
+            .is_none()
+    {
+        // The ledger must not be lost: a pass after a restart finds what this one deleted gone
+        // and notes it then.
+        return Ok(Action::requeue(RECLAIM_AGAIN));
     }
     match outcome? {
         Pass::Done => Ok(Action::await_change()),
         Pass::Held(_) => Ok(Action::requeue(HELD_AGAIN)),
-        Pass::InProgress => Ok(Action::requeue(RECLAIM_AGAIN)),
+        Pass::InProgress { .. } => Ok(Action::requeue(RECLAIM_AGAIN)),
     }
 }
 
@@ -615,6 +659,30 @@ fn attribute_objects(
             now: Timestamp::now(),
         },
     );
+    let mut found = found;
+    if next.phase == Some(Phase::Reclaiming) {
+        // While it is reclaimed, a record outlives its object: the reclaimer notes what became
+        // of each in the ledger, once.
+        let kept: BTreeSet<String> = found
+            .records
+            .iter()
+            .map(|record| record.uid.clone())
+            .collect();
+        found.records.extend(
+            previous
+                .iter()
+                .filter(|record| !kept.contains(&record.uid))
+                .cloned(),
+        );
+        found.records.sort_by(|a, b| {
+            (a.kind(), &a.namespace, &a.name, &a.uid).cmp(&(
+                b.kind(),
+                &b.namespace,
+                &b.name,
+                &b.uid,
+            ))
+        });
+    }
     if guest.is_some() {
         next.unmatched_guest_volumes = found
             .unmatched
@@ -827,6 +895,18 @@ pub fn vm_target(harvester_machine: &DynamicObject) -> (String, gleaner_core::Vm
             .to_owned(),
         vm_of(&harvester_machine.name_any(), spec["vmNamespace"].as_str()),
     )
+}
+
+/// How long a condition has had its present status.
+fn since(status: &FootprintStatus, type_: ConditionType) -> Option<Duration> {
+    let condition = status
+        .conditions
+        .iter()
+        .find(|condition| condition.type_ == type_.to_string())?;
+    Timestamp::now()
+        .duration_since(condition.last_transition_time.0)
+        .try_into()
+        .ok()
 }
 
 /// How long the Footprint has recorded its Harvesters unreachable and misconfigured: the one

@@ -24,6 +24,15 @@ use kube::{
 };
 use serde_json::json;
 
+/// How long an asked deletion may wait on finalizers before `DeletionStuck` names it.
+const DELETION_BOUND: std::time::Duration = std::time::Duration::from_secs(300);
+
+/// An object whose delete was asked already: since when, and what it waits for.
+struct Pending {
+    since: Timestamp,
+    finalizers: Vec<String>,
+}
+
 use crate::{
     Error, Result,
     error::ApiFailure,
@@ -39,8 +48,9 @@ use crate::{
 pub enum Pass {
     /// The plan holds the whole cluster, with why.
     Held(HoldReason),
-    /// Some deletions are still to be confirmed gone: look again.
-    InProgress,
+    /// Some deletions are still to be confirmed gone: look again. The objects whose deletion
+    /// has waited longer than [`DELETION_BOUND`] on finalizers, with those finalizers.
+    InProgress { stuck: Vec<String> },
     /// Every deletable object is gone; the rest is kept.
     Done,
 }
@@ -95,7 +105,7 @@ pub async fn pass(
     if let Plan::Hold(reason) = plan(&cluster_wide) {
         return Ok(Pass::Held(reason));
     }
-    let objects = live_objects(context, &records).await?;
+    let (objects, pending_deletions) = live_objects(context, &records).await?;
     let others = other_footprints(context, &footprint.name_any()).await?;
     let facts = ReclaimFacts {
         records: &records,
@@ -109,6 +119,7 @@ pub async fn pass(
     };
     let about = cluster_reference(&footprint.spec.identity);
     let mut pending = false;
+    let mut stuck = Vec::new();
     for (record, verdict) in steps {
         let object = objects.get(&record.uid);
         match verdict {
@@ -117,14 +128,26 @@ pub async fn pass(
             Verdict::Delete => {
                 let Some(object) = object else { continue };
                 if !context.may_write() {
-                    return Ok(Pass::InProgress);
+                    return Ok(Pass::InProgress { stuck });
+                }
+                if let Some(waiting) = pending_deletions.get(&record.uid)
+                    && Timestamp::now()
+                        .duration_since(waiting.since)
+                        .unsigned_abs()
+                        > DELETION_BOUND
+                {
+                    stuck.push(format!(
+                        "{} waits for {}",
+                        described(&record),
+                        waiting.finalizers.join(", ")
+                    ));
                 }
                 pending |= delete(context, &about, next, &record, object).await?;
             }
         }
     }
     Ok(if pending {
-        Pass::InProgress
+        Pass::InProgress { stuck }
     } else {
         Pass::Done
     })
@@ -162,11 +185,13 @@ async fn recorded_vms(context: &Context, status: &FootprintStatus) -> Result<Vec
     Ok(vms)
 }
 
-/// Each recorded object as found by name now, with the VMs of its namespace that list it.
+/// Each recorded object as found by name now, with the VMs of its namespace that list it, and
+/// those whose delete was asked already.
 async fn live_objects(
     context: &Context,
     records: &[HostObjectRecord],
-) -> Result<BTreeMap<String, LiveObject>> {
+) -> Result<(BTreeMap<String, LiveObject>, BTreeMap<String, Pending>)> {
+    let mut pending = BTreeMap::new();
     let mut attachments: BTreeMap<(String, String), Vec<VmClaims>> = BTreeMap::new();
     let mut live = BTreeMap::new();
     for record in records {
@@ -207,6 +232,15 @@ async fn live_objects(
         } else {
             Vec::new()
         };
+        if let Some(since) = &object.metadata.deletion_timestamp {
+            pending.insert(
+                record.uid.clone(),
+                Pending {
+                    since: since.0,
+                    finalizers: object.finalizers().to_vec(),
+                },
+            );
+        }
         live.insert(
             record.uid.clone(),
             LiveObject {
@@ -229,7 +263,7 @@ async fn live_objects(
             },
         );
     }
-    Ok(live)
+    Ok((live, pending))
 }
 
 /// A VM's UID and the claims it lists as volumes.
@@ -379,6 +413,7 @@ async fn keep(
     }
     let note_text = format!("{} is kept: {}", described(record), reason.as_str());
     context.event(about, "Kept", note_text).await;
+    context.metrics().kept(record.class, reason);
     note(next, LedgerAction::Kept, record, reason.as_str());
     Ok(())
 }
@@ -422,6 +457,7 @@ async fn delete(
     match result {
         Ok(either) => {
             context.metrics().wrote(WriteKind::HostObjectDelete, "ok");
+            context.metrics().reclaimed(record.class);
             note(next, LedgerAction::Deleted, record, "reclaimed");
             tracing::info!(object = %described(record), "deleted");
             Ok(either.is_left())

@@ -113,7 +113,17 @@ async fn update_hooks_status(
             })?;
         let mut status = footprint.status.clone().unwrap_or_default();
         change(&mut status);
-        if apply_status(context, &footprint, StatusWriter::Hooks, &status, true).await? {
+        let version = footprint.resource_version();
+        if apply_status(
+            context,
+            &footprint,
+            version.as_deref(),
+            StatusWriter::Hooks,
+            &status,
+        )
+        .await?
+        .is_some()
+        {
             return Ok(());
         }
     }
@@ -170,19 +180,18 @@ pub fn owned(writer: StatusWriter, status: &FootprintStatus) -> serde_json::Valu
     }
 }
 
-/// Applies what `writer` owns of `status`; with `guarded`, only over the resourceVersion the
-/// Footprint was read at. `false` on a conflict.
+/// Applies what `writer` owns of `status`, only over `version`, the resourceVersion its
+/// content was decided from: a writer working from a stale cache must never put back what a
+/// later write changed (the ledger, the phase). The resourceVersion written, or `None` on a
+/// conflict.
 pub async fn apply_status(
     context: &Context,
     footprint: &Footprint,
+    version: Option<&str>,
     writer: StatusWriter,
     status: &FootprintStatus,
-    guarded: bool,
-) -> Result<bool> {
-    let mut metadata = json!({"name": footprint.name_any()});
-    if guarded {
-        metadata["resourceVersion"] = json!(footprint.resource_version());
-    }
+) -> Result<Option<String>> {
+    let metadata = json!({"name": footprint.name_any(), "resourceVersion": version});
     let body = json!({
         "apiVersion": Footprint::api_version(&()),
         "kind": Footprint::kind(&()),
@@ -198,8 +207,8 @@ pub async fn apply_status(
         )
         .await;
     let outcome = match result {
-        Ok(_) => Ok(true),
-        Err(kube::Error::Api(status)) if status.code == 409 => Ok(false),
+        Ok(written) => Ok(Some(written.resource_version().unwrap_or_default())),
+        Err(kube::Error::Api(status)) if status.code == 409 => Ok(None),
         Err(source) => Err(Error::Kube {
             context: format!(
                 "cannot write the status of Footprint {}",
@@ -209,8 +218,8 @@ pub async fn apply_status(
         }),
     };
     let label = match &outcome {
-        Ok(true) => "ok",
-        Ok(false) => "conflict",
+        Ok(Some(_)) => "ok",
+        Ok(None) => "conflict",
         Err(error) => error.metric_label(),
     };
     context.metrics().wrote(WriteKind::FootprintStatus, label);

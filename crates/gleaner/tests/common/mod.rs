@@ -242,6 +242,18 @@ pub async fn warned(world: &World, namespace: &str, reason: &str, text: &str) ->
         })
 }
 
+/// Whether an Event with `reason` is in `namespace` of the Rancher cluster.
+pub async fn evented(world: &World, namespace: &str, reason: &str) -> bool {
+    let rancher = world.client(ClusterName::RANCHER).await.unwrap();
+    kube::Api::<k8s_openapi::api::events::v1::Event>::namespaced(rancher, namespace)
+        .list(&Default::default())
+        .await
+        .unwrap()
+        .items
+        .iter()
+        .any(|event| event.reason.as_deref() == Some(reason))
+}
+
 /// The Footprint's condition `type_`, as `(status, reason)`.
 pub async fn condition(
     footprints: &Api<Footprint>,
