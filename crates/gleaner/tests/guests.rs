@@ -9,7 +9,9 @@ use std::{
     time::{Duration, Instant},
 };
 
-use common::{Gleaner, TIME_SCALE, requests, warned};
+use common::{
+    Gleaner, TIME_SCALE, demo_world as world, footprints, gleaner_for, requests, status_of, warned,
+};
 use gleaner::footprint::{Footprint, FootprintStatus};
 use gleaner_core::{
     attribution::{Evidence, ObjectClass},
@@ -21,7 +23,7 @@ use gleaner_sim::{
     demo, kinds,
     scenario::{ClusterKey, ClusterPlan, Scenario, ScenarioBuilder, Traits, VolumePlan},
 };
-use gleaner_world::{ClusterName, Role, World, testing::eventually};
+use gleaner_world::{ClusterName, World, testing::eventually};
 use k8s_openapi::api::core::v1::{PersistentVolume, Secret};
 use kube::{
     Api, ResourceExt,
@@ -29,59 +31,10 @@ use kube::{
     config::Kubeconfig,
 };
 use serde_json::json;
-use tokio::sync::OnceCell;
-
-/// The demo's world (a second Rancher installation beside the first), with gleaner's CRDs; the
-/// scenarios start their guest apiservers as they need them.
-async fn world() -> &'static World {
-    static WORLD: OnceCell<World> = OnceCell::const_new();
-    WORLD
-        .get_or_init(|| async {
-            demo::world()
-                .with_crds(Role::Management, gleaner::footprint::crds())
-                .start()
-                .await
-                .unwrap()
-        })
-        .await
-}
 
 /// A fast inventory and fast timeouts, so a silent guest shows within a test's patience.
 const QUICK: &[&str] = &["--inventory-timeout=5s", "--api-timeout=10s"];
 const INVENTORY_TIMEOUT: Duration = Duration::from_secs(5);
-
-async fn gleaner_for(world: &World, prefix: &str, scenario: &Scenario, extra: &[&str]) -> Gleaner {
-    let fleets: BTreeSet<String> = scenario
-        .cluster_keys()
-        .filter(|key| key.installation == ClusterName::RANCHER)
-        .map(|key| key.namespace.clone())
-        .collect();
-    let fleets: Vec<String> = fleets.into_iter().collect();
-    Gleaner::start_with(world, prefix, prefix, &fleets.join(","), extra).await
-}
-
-async fn footprints(world: &World, prefix: &str) -> Api<Footprint> {
-    Api::namespaced(
-        world.client(ClusterName::RANCHER).await.unwrap(),
-        &format!("gleaner-{prefix}"),
-    )
-}
-
-/// The status of the Footprint of `key`, empty until it exists.
-async fn status_of(footprints: &Api<Footprint>, key: &ClusterKey) -> FootprintStatus {
-    footprints
-        .list(&Default::default())
-        .await
-        .unwrap()
-        .items
-        .into_iter()
-        .find(|footprint| {
-            footprint.spec.identity.namespace == key.namespace
-                && footprint.spec.identity.name == key.name
-        })
-        .and_then(|footprint| footprint.status)
-        .unwrap_or_default()
-}
 
 /// What a class of the ground truth is to gleaner.
 fn class_of(kind: &str, traits: &Traits) -> Option<ObjectClass> {
@@ -345,20 +298,7 @@ async fn a_guest_that_stops_keeps_what_was_known_and_its_inventory_is_marked_inc
     })
     .await;
     assert_eq!(recorded(&status_of(&footprints, &key).await), known);
-    let deleted = Instant::now();
-    scenario.delete_cluster(&key).await.unwrap();
-    eventually("the final inventory is marked incomplete", || async {
-        condition_of(&status_of(&footprints, &key).await, "Inventoried")
-            == Some(("False".into(), "InventoryIncomplete".into()))
-    })
-    .await;
-    assert!(
-        deleted.elapsed() < INVENTORY_TIMEOUT + Duration::from_secs(20),
-        "{:?}",
-        deleted.elapsed()
-    );
-    vms_gone(world, &scenario, "c1").await;
-    reclaimed_from(&footprints, &key, &known).await;
+    deleted_with_an_incomplete_inventory(world, &mut scenario, &footprints, &known).await;
 }
 
 #[tokio::test]
@@ -399,6 +339,31 @@ async fn a_rotated_kubeconfig_is_followed() {
         condition_of(&status_of(&footprints, &key).await, "GuestUnreachable"),
         Some(("False".into(), "GuestReachable".into()))
     );
+}
+
+/// Deletes c1, whose guest does not answer: the final inventory is marked incomplete within
+/// its timeout, the hooks go, and the reclaimer acts on what was known.
+async fn deleted_with_an_incomplete_inventory(
+    world: &World,
+    scenario: &mut Scenario,
+    footprints: &Api<Footprint>,
+    known: &BTreeMap<String, (ObjectClass, Option<GuestPolicy>)>,
+) {
+    let key = scenario.key("c1");
+    let deleted = Instant::now();
+    scenario.delete_cluster(&key).await.unwrap();
+    eventually("the final inventory is marked incomplete", || async {
+        condition_of(&status_of(footprints, &key).await, "Inventoried")
+            == Some(("False".into(), "InventoryIncomplete".into()))
+    })
+    .await;
+    assert!(
+        deleted.elapsed() < INVENTORY_TIMEOUT + Duration::from_secs(20),
+        "{:?}",
+        deleted.elapsed()
+    );
+    vms_gone(world, scenario, "c1").await;
+    reclaimed_from(footprints, &key, known).await;
 }
 
 /// The last known facts stood: the reclaimer acted on every object known before the guest
@@ -465,20 +430,7 @@ async fn a_guest_that_accepts_and_never_answers_times_the_inventory_out() {
         )
         .await
         .unwrap();
-    let deleted = Instant::now();
-    scenario.delete_cluster(&key).await.unwrap();
-    eventually("the final inventory times out", || async {
-        condition_of(&status_of(&footprints, &key).await, "Inventoried")
-            == Some(("False".into(), "InventoryIncomplete".into()))
-    })
-    .await;
-    assert!(
-        deleted.elapsed() < INVENTORY_TIMEOUT + Duration::from_secs(20),
-        "{:?}",
-        deleted.elapsed()
-    );
-    vms_gone(world, &scenario, "c1").await;
-    reclaimed_from(&footprints, &key, &known).await;
+    deleted_with_an_incomplete_inventory(world, &mut scenario, &footprints, &known).await;
 }
 
 #[tokio::test]

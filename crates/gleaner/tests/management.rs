@@ -121,6 +121,10 @@ async fn cluster_deletion_writes_the_intent_before_each_harvester_machine_goes()
     let harvester = world.client(ClusterName::HARVESTER).await.unwrap();
     let (intents, watcher) = IntentLog::watch(harvester, scenario.vm_namespace());
     scenario.delete_cluster(&key).await.unwrap();
+    eventually("the Footprint is Reclaimed", || async {
+        phase(&footprints, &uid).await == Some(Phase::Reclaimed)
+    })
+    .await;
     let report = scenario.measure(DEADLINE).await.unwrap();
     watcher.abort();
     let entries = scenario.journal().entries();
@@ -151,13 +155,11 @@ async fn cluster_deletion_writes_the_intent_before_each_harvester_machine_goes()
             .expect("the driver removed the VM");
         assert!(driver.what.contains("removeAll=false"), "{}", driver.what);
     }
-    eventually("the Footprint is Reclaiming", || async {
-        phase(&footprints, &uid).await == Some(Phase::Reclaiming)
-    })
-    .await;
-    // With gleaner in place upstream deletes only the VMs' own disks.
+    // With gleaner in place upstream deletes only the VMs' own disks; gleaner reclaims the
+    // guest's volume and keeps the one its guest retains.
     assert_eq!(report.class(Class::VmDisk).reclaimed, 2, "{report}");
-    assert_eq!(report.class(Class::Hotplugged).leaked, 1, "{report}");
+    assert_eq!(report.class(Class::Hotplugged).reclaimed, 1, "{report}");
+    assert_eq!(report.class(Class::Hotplugged).leaked, 0, "{report}");
     assert_eq!(report.class(Class::Retained).kept, 1, "{report}");
 }
 
@@ -372,13 +374,23 @@ async fn cluster_deletion_passes_in_a_v1beta2_world() {
     let harvester = world.client(ClusterName::HARVESTER).await.unwrap();
     let (intents, watcher) = IntentLog::watch(harvester, scenario.vm_namespace());
     scenario.delete_cluster(&key).await.unwrap();
+    let footprints: Api<Footprint> = Api::namespaced(
+        world.client(ClusterName::RANCHER).await.unwrap(),
+        "gleaner-v1beta2",
+    );
+    let uid = scenario.cluster("c1").unwrap().uid.clone();
+    eventually("the Footprint is Reclaimed", || async {
+        phase(&footprints, &uid).await == Some(Phase::Reclaimed)
+    })
+    .await;
     let report = scenario.measure(DEADLINE).await.unwrap();
     watcher.abort();
     let machine = &scenario.cluster("c1").unwrap().machines[0];
     let (_, intent, remove_all) = intents.get(&machine.vm).expect("an intent on the VM");
     assert_eq!(intent["reason"], "ClusterDeletion");
     assert_eq!(remove_all.as_deref(), Some("false"));
-    assert_eq!(report.class(Class::Hotplugged).leaked, 1, "{report}");
+    assert_eq!(report.class(Class::Hotplugged).reclaimed, 1, "{report}");
+    assert_eq!(report.class(Class::Hotplugged).leaked, 0, "{report}");
 }
 
 #[tokio::test]

@@ -6,29 +6,14 @@ mod common;
 
 use std::{collections::BTreeSet, time::Duration};
 
-use common::{Gleaner, TIME_SCALE, wait_for_hooks};
-use gleaner::footprint::{Footprint, FootprintStatus, LedgerAction, Phase};
+use common::{TIME_SCALE, demo_world as world, footprints, gleaner_for, status_of, wait_for_hooks};
+use gleaner::footprint::{Footprint, LedgerAction, Phase};
 use gleaner_sim::{
     Clock, demo, kinds,
     scenario::{Class, ClusterKey, ClusterPlan, Scenario, ScenarioBuilder, VolumePlan},
 };
-use gleaner_world::{ClusterName, Role, World, testing::eventually};
+use gleaner_world::{ClusterName, testing::eventually};
 use kube::{Api, ResourceExt};
-
-async fn status_of(footprints: &Api<Footprint>, key: &ClusterKey) -> FootprintStatus {
-    footprints
-        .list(&Default::default())
-        .await
-        .unwrap()
-        .items
-        .into_iter()
-        .find(|footprint| {
-            footprint.spec.identity.namespace == key.namespace
-                && footprint.spec.identity.name == key.name
-        })
-        .and_then(|footprint| footprint.status)
-        .unwrap_or_default()
-}
 
 /// The UIDs of the guest objects a cluster made (not its VMs' own disks).
 fn made(scenario: &Scenario, key: &ClusterKey) -> BTreeSet<String> {
@@ -38,37 +23,6 @@ fn made(scenario: &Scenario, key: &ClusterKey) -> BTreeSet<String> {
         .filter(|(_, traits)| !traits.vm_disk)
         .map(|(object, _)| object.uid)
         .collect()
-}
-
-/// The demo's world with gleaner's CRDs, shared by this binary's tests.
-async fn world() -> &'static World {
-    static WORLD: tokio::sync::OnceCell<World> = tokio::sync::OnceCell::const_new();
-    WORLD
-        .get_or_init(|| async {
-            demo::world()
-                .with_crds(Role::Management, gleaner::footprint::crds())
-                .start()
-                .await
-                .unwrap()
-        })
-        .await
-}
-
-async fn gleaner_for(world: &World, prefix: &str, scenario: &Scenario) -> Gleaner {
-    let fleets: BTreeSet<String> = scenario
-        .cluster_keys()
-        .filter(|key| key.installation == ClusterName::RANCHER)
-        .map(|key| key.namespace.clone())
-        .collect();
-    let fleets: Vec<String> = fleets.into_iter().collect();
-    Gleaner::start_with(world, prefix, prefix, &fleets.join(","), &[]).await
-}
-
-async fn footprints(world: &World, prefix: &str) -> Api<Footprint> {
-    Api::namespaced(
-        world.client(ClusterName::RANCHER).await.unwrap(),
-        &format!("gleaner-{prefix}"),
-    )
 }
 
 /// Waits until the Footprint of `key` records everything its cluster made.
@@ -106,7 +60,7 @@ async fn a_deleted_cluster_leaves_nothing_unprotected_and_nothing_else_is_touche
         .start(world)
         .await
         .unwrap();
-    let _gleaner = gleaner_for(world, prefix, &scenario).await;
+    let _gleaner = gleaner_for(world, prefix, &scenario, &[]).await;
     let footprints = footprints(world, prefix).await;
     let prod = scenario.key("prod");
     let expected = made(&scenario, &prod);
@@ -181,7 +135,7 @@ async fn killed_mid_reclaim_and_restarted_it_finishes_and_deletes_each_object_on
         .unwrap();
     let key = scenario.key("c1");
     let footprints = footprints(world, prefix).await;
-    let first = gleaner_for(world, prefix, &scenario).await;
+    let first = gleaner_for(world, prefix, &scenario, &[]).await;
     recorded_all(&footprints, &scenario, &key).await;
     wait_for_hooks(&scenario, "c1").await;
     scenario.delete_cluster(&key).await.unwrap();
@@ -190,7 +144,7 @@ async fn killed_mid_reclaim_and_restarted_it_finishes_and_deletes_each_object_on
     })
     .await;
     drop(first);
-    let _second = gleaner_for(world, prefix, &scenario).await;
+    let _second = gleaner_for(world, prefix, &scenario, &[]).await;
     eventually("c1's Footprint is Reclaimed", || async {
         status_of(&footprints, &key).await.phase == Some(Phase::Reclaimed)
     })
@@ -209,4 +163,51 @@ async fn killed_mid_reclaim_and_restarted_it_finishes_and_deletes_each_object_on
             .count();
         assert_eq!(entries, 1, "{uid} once in {ledger:?}");
     }
+}
+
+#[tokio::test]
+async fn scale_down_and_reprovision_delete_nothing_of_the_guests() {
+    let world = world().await;
+    let prefix = "r-scale";
+    let scenario = ScenarioBuilder::new(prefix)
+        .clock(Clock::new(TIME_SCALE))
+        .cluster(
+            ClusterPlan::new("c1", 3)
+                .volume(VolumePlan::new("data").hotplugged().snapshots(1))
+                .volume(VolumePlan::new("logs").hotplugged())
+                .volume(VolumePlan::new("spare"))
+                .volume(VolumePlan::new("shared").rwx()),
+        )
+        .start(world)
+        .await
+        .unwrap();
+    let key = scenario.key("c1");
+    let footprints = footprints(world, prefix).await;
+    let _gleaner = gleaner_for(world, prefix, &scenario, &[]).await;
+    recorded_all(&footprints, &scenario, &key).await;
+    wait_for_hooks(&scenario, "c1").await;
+    let mut machines = scenario.cluster("c1").unwrap().machines.clone();
+    machines.sort_by(|a, b| a.name.cmp(&b.name));
+    let rancher = scenario.rancher_of("c1").unwrap();
+    let vm_gone = |vm: &str| format!("VM {}/{vm} is gone", scenario.vm_namespace());
+    rancher
+        .scale_down("c1", "pool1", &machines[0].name)
+        .await
+        .unwrap();
+    common::until_journal(&scenario, "node-driver", &vm_gone(&machines[0].vm)).await;
+    rancher.reprovision(&machines[1].name).await.unwrap();
+    common::until_journal(&scenario, "node-driver", &vm_gone(&machines[1].vm)).await;
+    // Give a reclaimer every chance to act wrongly.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let report = scenario.measure(Duration::from_secs(30)).await.unwrap();
+    let guest_objects = made(&scenario, &key);
+    let gone: Vec<_> = report
+        .objects
+        .iter()
+        .filter(|object| guest_objects.contains(&object.uid) && !object.exists_at_end)
+        .collect();
+    assert!(gone.is_empty(), "deleted on a living cluster: {gone:?}");
+    let status = status_of(&footprints, &key).await;
+    assert_eq!(status.phase, Some(Phase::Tracking));
+    assert!(status.ledger.is_none(), "{:?}", status.ledger);
 }

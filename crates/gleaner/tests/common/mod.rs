@@ -42,6 +42,21 @@ pub async fn world() -> &'static World {
         .await
 }
 
+/// The demo's world (a second Rancher installation beside the first) with gleaner's CRDs,
+/// shared by a test binary's tests; scenarios start their guest apiservers as they need them.
+pub async fn demo_world() -> &'static World {
+    static WORLD: OnceCell<World> = OnceCell::const_new();
+    WORLD
+        .get_or_init(|| async {
+            gleaner_sim::demo::world()
+                .with_crds(Role::Management, gleaner::footprint::crds())
+                .start()
+                .await
+                .unwrap()
+        })
+        .await
+}
+
 pub const HOOK: &str = "pre-terminate.delete.hook.machine.cluster.x-k8s.io/gleaner";
 pub const INTENT: &str = "gleaner.io/intent";
 pub const REMOVE_ALL: &str = "harvesterhci.io/removeAllPersistentVolumeClaims";
@@ -222,36 +237,78 @@ pub async fn http_get(addr: std::net::SocketAddr, path: &str) -> Option<(u16, St
     Some((status, body.to_owned()))
 }
 
-/// Whether a Warning Event with `reason`, whose note contains `text`, is in `namespace` of the
-/// Rancher cluster.
-pub async fn warned(world: &World, namespace: &str, reason: &str, text: &str) -> bool {
+/// The Events of `namespace` of the Rancher cluster.
+async fn events(world: &World, namespace: &str) -> Vec<k8s_openapi::api::events::v1::Event> {
     let rancher = world.client(ClusterName::RANCHER).await.unwrap();
     kube::Api::<k8s_openapi::api::events::v1::Event>::namespaced(rancher, namespace)
         .list(&Default::default())
         .await
         .unwrap()
         .items
-        .iter()
-        .any(|event| {
-            event.type_.as_deref() == Some("Warning")
-                && event.reason.as_deref() == Some(reason)
-                && event
-                    .note
-                    .as_deref()
-                    .is_some_and(|note| note.contains(text))
-        })
+}
+
+/// Whether a Warning Event with `reason`, whose note contains `text`, is in `namespace` of the
+/// Rancher cluster.
+pub async fn warned(world: &World, namespace: &str, reason: &str, text: &str) -> bool {
+    events(world, namespace).await.iter().any(|event| {
+        event.type_.as_deref() == Some("Warning")
+            && event.reason.as_deref() == Some(reason)
+            && event
+                .note
+                .as_deref()
+                .is_some_and(|note| note.contains(text))
+    })
 }
 
 /// Whether an Event with `reason` is in `namespace` of the Rancher cluster.
 pub async fn evented(world: &World, namespace: &str, reason: &str) -> bool {
-    let rancher = world.client(ClusterName::RANCHER).await.unwrap();
-    kube::Api::<k8s_openapi::api::events::v1::Event>::namespaced(rancher, namespace)
+    events(world, namespace)
+        .await
+        .iter()
+        .any(|event| event.reason.as_deref() == Some(reason))
+}
+
+/// A gleaner watching the namespaces of the scenario's clusters in the main installation.
+pub async fn gleaner_for(
+    world: &World,
+    prefix: &str,
+    scenario: &Scenario,
+    extra: &[&str],
+) -> Gleaner {
+    let fleets: std::collections::BTreeSet<String> = scenario
+        .cluster_keys()
+        .filter(|key| key.installation == ClusterName::RANCHER)
+        .map(|key| key.namespace.clone())
+        .collect();
+    let fleets: Vec<String> = fleets.into_iter().collect();
+    Gleaner::start_with(world, prefix, prefix, &fleets.join(","), extra).await
+}
+
+/// The Footprints of the gleaner started as `prefix`.
+pub async fn footprints(world: &World, prefix: &str) -> Api<Footprint> {
+    Api::namespaced(
+        world.client(ClusterName::RANCHER).await.unwrap(),
+        &format!("gleaner-{prefix}"),
+    )
+}
+
+/// The status of the Footprint of `key`, empty until it exists.
+pub async fn status_of(
+    footprints: &Api<Footprint>,
+    key: &gleaner_sim::scenario::ClusterKey,
+) -> gleaner::footprint::FootprintStatus {
+    footprints
         .list(&Default::default())
         .await
         .unwrap()
         .items
-        .iter()
-        .any(|event| event.reason.as_deref() == Some(reason))
+        .into_iter()
+        .find(|footprint| {
+            footprint.spec.identity.namespace == key.namespace
+                && footprint.spec.identity.name == key.name
+        })
+        .and_then(|footprint| footprint.status)
+        .unwrap_or_default()
 }
 
 /// The Footprint's condition `type_`, as `(status, reason)`.
@@ -282,6 +339,12 @@ pub async fn phase(footprints: &Api<Footprint>, name: &str) -> Option<Phase> {
         .unwrap()
         .and_then(|footprint| footprint.status)
         .and_then(|status| status.phase)
+}
+
+/// Whether a Footprint's phase says its cluster's deletion is confirmed: `Reclaiming`, or
+/// `Reclaimed` once the reclaimer is done.
+pub fn deletion_confirmed(phase: Option<Phase>) -> bool {
+    matches!(phase, Some(Phase::Reclaiming | Phase::Reclaimed))
 }
 
 /// Waits until the scenario's journal has an entry of `actor` containing `what`.
