@@ -40,6 +40,8 @@ pub enum ConditionType {
     IdentityChanged,
     /// Deletions asked long ago still wait on finalizers; they are never asked again.
     DeletionStuck,
+    /// Every deletable object is gone; its transition time says when.
+    Reclaimed,
 }
 
 /// Why a condition has its status; its wire name is the variant name.
@@ -97,6 +99,8 @@ pub enum ConditionReason {
     FinalizersPending,
     /// `DeletionStuck` False.
     NoneStuck,
+    /// `Reclaimed` True.
+    AllDeletableGone,
 }
 
 macro_rules! wire_name {
@@ -448,6 +452,16 @@ pub fn deletion_stuck(stuck: &[String]) -> ConditionState {
             stuck.join("; "),
         )
     }
+}
+
+/// `Reclaimed` True, with how many objects went and how many stay.
+pub fn reclaimed(deleted: u64, kept: u64) -> ConditionState {
+    ConditionState::new(
+        ConditionType::Reclaimed,
+        true,
+        ConditionReason::AllDeletableGone,
+        format!("{deleted} object(s) deleted, {kept} kept"),
+    )
 }
 
 /// `LateTracking` True.

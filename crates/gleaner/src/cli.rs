@@ -204,6 +204,16 @@ pub struct ControllerArgs {
     )]
     pub policy_max_age: Duration,
 
+    /// How long a `Reclaimed` Footprint with no kept object stays before gleaner deletes it.
+    #[arg(
+        long,
+        env = "GLEANER_RETENTION",
+        default_value = "720h",
+        value_name = "DURATION",
+        value_parser = humantime::parse_duration
+    )]
+    pub retention: Duration,
+
     /// How many objects each controller reconciles at once.
     #[arg(
         long,
@@ -342,8 +352,10 @@ mod tests {
             "--footprint-wait=90s",
             "--inventory-timeout=10s",
             "--policy-max-age=24h",
+            "--retention=48h",
         ])
         .unwrap();
+        assert_eq!(run.controller.retention, Duration::from_secs(48 * 3600));
         assert_eq!(run.controller.inventory_timeout, Duration::from_secs(10));
         assert_eq!(
             run.controller.policy_max_age,

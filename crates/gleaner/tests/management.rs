@@ -114,8 +114,15 @@ async fn cluster_deletion_writes_the_intent_before_each_harvester_machine_goes()
     let rancher_client = world.client(ClusterName::RANCHER).await.unwrap();
     let footprints: Api<Footprint> = Api::namespaced(rancher_client, "gleaner-delete");
     let uid = scenario.cluster("c1").unwrap().uid.clone();
-    eventually("gleaner made the cluster's Footprint", || async {
-        footprints.get_opt(&uid).await.unwrap().is_some()
+    // A Footprint that never recorded a VM is held for an operator: wait until it did.
+    eventually("the Footprint records both VMs and the volumes", || async {
+        let status = footprints
+            .get_opt(&uid)
+            .await
+            .unwrap()
+            .and_then(|footprint| footprint.status)
+            .unwrap_or_default();
+        status.vms.iter().filter(|vm| vm.uid.is_some()).count() == 2 && status.records().len() == 2
     })
     .await;
     let harvester = world.client(ClusterName::HARVESTER).await.unwrap();
@@ -371,14 +378,25 @@ async fn cluster_deletion_passes_in_a_v1beta2_world() {
     let key = scenario.key("c1");
     let _gleaner = Gleaner::start(&world, "v1beta2", &key.namespace).await;
     wait_for_hooks(&scenario, "c1").await;
-    let harvester = world.client(ClusterName::HARVESTER).await.unwrap();
-    let (intents, watcher) = IntentLog::watch(harvester, scenario.vm_namespace());
-    scenario.delete_cluster(&key).await.unwrap();
     let footprints: Api<Footprint> = Api::namespaced(
         world.client(ClusterName::RANCHER).await.unwrap(),
         "gleaner-v1beta2",
     );
     let uid = scenario.cluster("c1").unwrap().uid.clone();
+    // A Footprint that never recorded a VM is held for an operator: wait until it did.
+    eventually("the Footprint records the VM and the volume", || async {
+        let status = footprints
+            .get_opt(&uid)
+            .await
+            .unwrap()
+            .and_then(|footprint| footprint.status)
+            .unwrap_or_default();
+        status.vms.iter().any(|vm| vm.uid.is_some()) && !status.records().is_empty()
+    })
+    .await;
+    let harvester = world.client(ClusterName::HARVESTER).await.unwrap();
+    let (intents, watcher) = IntentLog::watch(harvester, scenario.vm_namespace());
+    scenario.delete_cluster(&key).await.unwrap();
     eventually("the Footprint is Reclaimed", || async {
         phase(&footprints, &uid).await == Some(Phase::Reclaimed)
     })

@@ -113,6 +113,51 @@ async fn a_deleted_cluster_leaves_nothing_unprotected_and_nothing_else_is_touche
         .filter(|entry| entry.action == LedgerAction::Deleted)
         .count();
     assert!(deleted > 0, "{ledger:?}");
+    // It records what stays on Harvester: a `kubectl delete` cannot drop it.
+    let name = footprints
+        .list(&Default::default())
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .find(|footprint| {
+            footprint.spec.identity.name == "prod"
+                && footprint.spec.identity.namespace == prod.namespace
+        })
+        .unwrap()
+        .name_any();
+    footprints.delete(&name, &Default::default()).await.unwrap();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let held = footprints.get(&name).await.unwrap();
+    assert!(held.metadata.deletion_timestamp.is_some());
+    assert_eq!(held.finalizers(), ["gleaner.io/record"]);
+}
+
+#[tokio::test]
+async fn a_reclaimed_footprint_with_nothing_kept_goes_after_the_retention() {
+    let world = world().await;
+    let prefix = "r-retention";
+    let mut scenario = ScenarioBuilder::new(prefix)
+        .clock(Clock::new(TIME_SCALE))
+        .cluster(ClusterPlan::new("c1", 1).volume(VolumePlan::new("data").hotplugged()))
+        .start(world)
+        .await
+        .unwrap();
+    let key = scenario.key("c1");
+    let footprints = footprints(world, prefix).await;
+    let _gleaner = gleaner_for(world, prefix, &scenario, &["--retention=3s"]).await;
+    recorded_all(&footprints, &scenario, &key).await;
+    wait_for_hooks(&scenario, "c1").await;
+    let uid = scenario.cluster("c1").unwrap().uid.clone();
+    scenario.delete_cluster(&key).await.unwrap();
+    eventually("the Footprint is Reclaimed", || async {
+        status_of(&footprints, &key).await.phase == Some(Phase::Reclaimed)
+    })
+    .await;
+    eventually("the Footprint goes after the retention", || async {
+        footprints.get_opt(&uid).await.unwrap().is_none()
+    })
+    .await;
 }
 
 #[tokio::test]

@@ -37,8 +37,8 @@ use kube::{
 use crate::{
     Error, Result,
     footprint::{
-        Counts, Footprint, FootprintSpec, FootprintStatus, Identity, Phase, Pool, PoolHarvester,
-        STATUS_LIMIT,
+        Counts, Footprint, FootprintSpec, FootprintStatus, Identity, LedgerAction, Phase, Pool,
+        PoolHarvester, STATUS_LIMIT,
     },
     management::{
         CLUSTER_NAME_LABEL, Context,
@@ -195,7 +195,7 @@ async fn pools(cluster: &DynamicObject, about: &ObjectReference, context: &Conte
 pub async fn phase(footprint: Arc<Footprint>, context: Arc<Context>) -> Result<Action> {
     let status = footprint.status.clone().unwrap_or_default();
     if status.phase == Some(Phase::Reclaimed) {
-        return Ok(Action::await_change());
+        return reclaimed(&footprint, &context).await;
     }
     let name = footprint.name_any();
     context.harvesters.follow_footprint(
@@ -260,10 +260,12 @@ pub async fn phase(footprint: Arc<Footprint>, context: Arc<Context>) -> Result<A
     next.vms = record_vms(&context, &recorded, &status, confirmed);
     let identity = recorded.readable();
     // What a refused credential shows is not this cluster's Harvester: attribute nothing from it.
+    // `None` while a Harvester is not synced, or refused: nothing may be reclaimed then, since
+    // what the inventory found may not be recorded yet.
     let marks = if refused.is_empty() {
         attribute_objects(&context, &footprint, &identity, guest.as_ref(), &mut next)
     } else {
-        Vec::new()
+        None
     };
     if let Some(inventory) = &inventory {
         let unsure = unsure_policies(&next.records(), context.policy_max_age);
@@ -299,16 +301,121 @@ pub async fn phase(footprint: Arc<Footprint>, context: Arc<Context>) -> Result<A
         report_inventory(&context, &footprint, inventory).await;
     }
     // The Footprint records an object before gleaner marks it: the record is what counts.
-    if !context.dry_run {
-        write_marks(&context, &marks).await?;
+    if !context.dry_run
+        && let Some(marks) = &marks
+    {
+        write_marks(&context, marks).await?;
     }
     let inventoried = next
         .conditions
         .iter()
         .any(|condition| condition.type_ == ConditionType::Inventoried.to_string());
-    if next.phase == Some(Phase::Reclaiming) && inventoried && !context.dry_run {
+    // No finalizer can be added to an object being deleted; the reclaim goes on without it.
+    if next.phase == Some(Phase::Reclaiming)
+        && footprint.metadata.deletion_timestamp.is_none()
+        && !footprint.finalizers().iter().any(|f| f == FINALIZER)
+    {
+        set_finalizer(&context, &footprint, version.as_deref(), true).await?;
+        // The write brings the Footprint back here.
+        return Ok(Action::await_change());
+    }
+    if next.phase == Some(Phase::Reclaiming) && inventoried && marks.is_some() && !context.dry_run {
         return reclaim(&context, &footprint, version.as_deref(), &recorded, next).await;
     }
+    Ok(Action::await_change())
+}
+
+/// Held on a Footprint while it is reclaimed and while it records kept objects, so a
+/// `kubectl delete` cannot drop the record of what stays on Harvester.
+const FINALIZER: &str = "gleaner.io/record";
+
+/// Adds or removes [`FINALIZER`], guarded by `version`, the resourceVersion last read or written.
+async fn set_finalizer(
+    context: &Context,
+    footprint: &Footprint,
+    version: Option<&str>,
+    held: bool,
+) -> Result<()> {
+    let mut finalizers: Vec<String> = footprint
+        .finalizers()
+        .iter()
+        .filter(|finalizer| *finalizer != FINALIZER)
+        .cloned()
+        .collect();
+    if held {
+        finalizers.push(FINALIZER.to_owned());
+    }
+    let patch = serde_json::json!({"metadata": {
+        "finalizers": finalizers,
+        "resourceVersion": version,
+    }});
+    let written = context
+        .footprints()
+        .patch(
+            &footprint.name_any(),
+            &PatchParams::default(),
+            &Patch::Merge(&patch),
+        )
+        .await
+        .map(drop)
+        .map_err(|source| Error::Kube {
+            context: format!(
+                "cannot set the finalizer of Footprint {}",
+                footprint.name_any()
+            ),
+            source,
+        });
+    context.wrote(WriteKind::Footprint, &written);
+    written
+}
+
+/// A `Reclaimed` Footprint: it keeps its finalizer while it records kept objects (an operator
+/// releases those, then the Footprint); without any, the finalizer goes and, after
+/// `--retention`, the Footprint too.
+async fn reclaimed(footprint: &Footprint, context: &Context) -> Result<Action> {
+    context.guests.forget(&footprint.name_any());
+    if !context.may_write() {
+        return Ok(Action::await_change());
+    }
+    let status = footprint.status.clone().unwrap_or_default();
+    let ledger = status.ledger.unwrap_or_default();
+    let keeps = ledger.folded_keeps > 0
+        || ledger
+            .entries
+            .iter()
+            .any(|entry| entry.action == LedgerAction::Kept);
+    if keeps {
+        return Ok(Action::await_change());
+    }
+    if footprint
+        .finalizers()
+        .iter()
+        .any(|finalizer| finalizer == FINALIZER)
+    {
+        let version = footprint.resource_version();
+        set_finalizer(context, footprint, version.as_deref(), false).await?;
+        return Ok(Action::await_change());
+    }
+    let reclaimed_for = since(
+        footprint
+            .status
+            .as_ref()
+            .unwrap_or(&FootprintStatus::default()),
+        ConditionType::Reclaimed,
+    )
+    .unwrap_or_default();
+    if reclaimed_for < context.retention {
+        return Ok(Action::requeue(context.retention - reclaimed_for));
+    }
+    context
+        .footprints()
+        .delete(&footprint.name_any(), &kube::api::DeleteParams::default())
+        .await
+        .map_err(|source| Error::Kube {
+            context: format!("cannot delete Footprint {}", footprint.name_any()),
+            source,
+        })?;
+    tracing::info!(footprint = %footprint.name_any(), "retention passed: Footprint deleted");
     Ok(Action::await_change())
 }
 
@@ -340,6 +447,21 @@ async fn reclaim(
     set_condition(&mut next.conditions, conditions::deletion_stuck(stuck));
     if matches!(outcome, Ok(Pass::Done)) {
         next.phase = Some(Phase::Reclaimed);
+        let ledger = next.ledger.clone().unwrap_or_default();
+        let count = |action: LedgerAction| {
+            ledger
+                .entries
+                .iter()
+                .filter(|entry| entry.action == action)
+                .count() as u64
+        };
+        set_condition(
+            &mut next.conditions,
+            conditions::reclaimed(
+                count(LedgerAction::Deleted) + ledger.folded_deletions,
+                count(LedgerAction::Kept) + ledger.folded_keeps,
+            ),
+        );
         tracing::info!(footprint = %footprint.name_any(), "reclaimed");
         if let Some(took) = since(&next, ConditionType::DeletionConfirmed) {
             context.metrics().reclaim_took(took);
@@ -603,15 +725,15 @@ fn check_harvesters(
 }
 
 /// Attributes the Harvester objects the watches show into `next` (records, counts,
-/// lookalikes, `RecordsLimited`), and returns the marks to write on what it attributed; nothing
-/// changes while a Harvester is not synced.
+/// lookalikes, `RecordsLimited`), and returns the marks to write on what it attributed; `None`,
+/// and nothing changes, while a Harvester is not synced.
 fn attribute_objects(
     context: &Context,
     footprint: &Footprint,
     identity: &str,
     guest: Option<&GuestFacts>,
     next: &mut FootprintStatus,
-) -> Vec<(HostObjectRecord, BTreeMap<&'static str, String>)> {
+) -> Option<Vec<(HostObjectRecord, BTreeMap<&'static str, String>)>> {
     let name = footprint.name_any();
     let credentials: BTreeSet<String> = footprint
         .spec
@@ -622,7 +744,7 @@ fn attribute_objects(
     let previous = next.records();
     let Some((vms, objects)) = context.harvesters.observed(&credentials) else {
         next.counts = Some(Counts::of(&previous));
-        return Vec::new();
+        return None;
     };
     let others: Vec<OtherFootprint> = context
         .caches
@@ -706,13 +828,14 @@ fn attribute_objects(
         vm_uids: &recorded_vms,
         records: &records,
     };
-    records
+    let marks = records
         .iter()
         .filter_map(|record| {
             let object = objects.iter().find(|object| object.uid == record.uid)?;
             Some((record.clone(), marks_to_write(&this, record, object)?))
         })
-        .collect()
+        .collect();
+    Some(marks)
 }
 
 /// How many recorded volumes have a guest reclaim policy that was never seen or is older than

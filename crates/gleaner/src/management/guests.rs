@@ -280,6 +280,8 @@ pub struct Guests {
     api_timeout: Duration,
     footprints: Store<Footprint>,
     watched: Mutex<HashMap<String, Watched>>,
+    /// What stopped guests showed last: a reclaim that could not attribute yet still needs it.
+    last_facts: Mutex<HashMap<String, GuestFacts>>,
     changed: mpsc::UnboundedSender<String>,
     changes: Mutex<Option<mpsc::UnboundedReceiver<String>>>,
 }
@@ -298,6 +300,7 @@ impl Guests {
             api_timeout,
             footprints,
             watched: Mutex::default(),
+            last_facts: Mutex::default(),
             changed,
             changes: Mutex::new(Some(changes)),
         }
@@ -338,13 +341,24 @@ impl Guests {
 
     /// Stops watching the guest of `footprint` (its deletion is confirmed and inventoried, or
     /// the Footprint is gone).
+    /// Its last facts stay for the reclaim of `footprint` until [`Guests::forget`].
     pub fn stop(&self, footprint: &str) {
         let removed = lock(&self.watched).remove(footprint);
         if let Some(entry) = removed {
             entry.task.abort();
+            if let Some(facts) = entry.facts {
+                lock(&self.last_facts).insert(footprint.to_owned(), facts);
+            }
             tracing::info!(%footprint, "the guest cluster's watch stops");
             self.report();
         }
+    }
+
+    /// Stops watching the guest of `footprint` and drops what it showed (the Footprint is
+    /// reclaimed or gone).
+    pub fn forget(&self, footprint: &str) {
+        self.stop(footprint);
+        lock(&self.last_facts).remove(footprint);
     }
 
     /// The last known facts of the guest of `footprint`, if it was ever listed since gleaner
@@ -353,6 +367,7 @@ impl Guests {
         lock(&self.watched)
             .get(footprint)
             .and_then(|entry| entry.facts.clone())
+            .or_else(|| lock(&self.last_facts).get(footprint).cloned())
     }
 
     pub fn health(&self, footprint: &str) -> Health {
@@ -648,7 +663,7 @@ impl Guests {
         if exists {
             return false;
         }
-        self.stop(footprint);
+        self.forget(footprint);
         true
     }
 

@@ -114,6 +114,7 @@ pub struct Context {
     footprint_wait: Duration,
     inventory_timeout: Duration,
     policy_max_age: Duration,
+    retention: Duration,
     caches: Caches,
 }
 
@@ -283,6 +284,7 @@ pub async fn start(runtime: crate::Context, started: WatchSynced) -> Result<()> 
         footprint_wait: runtime.config.footprint_wait,
         inventory_timeout: runtime.config.inventory_timeout,
         policy_max_age: runtime.config.policy_max_age,
+        retention: runtime.config.retention,
         client,
         capi,
         recorder,
