@@ -197,3 +197,36 @@ where
             .collect()
     }
 }
+
+/// The names of Footprints to look at again, sent by watch tasks that run beside the
+/// controllers (a Harvester's, a guest's) to the one controller that follows them.
+pub struct FootprintQueue {
+    sender: mpsc::UnboundedSender<String>,
+    receiver: Mutex<Option<mpsc::UnboundedReceiver<String>>>,
+}
+
+impl Default for FootprintQueue {
+    fn default() -> Self {
+        let (sender, receiver) = mpsc::unbounded_channel();
+        Self {
+            sender,
+            receiver: Mutex::new(Some(receiver)),
+        }
+    }
+}
+
+impl FootprintQueue {
+    /// Asks for the Footprint to be looked at again.
+    pub fn again(&self, footprint: String) {
+        // The receiver lives as long as the controllers; once they stop nobody needs to know.
+        let _ = self.sender.send(footprint);
+    }
+
+    /// The receiving end, for the one controller that follows these Footprints.
+    pub fn take(&self) -> Option<mpsc::UnboundedReceiver<String>> {
+        self.receiver
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .take()
+    }
+}

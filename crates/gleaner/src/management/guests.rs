@@ -38,7 +38,7 @@ use crate::{
     Error, Result,
     error::ApiFailure,
     footprint::Footprint,
-    management::secrets,
+    management::{cache::FootprintQueue, secrets},
     metrics::{Metrics, RemoteState, WatchKind},
     timeouts,
 };
@@ -282,8 +282,7 @@ pub struct Guests {
     watched: Mutex<HashMap<String, Watched>>,
     /// What stopped guests showed last: a reclaim that could not attribute yet still needs it.
     last_facts: Mutex<HashMap<String, GuestFacts>>,
-    changed: mpsc::UnboundedSender<String>,
-    changes: Mutex<Option<mpsc::UnboundedReceiver<String>>>,
+    queue: FootprintQueue,
 }
 
 impl Guests {
@@ -293,7 +292,6 @@ impl Guests {
         api_timeout: Duration,
         footprints: Store<Footprint>,
     ) -> Self {
-        let (changed, changes) = mpsc::unbounded_channel();
         Self {
             management,
             metrics,
@@ -301,14 +299,13 @@ impl Guests {
             footprints,
             watched: Mutex::default(),
             last_facts: Mutex::default(),
-            changed,
-            changes: Mutex::new(Some(changes)),
+            queue: FootprintQueue::default(),
         }
     }
 
     /// The names of the Footprints to look at again, for the one controller that follows them.
     pub fn changes(&self) -> Option<mpsc::UnboundedReceiver<String>> {
-        lock(&self.changes).take()
+        self.queue.take()
     }
 
     /// Makes sure the guest of `footprint` is watched through `secret`.
@@ -649,8 +646,7 @@ impl Guests {
     }
 
     fn notify(&self, footprint: &str) {
-        // The receiver lives as long as the controllers; once they stop nobody needs to know.
-        let _ = self.changed.send(footprint.to_owned());
+        self.queue.again(footprint.to_owned());
     }
 
     /// Removes the entry of a Footprint that no longer exists; `true` if it did.

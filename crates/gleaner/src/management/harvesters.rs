@@ -38,6 +38,7 @@ use crate::{
     error::ApiFailure,
     footprint::Footprint,
     management::{
+        cache::FootprintQueue,
         host_objects::{self, Target},
         secrets,
     },
@@ -155,8 +156,7 @@ pub struct Harvesters {
     clients: Mutex<HashMap<String, (String, Client)>>,
     watched: Mutex<HashMap<String, Watched>>,
     index: Mutex<FootprintIndex>,
-    changed: mpsc::UnboundedSender<String>,
-    changes: Mutex<Option<mpsc::UnboundedReceiver<String>>>,
+    queue: FootprintQueue,
 }
 
 impl Harvesters {
@@ -166,7 +166,6 @@ impl Harvesters {
         api_timeout: Duration,
         footprints: Store<Footprint>,
     ) -> Self {
-        let (changed, changes) = mpsc::unbounded_channel();
         Self {
             management,
             metrics,
@@ -175,14 +174,13 @@ impl Harvesters {
             clients: Mutex::default(),
             watched: Mutex::default(),
             index: Mutex::default(),
-            changed,
-            changes: Mutex::new(Some(changes)),
+            queue: FootprintQueue::default(),
         }
     }
 
     /// The names of the Footprints to look at again, for the one controller that follows them.
     pub fn changes(&self) -> Option<mpsc::UnboundedReceiver<String>> {
-        lock(&self.changes).take()
+        self.queue.take()
     }
 
     /// A client for the Harvester the credential `namespace:name` reaches. The Secret is read
@@ -691,8 +689,7 @@ impl Harvesters {
             })
             .unwrap_or_default();
         for footprint in footprints {
-            // The receiver lives as long as the controllers; once they stop nobody needs to know.
-            let _ = self.changed.send(footprint);
+            self.queue.again(footprint);
         }
     }
 
