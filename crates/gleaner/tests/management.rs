@@ -114,17 +114,7 @@ async fn cluster_deletion_writes_the_intent_before_each_harvester_machine_goes()
     let rancher_client = world.client(ClusterName::RANCHER).await.unwrap();
     let footprints: Api<Footprint> = Api::namespaced(rancher_client, "gleaner-delete");
     let uid = scenario.cluster("c1").unwrap().uid.clone();
-    // A Footprint that never recorded a VM is held for an operator: wait until it did.
-    eventually("the Footprint records both VMs and the volumes", || async {
-        let status = footprints
-            .get_opt(&uid)
-            .await
-            .unwrap()
-            .and_then(|footprint| footprint.status)
-            .unwrap_or_default();
-        status.vms.iter().filter(|vm| vm.uid.is_some()).count() == 2 && status.records().len() == 2
-    })
-    .await;
+    recorded(&footprints, &uid, 2, 2).await;
     let harvester = world.client(ClusterName::HARVESTER).await.unwrap();
     let (intents, watcher) = IntentLog::watch(harvester, scenario.vm_namespace());
     scenario.delete_cluster(&key).await.unwrap();
@@ -383,17 +373,7 @@ async fn cluster_deletion_passes_in_a_v1beta2_world() {
         "gleaner-v1beta2",
     );
     let uid = scenario.cluster("c1").unwrap().uid.clone();
-    // A Footprint that never recorded a VM is held for an operator: wait until it did.
-    eventually("the Footprint records the VM and the volume", || async {
-        let status = footprints
-            .get_opt(&uid)
-            .await
-            .unwrap()
-            .and_then(|footprint| footprint.status)
-            .unwrap_or_default();
-        status.vms.iter().any(|vm| vm.uid.is_some()) && !status.records().is_empty()
-    })
-    .await;
+    recorded(&footprints, &uid, 1, 1).await;
     let harvester = world.client(ClusterName::HARVESTER).await.unwrap();
     let (intents, watcher) = IntentLog::watch(harvester, scenario.vm_namespace());
     scenario.delete_cluster(&key).await.unwrap();
@@ -650,4 +630,20 @@ async fn a_malformed_intent_gives_a_warning_event_and_is_left_as_it_is() {
     let annotations = vms.get(&vm).await.unwrap().metadata.annotations.unwrap();
     assert_eq!(annotations[INTENT], malformed, "no write on a guess");
     assert!(!annotations.contains_key(REMOVE_ALL));
+}
+
+/// Waits until the Footprint records `vms` VMs by UID and `objects` objects: a Footprint that
+/// never recorded a VM is held for an operator, so a deletion test deletes only after this.
+async fn recorded(footprints: &Api<Footprint>, uid: &str, vms: usize, objects: usize) {
+    eventually("the Footprint records the VMs and the volumes", || async {
+        let status = footprints
+            .get_opt(uid)
+            .await
+            .unwrap()
+            .and_then(|footprint| footprint.status)
+            .unwrap_or_default();
+        status.vms.iter().filter(|vm| vm.uid.is_some()).count() == vms
+            && status.records().len() == objects
+    })
+    .await;
 }

@@ -960,13 +960,7 @@ async fn write_marks(
 
 /// The live read that confirms a deletion the caches show (design.md §5, safety rule 1).
 async fn confirmed_live(recorded: &ClusterIdentity, context: &Context) -> Result<bool> {
-    let live = Clusters::live(
-        &context.client,
-        &context.capi,
-        &recorded.namespace,
-        &recorded.name,
-    )
-    .await?;
+    let live = Clusters::live_of(context, recorded).await?;
     Ok(confirm_deletion(recorded, &live.observation()) == Deletion::Confirmed)
 }
 

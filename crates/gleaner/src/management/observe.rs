@@ -1,13 +1,16 @@
 //! The facts the core decides on, read from the caches or, where a safety rule demands it
 //! (confirming a deletion, deciding why a Machine goes), live.
 
-use gleaner_core::{ClusterObservation, LiveObservation, PauseFacts, keys};
+use gleaner_core::{ClusterIdentity, ClusterObservation, LiveObservation, PauseFacts, keys};
 use kube::{
     Api, Client, ResourceExt,
     api::{ApiResource, DynamicObject, GroupVersionKind},
 };
 
-use crate::{Error, Result, management::capi::Capi};
+use crate::{
+    Error, Result,
+    management::{Context, capi::Capi},
+};
 
 pub const INSTALL_UUID_SETTING: &str = "install-uuid";
 
@@ -60,6 +63,18 @@ pub struct Clusters {
 }
 
 impl Clusters {
+    /// Both Cluster objects of the recorded cluster's namespace and name, and the
+    /// installation, read now.
+    pub async fn live_of(context: &Context, recorded: &ClusterIdentity) -> Result<Self> {
+        Self::live(
+            &context.client,
+            &context.capi,
+            &recorded.namespace,
+            &recorded.name,
+        )
+        .await
+    }
+
     /// Both Cluster objects of `namespace/name` and the installation, read now.
     pub async fn live(client: &Client, capi: &Capi, namespace: &str, name: &str) -> Result<Self> {
         let settings: Api<DynamicObject> = Api::all_with(client.clone(), &setting());

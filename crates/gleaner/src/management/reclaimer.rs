@@ -62,13 +62,7 @@ pub async fn pass(
     context: &Context,
     next: &mut FootprintStatus,
 ) -> Result<Pass> {
-    let live = Clusters::live(
-        &context.client,
-        &context.capi,
-        &recorded.namespace,
-        &recorded.name,
-    )
-    .await?;
+    let live = Clusters::live_of(context, recorded).await?;
     let confirmed = confirm_deletion(recorded, &live.observation()) == Deletion::Confirmed;
     // Both Cluster objects there, each with another UID: re-created, as by a Rancher restore.
     let other_uid = |cluster: &Option<DynamicObject>, uid: &str| {
