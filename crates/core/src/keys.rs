@@ -25,6 +25,10 @@ pub const KEPT_ANNOTATION: &str = "gleaner.io/kept";
 
 /// On a host PVC or a Footprint: ParseBool true means never delete.
 pub const RETAIN_ANNOTATION: &str = "gleaner.io/retain";
+/// On a Footprint that never recorded a VM: ParseBool true is an operator saying the cluster's
+/// VMs are gone, which releases the `NoVmsRecorded` hold (design.md §5: an empty list of VMs is
+/// not "all gone" on gleaner's word alone).
+pub const VMS_GONE_ANNOTATION: &str = "gleaner.io/vms-gone";
 /// On either Cluster object: ParseBool true opts the cluster out of cleanup.
 pub const SKIP_CLEANUP_ANNOTATION: &str = "harvesterhci.io/skipHarvesterMachineProvisionCleanup";
 /// Cluster API's pause annotation: its presence, whatever the value, pauses the object.

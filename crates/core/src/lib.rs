@@ -21,6 +21,7 @@ pub mod intent;
 pub mod keys;
 pub mod naming;
 pub mod optout;
+pub mod quantity;
 pub mod reason;
 pub mod reclaim;
 pub mod retain;

@@ -32,6 +32,17 @@ pub enum HoldReason {
     FootprintRetained,
     /// Every Cluster UID differs while recorded VMs still run, as after a Rancher restore.
     IdentityChanged,
+    /// The grace period (`--grace-period`, from the start stored in the Footprint) runs: no
+    /// deletion before `until`.
+    GracePeriod {
+        /// When deletions may begin.
+        until: Timestamp,
+    },
+    /// gleaner runs with `--dry-run`: what it would do is in `status.would`.
+    DryRun,
+    /// Harvester's admission webhook could not be called (a 5xx naming it): the rest of the
+    /// batch waits for it to return.
+    WebhookUnavailable(String),
 }
 
 impl fmt::Display for HoldReason {
@@ -39,13 +50,25 @@ impl fmt::Display for HoldReason {
         match self {
             Self::NotConfirmed => f.write_str("the deletion is not confirmed by a live read"),
             Self::NoVmsRecorded => f.write_str(
-                "the Footprint never recorded a VM: an operator must say the cluster is gone",
+                "the Footprint never recorded a VM: an operator who knows them gone annotates it \
+                 gleaner.io/vms-gone=true",
             ),
             Self::VmsRunning(vms) => write!(f, "VMs not deleting yet: {}", vms.join(", ")),
             Self::Frozen => f.write_str("the cluster is paused"),
             Self::FootprintRetained => f.write_str("the Footprint carries gleaner.io/retain"),
             Self::IdentityChanged => {
                 f.write_str("every Cluster UID differs while recorded VMs run (a Rancher restore?)")
+            }
+            Self::GracePeriod { until } => write!(
+                f,
+                "the grace period runs: deletions begin at {until}; gleaner.io/retain on a \
+                 volume or on the Footprint until then keeps it"
+            ),
+            Self::DryRun => f.write_str(
+                "a dry run: nothing is deleted or kept; status.would lists what would be",
+            ),
+            Self::WebhookUnavailable(message) => {
+                write!(f, "Harvester's admission webhook is unavailable: {message}")
             }
         }
     }
@@ -118,6 +141,74 @@ pub enum Verdict {
     Gone,
 }
 
+/// What Harvester answered to a delete, told apart by what it means for the object.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DeleteAnswer {
+    /// Accepted: the object is gone or waits on its finalizers.
+    Accepted,
+    /// No object of that name.
+    NotFound,
+    /// A precondition (UID or resourceVersion) failed: the object changed since it was read.
+    Conflict,
+    /// Harvester's admission webhook refused it.
+    Denied,
+    /// The admission webhook could not be called; it fails closed, so nothing was deleted.
+    WebhookUnavailable(String),
+    /// A transport failure, a timeout or another 5xx: it may or may not have happened.
+    Unanswered,
+    /// Unauthorized, forbidden or otherwise refused: nothing was deleted.
+    Refused,
+}
+
+impl DeleteAnswer {
+    /// The `result` label of the delete counter.
+    pub fn label(&self) -> &'static str {
+        match self {
+            Self::Accepted => "ok",
+            Self::NotFound => "not_found",
+            Self::Conflict => "conflict",
+            Self::Denied => "denied",
+            Self::WebhookUnavailable(_) | Self::Unanswered => "unavailable",
+            Self::Refused => "refused",
+        }
+    }
+}
+
+/// What follows a delete.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AfterDelete {
+    /// Asked: a later live read confirms it gone (its finalizers decide when); never asked
+    /// again.
+    Asked,
+    /// Nothing of that name: gone.
+    Gone,
+    /// Nothing was deleted and the object changed: read it and plan it again.
+    Replan,
+    /// Keep it for good.
+    Keep(KeepReason),
+    /// Nothing was deleted; the rest of the batch waits, the whole cluster held.
+    Hold(HoldReason),
+    /// Stop the batch. Whether it was deleted is unknown: the next pass's live read tells.
+    Retry,
+    /// Stop the batch: nothing was deleted and gleaner may not delete it.
+    Fail,
+}
+
+/// What a delete's answer leads to.
+pub fn after_delete(answer: DeleteAnswer) -> AfterDelete {
+    match answer {
+        DeleteAnswer::Accepted => AfterDelete::Asked,
+        DeleteAnswer::NotFound => AfterDelete::Gone,
+        DeleteAnswer::Conflict => AfterDelete::Replan,
+        DeleteAnswer::Denied => AfterDelete::Keep(KeepReason::Denied),
+        DeleteAnswer::WebhookUnavailable(message) => {
+            AfterDelete::Hold(HoldReason::WebhookUnavailable(message))
+        }
+        DeleteAnswer::Unanswered => AfterDelete::Retry,
+        DeleteAnswer::Refused => AfterDelete::Fail,
+    }
+}
+
 /// A recorded VM as a live read shows it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum VmState {
@@ -170,6 +261,11 @@ pub struct ReclaimFacts<'a> {
     pub opted_out: bool,
     /// `gleaner.io/retain` on the Footprint.
     pub footprint_retention: Retention,
+    /// An operator said, with `gleaner.io/vms-gone: "true"` on the Footprint, that the cluster's
+    /// VMs are gone: releases the `NoVmsRecorded` hold only.
+    pub vms_gone_by_operator: bool,
+    /// When the grace period lets deletions begin; `None` while it has not started.
+    pub deletions_begin: Option<Timestamp>,
     /// Each VM the Footprint records.
     pub vms: &'a [RecordedVm],
     /// The recorded objects.
@@ -236,7 +332,7 @@ fn hold(facts: &ReclaimFacts<'_>) -> Option<HoldReason> {
     if facts.footprint_retention.holds() {
         return Some(HoldReason::FootprintRetained);
     }
-    if facts.vms.is_empty() {
+    if facts.vms.is_empty() && !facts.vms_gone_by_operator {
         return Some(HoldReason::NoVmsRecorded);
     }
     let running: Vec<String> = facts
@@ -248,7 +344,14 @@ fn hold(facts: &ReclaimFacts<'_>) -> Option<HoldReason> {
     if facts.identity_changed && !running.is_empty() {
         return Some(HoldReason::IdentityChanged);
     }
-    (!running.is_empty()).then_some(HoldReason::VmsRunning(running))
+    if !running.is_empty() {
+        return Some(HoldReason::VmsRunning(running));
+    }
+    match facts.deletions_begin {
+        None => Some(HoldReason::GracePeriod { until: facts.now }),
+        Some(until) if facts.now < until => Some(HoldReason::GracePeriod { until }),
+        Some(_) => None,
+    }
 }
 
 /// The verdict from the object's own facts alone.
@@ -439,6 +542,8 @@ mod tests {
             frozen: false,
             opted_out: false,
             footprint_retention: Retention::NotRetained,
+            vms_gone_by_operator: false,
+            deletions_begin: Some(now()),
             vms,
             records,
             live,
@@ -500,13 +605,15 @@ mod tests {
     }
 
     #[test]
-    fn the_whole_cluster_holds_until_confirmed_every_vm_deleting_unpaused_and_not_retained() {
+    fn the_whole_cluster_holds_until_confirmed_every_vm_deleting_unpaused_unretained_and_past_its_grace()
+     {
         let records = [volume("pvc")];
         let live = live_as_recorded(&records);
         let none = BTreeSet::new();
         let deleting = vms(VmState::Deleting);
         let running = vms(VmState::Running);
         let base = facts(&deleting, &records, &live, &none);
+        let later = now() + jiff::SignedDuration::from_secs(60);
         for (facts, hold) in [
             (
                 ReclaimFacts {
@@ -553,14 +660,86 @@ mod tests {
                 },
                 HoldReason::IdentityChanged,
             ),
+            (
+                ReclaimFacts {
+                    deletions_begin: Some(later),
+                    ..base.clone()
+                },
+                HoldReason::GracePeriod { until: later },
+            ),
+            (
+                ReclaimFacts {
+                    deletions_begin: None,
+                    ..base.clone()
+                },
+                HoldReason::GracePeriod { until: now() },
+            ),
         ] {
             assert_eq!(plan(&facts), Plan::Hold(hold));
         }
         let gone = vms(VmState::Gone);
         assert!(matches!(
-            plan(&ReclaimFacts { vms: &gone, ..base }),
+            plan(&ReclaimFacts {
+                vms: &gone,
+                ..base.clone()
+            }),
             Plan::Act(_)
         ));
+    }
+
+    #[test]
+    fn a_delete_is_never_repeated_on_a_guess_and_only_a_refusal_by_the_webhook_keeps() {
+        let unavailable = DeleteAnswer::WebhookUnavailable("connection refused".into());
+        for (answer, after, label) in [
+            (DeleteAnswer::Accepted, AfterDelete::Asked, "ok"),
+            (DeleteAnswer::NotFound, AfterDelete::Gone, "not_found"),
+            (DeleteAnswer::Conflict, AfterDelete::Replan, "conflict"),
+            (
+                DeleteAnswer::Denied,
+                AfterDelete::Keep(KeepReason::Denied),
+                "denied",
+            ),
+            (
+                unavailable.clone(),
+                AfterDelete::Hold(HoldReason::WebhookUnavailable("connection refused".into())),
+                "unavailable",
+            ),
+            (DeleteAnswer::Unanswered, AfterDelete::Retry, "unavailable"),
+            (DeleteAnswer::Refused, AfterDelete::Fail, "refused"),
+        ] {
+            assert_eq!(answer.label(), label);
+            assert_eq!(after_delete(answer), after);
+        }
+    }
+
+    #[test]
+    fn an_operators_word_releases_a_footprint_without_vms_and_keeps_what_any_vm_holds() {
+        let records = [volume("loose"), volume("plugged")];
+        let mut live = live_as_recorded(&records);
+        live.get_mut("plugged").unwrap().attached_to = vec!["vm-9".into()];
+        let none = BTreeSet::new();
+        let released = ReclaimFacts {
+            vms_gone_by_operator: true,
+            ..facts(&[], &records, &live, &none)
+        };
+        assert_eq!(
+            verdicts(plan(&released)),
+            [
+                ("loose".to_owned(), Verdict::Delete),
+                (
+                    "plugged".to_owned(),
+                    Verdict::Keep(KeepReason::AttachedElsewhere)
+                ),
+            ]
+        );
+        // The word releases only that hold.
+        assert_eq!(
+            plan(&ReclaimFacts {
+                confirmed: false,
+                ..released
+            }),
+            Plan::Hold(HoldReason::NotConfirmed)
+        );
     }
 
     #[test]
@@ -769,7 +948,7 @@ mod tests {
             Vec<RecordedVm>,
             BTreeSet<String>,
             BTreeSet<String>,
-            [bool; 5],
+            [bool; 7],
         ),
     > {
         (
@@ -777,7 +956,7 @@ mod tests {
             proptest::collection::vec(vm_state(), 0..3),
             proptest::collection::btree_set("u[0-7]", 0..2),
             proptest::collection::btree_set("u[0-7]", 0..2),
-            any::<[bool; 5]>(),
+            any::<[bool; 7]>(),
         )
             .prop_map(|(pairs, states, others, denied, flags)| {
                 let mut seen_uids = BTreeSet::new();
@@ -807,7 +986,7 @@ mod tests {
         #[test]
         fn a_deletion_breaks_no_safety_rule(world in world()) {
             let (records, live, vms, others, denied, flags) = world;
-            let [confirmed, identity_changed, frozen, opted_out, footprint_retained] = flags;
+            let [confirmed, identity_changed, frozen, opted_out, footprint_retained, vms_gone_by_operator, grace_ended] = flags;
             let live: BTreeMap<String, LiveObject> = records
                 .iter()
                 .zip(live)
@@ -825,6 +1004,8 @@ mod tests {
                 frozen,
                 opted_out,
                 footprint_retention: if footprint_retained { Retention::Retained } else { Retention::NotRetained },
+                vms_gone_by_operator,
+                deletions_begin: grace_ended.then_some(now()),
                 vms: &vms,
                 records: &records,
                 live: &live,
@@ -838,8 +1019,9 @@ mod tests {
             };
             // Rule 1, 4 and the holds: only a confirmed, unpaused, unretained deletion whose
             // every recorded VM is deleting or gone acts at all.
-            prop_assert!(confirmed && !frozen && !footprint_retained);
-            prop_assert!(!vms.is_empty() && vms.iter().all(|vm| vm.state != VmState::Running));
+            prop_assert!(confirmed && !frozen && !footprint_retained && grace_ended);
+            // An empty list of VMs acts only on an operator's word.
+            prop_assert!((!vms.is_empty() || vms_gone_by_operator) && vms.iter().all(|vm| vm.state != VmState::Running));
             let verdict_of = |uid: &str| steps.iter().find(|(record, _)| record.uid == uid).map(|(_, verdict)| *verdict);
             let mut last_order = 0;
             for (record, verdict) in &steps {

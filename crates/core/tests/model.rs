@@ -385,6 +385,8 @@ impl Model {
             frozen: false,
             opted_out: false,
             footprint_retention: Retention::NotRetained,
+            vms_gone_by_operator: false,
+            deletions_begin: Some(Timestamp::from_second(1_800_000_000).unwrap()),
             vms: &vms,
             records: &self.records,
             live: &live,

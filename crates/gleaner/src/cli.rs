@@ -204,6 +204,18 @@ pub struct ControllerArgs {
     )]
     pub policy_max_age: Duration,
 
+    /// How long gleaner waits, once a cluster's deletion is confirmed, before its first
+    /// delete: `gleaner.io/retain` added meanwhile to a volume or to the Footprint keeps it.
+    /// The start is stored in the Footprint, so restarts and a changed flag keep the clock.
+    #[arg(
+        long,
+        env = "GLEANER_GRACE_PERIOD",
+        default_value = "0s",
+        value_name = "DURATION",
+        value_parser = humantime::parse_duration
+    )]
+    pub grace_period: Duration,
+
     /// How long a `Reclaimed` Footprint with no kept object stays before gleaner deletes it.
     #[arg(
         long,

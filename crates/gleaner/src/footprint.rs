@@ -134,6 +134,10 @@ pub struct FootprintStatus {
     /// cloned copies): never attributed, `namespace/name (uid)`; at most 50.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub lookalikes: Vec<String>,
+    /// When the grace period of a confirmed deletion started (not in a dry run: the switch to
+    /// a real run starts it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub grace_started_at: Option<Time>,
     /// Guest PVs of the Harvester CSI driver whose host PVC is not found (or not found once) in
     /// the pools' namespaces: reported, never guessed; at most 50.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -328,6 +332,9 @@ pub struct LedgerEntry {
 
 #[derive(Clone, Copy, Debug, Deserialize, Serialize, JsonSchema, PartialEq, Eq)]
 pub enum LedgerAction {
+    /// Announced before the delete is made; becomes `Deleted` once a live read finds it gone.
+    Deleting,
+    /// Confirmed gone by a live read.
     Deleted,
     Kept,
 }

@@ -20,7 +20,7 @@ use prometheus_client::{
 
 use gleaner_core::{attribution::ObjectClass, reclaim::KeepReason};
 
-use crate::Error;
+use crate::{Error, footprint::Phase};
 
 /// The kind of object a controller reconciles: the `kind` label.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, EncodeLabelValue)]
@@ -127,6 +127,11 @@ struct ClassLabels {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct PhaseLabels {
+    phase: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 struct KeptLabels {
     class: String,
     reason: &'static str,
@@ -207,6 +212,8 @@ struct Inner {
     inventories: Family<InventoryLabels, Counter>,
     reclaimed: Family<ClassLabels, Counter>,
     kept: Family<KeptLabels, Counter>,
+    reclaimed_bytes: Counter,
+    footprints: Family<PhaseLabels, Gauge>,
     reclaim_durations: Histogram,
 }
 
@@ -228,6 +235,13 @@ impl Default for Metrics {
         let inventories = Family::<InventoryLabels, Counter>::default();
         let reclaimed = Family::<ClassLabels, Counter>::default();
         let kept = Family::<KeptLabels, Counter>::default();
+        let reclaimed_bytes = Counter::default();
+        let footprints = Family::<PhaseLabels, Gauge>::default();
+        for phase in ["Tracking", "Reclaiming", "Reclaimed"] {
+            drop(footprints.get_or_create(&PhaseLabels {
+                phase: phase.to_owned(),
+            }));
+        }
         // From 1 s to about 9 hours: VMs go in minutes, a held cluster may wait for an operator.
         let reclaim_durations = Histogram::new(exponential_buckets(1.0, 2.0, 16));
         // Every series that can exist without an error starts at zero, so dashboards and
@@ -320,6 +334,17 @@ impl Default for Metrics {
             kept.clone(),
         );
         registry.register_with_unit(
+            "reclaimed",
+            "Storage requested by the host PVCs gleaner deleted",
+            Unit::Bytes,
+            reclaimed_bytes.clone(),
+        );
+        registry.register(
+            "footprints",
+            "Footprints in gleaner's namespace, by phase",
+            footprints.clone(),
+        );
+        registry.register_with_unit(
             "reclaim_duration",
             "How long from a cluster's confirmed deletion to its Footprint's Reclaimed",
             Unit::Seconds,
@@ -342,6 +367,8 @@ impl Default for Metrics {
                 inventories,
                 reclaimed,
                 kept,
+                reclaimed_bytes,
+                footprints,
                 reclaim_durations,
             }),
         }
@@ -423,14 +450,32 @@ impl Metrics {
         count_states(&self.inner.guests, states);
     }
 
-    /// A host object of class `class` was deleted.
-    pub fn reclaimed(&self, class: ObjectClass) {
+    /// Harvester accepted the delete of a host object of class `class`, which requested
+    /// `bytes` of storage if it is a PVC.
+    pub fn reclaimed(&self, class: ObjectClass, bytes: Option<u64>) {
         self.inner
             .reclaimed
             .get_or_create(&ClassLabels {
                 class: format!("{class:?}"),
             })
             .inc();
+        if let Some(bytes) = bytes {
+            self.inner.reclaimed_bytes.inc_by(bytes);
+        }
+    }
+
+    /// How many Footprints are in each phase.
+    pub fn footprints(&self, phases: impl IntoIterator<Item = Option<Phase>>) {
+        let phases: Vec<Option<Phase>> = phases.into_iter().collect();
+        for phase in [Phase::Tracking, Phase::Reclaiming, Phase::Reclaimed] {
+            let count = phases.iter().filter(|each| **each == Some(phase)).count();
+            self.inner
+                .footprints
+                .get_or_create(&PhaseLabels {
+                    phase: format!("{phase:?}"),
+                })
+                .set(i64::try_from(count).unwrap_or(i64::MAX));
+        }
     }
 
     /// A host object of class `class` was kept for `reason`.

@@ -126,6 +126,7 @@ async fn a_deleted_cluster_leaves_nothing_unprotected_and_nothing_else_is_touche
         })
         .unwrap()
         .name_any();
+    described_as_a_story(world, &footprints, &name).await;
     footprints.delete(&name, &Default::default()).await.unwrap();
     tokio::time::sleep(Duration::from_secs(2)).await;
     let held = footprints.get(&name).await.unwrap();
@@ -255,4 +256,343 @@ async fn scale_down_and_reprovision_delete_nothing_of_the_guests() {
     let status = status_of(&footprints, &key).await;
     assert_eq!(status.phase, Some(Phase::Tracking));
     assert!(status.ledger.is_none(), "{:?}", status.ledger);
+}
+
+/// `kubectl describe footprint` reads as the story of the cluster: who it was, its VMs, and
+/// each object's fate with its reason.
+async fn described_as_a_story(
+    world: &gleaner_world::World,
+    footprints: &Api<Footprint>,
+    name: &str,
+) {
+    let footprint = footprints.get(name).await.unwrap();
+    let namespace = footprint.namespace().unwrap();
+    let output = world
+        .kubectl(
+            ClusterName::RANCHER,
+            &["describe", "footprint", name, "-n", &namespace],
+        )
+        .unwrap();
+    assert!(output.status.success(), "{output:?}");
+    let story = String::from_utf8(output.stdout).unwrap();
+    let identity = &footprint.spec.identity;
+    let status = footprint.status.clone().unwrap();
+    let mut told = vec![
+        identity.name.clone(),
+        identity.namespace.clone(),
+        identity.install_uuid.clone(),
+        identity.provisioning_cluster_uid.clone(),
+        "Reclaimed".to_owned(),
+        "DeletionConfirmed".to_owned(),
+    ];
+    told.extend(status.vms.iter().map(|vm| vm.name.clone()));
+    for entry in &status.ledger.clone().unwrap_or_default().entries {
+        told.push(entry.object.clone());
+        told.push(entry.reason.clone());
+    }
+    for line in told {
+        assert!(story.contains(&line), "{line:?} is not told in:\n{story}");
+    }
+}
+
+#[tokio::test]
+async fn after_a_rancher_restore_the_recorded_cluster_is_held_and_nothing_is_deleted() {
+    let world = world().await;
+    let prefix = "r-restore";
+    let mut scenario = ScenarioBuilder::new(prefix)
+        .clock(Clock::new(TIME_SCALE))
+        .cluster(
+            ClusterPlan::new("c1", 2)
+                .volume(VolumePlan::new("data").hotplugged().snapshots(1))
+                .volume(VolumePlan::new("spare")),
+        )
+        .start(world)
+        .await
+        .unwrap();
+    let key = scenario.key("c1");
+    let footprints = footprints(world, prefix).await;
+    let _gleaner = gleaner_for(world, prefix, &scenario, &[]).await;
+    recorded_all(&footprints, &scenario, &key).await;
+    eventually("the Footprint records both VMs", || async {
+        status_of(&footprints, &key).await.vms.len() == 2
+    })
+    .await;
+    let recorded = scenario.cluster("c1").unwrap().uid.clone();
+    scenario.restore_rancher(&key).await.unwrap();
+    eventually(
+        "the recorded cluster's Footprint says IdentityChanged",
+        || async {
+            common::condition(&footprints, &recorded, "IdentityChanged")
+                .await
+                .is_some_and(|(status, _)| status == "True")
+        },
+    )
+    .await;
+    assert_eq!(
+        common::condition(&footprints, &recorded, "ReclaimHeld").await,
+        Some(("True".to_owned(), "Held".to_owned()))
+    );
+    assert!(common::warned(world, &key.namespace, "IdentityChanged", "restore").await);
+    // Give the reclaimer every chance to act wrongly.
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    let report = scenario.measure(Duration::from_secs(30)).await.unwrap();
+    judged_clean(&report);
+    let guest_objects = made(&scenario, &key);
+    let gone: Vec<_> = report
+        .objects
+        .iter()
+        .filter(|object| guest_objects.contains(&object.uid) && !object.exists_at_end)
+        .collect();
+    assert!(gone.is_empty(), "deleted after a restore: {gone:?}");
+    let old = footprints.get(&recorded).await.unwrap();
+    let status = old.status.unwrap();
+    assert_eq!(status.phase, Some(Phase::Reclaiming));
+    let deletes: Vec<_> = status
+        .ledger
+        .iter()
+        .flat_map(|ledger| &ledger.entries)
+        .filter(|entry| entry.action != LedgerAction::Kept)
+        .collect();
+    assert!(deletes.is_empty(), "{deletes:?}");
+}
+
+/// The record UID a ledger or `would` entry names, written `Kind namespace/name (uid)`.
+fn uid_in(object: &str) -> String {
+    let (_, rest) = object.rsplit_once(" (").unwrap();
+    rest.split_once(')').unwrap().0.to_owned()
+}
+
+#[tokio::test]
+async fn a_volume_given_retain_during_the_grace_period_survives_and_the_rest_go_after_it() {
+    const GRACE: Duration = Duration::from_secs(30);
+    let world = world().await;
+    let prefix = "r-grace";
+    let mut scenario = ScenarioBuilder::new(prefix)
+        .clock(Clock::new(TIME_SCALE))
+        .cluster(
+            ClusterPlan::new("c1", 1)
+                .volume(VolumePlan::new("data").hotplugged().snapshots(1))
+                .volume(VolumePlan::new("spare")),
+        )
+        .start(world)
+        .await
+        .unwrap();
+    let key = scenario.key("c1");
+    let footprints = footprints(world, prefix).await;
+    let _gleaner = gleaner_for(world, prefix, &scenario, &["--grace-period=30s"]).await;
+    recorded_all(&footprints, &scenario, &key).await;
+    wait_for_hooks(&scenario, "c1").await;
+    scenario.delete_cluster(&key).await.unwrap();
+    eventually("the grace period holds the reclaim", || async {
+        status_of(&footprints, &key)
+            .await
+            .conditions
+            .iter()
+            .any(|condition| {
+                condition.type_ == "ReclaimHeld"
+                    && condition.status == "True"
+                    && condition.message.contains("grace period")
+            })
+    })
+    .await;
+    scenario.annotate_retain(&key, "data").await.unwrap();
+    eventually("the Footprint is Reclaimed", || async {
+        status_of(&footprints, &key).await.phase == Some(Phase::Reclaimed)
+    })
+    .await;
+    let status = status_of(&footprints, &key).await;
+    let started = status.grace_started_at.clone().unwrap().0;
+    let ledger = status.ledger.clone().unwrap_or_default();
+    let deleted: Vec<_> = ledger
+        .entries
+        .iter()
+        .filter(|entry| entry.action == LedgerAction::Deleted)
+        .collect();
+    assert!(!deleted.is_empty(), "{ledger:?}");
+    for entry in deleted {
+        let after = entry.time.0.duration_since(started).unsigned_abs();
+        assert!(after >= GRACE, "{entry:?} went {after:?} into the grace");
+    }
+    let kept: BTreeSet<&str> = ledger
+        .entries
+        .iter()
+        .filter(|entry| entry.action == LedgerAction::Kept)
+        .map(|entry| entry.reason.as_str())
+        .collect();
+    assert_eq!(kept, BTreeSet::from(["RetainAnnotation", "VolumeKept"]));
+    judged_clean(&scenario.measure(Duration::from_secs(60)).await.unwrap());
+}
+
+#[tokio::test]
+async fn a_dry_run_deletes_nothing_and_would_delete_exactly_what_the_real_run_then_deletes() {
+    let world = world().await;
+    let prefix = "r-dry";
+    // Without Rancher's handler upstream deletes no guest volume, so the real run after the
+    // dry run finds what the dry run saw.
+    let mut scenario = ScenarioBuilder::new(prefix)
+        .clock(Clock::new(TIME_SCALE))
+        .rancher(gleaner_sim::rancher::RancherSettings {
+            cleanup_handler: false,
+            ..Default::default()
+        })
+        .cluster(
+            ClusterPlan::new("c1", 2)
+                .volume(VolumePlan::new("data").hotplugged().snapshots(1))
+                .volume(VolumePlan::new("spare"))
+                .volume(VolumePlan::new("kept").retain())
+                .volume(VolumePlan::new("shared").rwx())
+                .load_balancer("web"),
+        )
+        .start(world)
+        .await
+        .unwrap();
+    let key = scenario.key("c1");
+    let footprints = footprints(world, prefix).await;
+    let dry = gleaner_for(world, prefix, &scenario, &["--dry-run"]).await;
+    recorded_all(&footprints, &scenario, &key).await;
+    wait_for_hooks(&scenario, "c1").await;
+    let records = made(&scenario, &key);
+    scenario.delete_cluster(&key).await.unwrap();
+    let verdicts = |status: &gleaner::footprint::FootprintStatus, prefix: &str| {
+        status
+            .would
+            .iter()
+            .filter_map(|entry| entry.strip_prefix(prefix))
+            .map(|object| {
+                let reason = object
+                    .rsplit_once("): ")
+                    .map(|(_, reason)| reason.to_owned());
+                (uid_in(object), reason.unwrap_or_default())
+            })
+            .collect::<std::collections::BTreeMap<String, String>>()
+    };
+    eventually("the dry run has a verdict for every object", || async {
+        let status = status_of(&footprints, &key).await;
+        let judged: BTreeSet<String> = verdicts(&status, "would delete ")
+            .into_keys()
+            .chain(verdicts(&status, "would keep ").into_keys())
+            .collect();
+        judged == records
+    })
+    .await;
+    // Give it every chance to act wrongly.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let status = status_of(&footprints, &key).await;
+    assert_eq!(status.phase, Some(Phase::Reclaiming));
+    assert!(status.ledger.is_none(), "{:?}", status.ledger);
+    assert!(status.grace_started_at.is_none());
+    assert!(
+        status
+            .conditions
+            .iter()
+            .any(|condition| condition.type_ == "ReclaimHeld"
+                && condition.message.contains("dry run"))
+    );
+    let report = scenario.measure(Duration::from_secs(30)).await.unwrap();
+    let gone: Vec<_> = report
+        .objects
+        .iter()
+        .filter(|object| records.contains(&object.uid) && !object.exists_at_end)
+        .collect();
+    assert!(gone.is_empty(), "deleted in a dry run: {gone:?}");
+    let would_delete = verdicts(&status, "would delete ");
+    let would_keep = verdicts(&status, "would keep ");
+    assert!(!would_delete.is_empty() && !would_keep.is_empty());
+    drop(dry);
+    let _real = gleaner_for(world, prefix, &scenario, &[]).await;
+    eventually("the real run reclaims", || async {
+        status_of(&footprints, &key).await.phase == Some(Phase::Reclaimed)
+    })
+    .await;
+    let ledger = status_of(&footprints, &key)
+        .await
+        .ledger
+        .unwrap_or_default();
+    let outcome = |action: LedgerAction| {
+        ledger
+            .entries
+            .iter()
+            .filter(|entry| entry.action == action)
+            .map(|entry| (uid_in(&entry.object), entry.reason.clone()))
+            .collect::<std::collections::BTreeMap<String, String>>()
+    };
+    let deleted = outcome(LedgerAction::Deleted);
+    assert!(
+        deleted.values().all(|reason| reason == "reclaimed"),
+        "{deleted:?}"
+    );
+    assert_eq!(
+        deleted.keys().collect::<Vec<_>>(),
+        would_delete.keys().collect::<Vec<_>>()
+    );
+    assert_eq!(outcome(LedgerAction::Kept), would_keep);
+    judged_clean(&scenario.measure(Duration::from_secs(60)).await.unwrap());
+}
+
+/// The value of one counter series in an OpenMetrics text, 0 when absent.
+fn counter(metrics: &str, series: &str) -> f64 {
+    metrics
+        .lines()
+        .find_map(|line| line.strip_prefix(series)?.trim().parse().ok())
+        .unwrap_or(0.0)
+}
+
+#[tokio::test]
+async fn a_webhook_that_is_down_holds_the_reclaim_until_it_returns_without_a_retry_loop() {
+    let world = world().await;
+    let prefix = "r-webhook";
+    let mut scenario = ScenarioBuilder::new(prefix)
+        .clock(Clock::new(TIME_SCALE))
+        .cluster(
+            ClusterPlan::new("c1", 1)
+                .volume(VolumePlan::new("data").hotplugged())
+                .volume(VolumePlan::new("spare")),
+        )
+        .start(world)
+        .await
+        .unwrap();
+    let key = scenario.key("c1");
+    let footprints = footprints(world, prefix).await;
+    let gleaner = gleaner_for(world, prefix, &scenario, &[]).await;
+    recorded_all(&footprints, &scenario, &key).await;
+    wait_for_hooks(&scenario, "c1").await;
+    scenario.set_webhook_down(true);
+    scenario.delete_cluster(&key).await.unwrap();
+    let held_by_webhook = || async {
+        status_of(&footprints, &key)
+            .await
+            .conditions
+            .iter()
+            .any(|condition| {
+                condition.type_ == "ReclaimHeld"
+                    && condition.status == "True"
+                    && condition.message.contains("webhook is unavailable")
+            })
+    };
+    eventually(
+        "the webhook that is down holds the reclaim",
+        held_by_webhook,
+    )
+    .await;
+    let unavailable = r#"gleaner_writes_total{kind="HostObjectDelete",result="unavailable"}"#;
+    let before = counter(&gleaner.metrics().await, unavailable);
+    tokio::time::sleep(Duration::from_secs(20)).await;
+    let during = counter(&gleaner.metrics().await, unavailable) - before;
+    assert!(held_by_webhook().await);
+    // One try per held pass (every 30 s), not a loop.
+    assert!(during <= 1.0, "{during} deletes tried in 20 s");
+    let status = status_of(&footprints, &key).await;
+    let entries = status.ledger.clone().unwrap_or_default().entries;
+    assert!(
+        entries
+            .iter()
+            .all(|entry| entry.action != LedgerAction::Deleting),
+        "a refused delete stays announced: {entries:?}"
+    );
+    scenario.set_webhook_down(false);
+    eventually("the reclaim finishes once the webhook is back", || async {
+        status_of(&footprints, &key).await.phase == Some(Phase::Reclaimed)
+    })
+    .await;
+    judged_clean(&scenario.measure(Duration::from_secs(60)).await.unwrap());
 }

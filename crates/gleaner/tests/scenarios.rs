@@ -441,7 +441,9 @@ async fn a_credential_repointed_at_another_harvester_is_refused_and_a_rotated_on
         "the Footprint records its pool's Harvester and volume",
         || async {
             let status = recorded().await;
-            status.harvesters.len() == 1 && status.records().len() == 1
+            let records = status.records();
+            // With the guest's evidence too: what comes later must not pass for a change.
+            status.harvesters.len() == 1 && records.len() == 1 && records[0].guest_policy.is_some()
         },
     )
     .await;

@@ -27,7 +27,9 @@ use gleaner_core::{
     reclaim::HoldReason,
     vm_namespace, vm_of, vms,
 };
-use k8s_openapi::{api::core::v1::ObjectReference, jiff::Timestamp};
+use k8s_openapi::{
+    api::core::v1::ObjectReference, apimachinery::pkg::apis::meta::v1::Time, jiff::Timestamp,
+};
 use kube::{
     Resource, ResourceExt,
     api::{DynamicObject, Patch, PatchParams},
@@ -46,8 +48,8 @@ use crate::{
         guests::GuestSecret,
         harvesters::VmLookup,
         observe::{Clusters, provisioning_cluster},
-        reclaimer::{self, Pass},
-        status::{StatusWriter, apply_status, is_true, owned, set_condition},
+        reclaimer::{self, Pass, Prepared},
+        status::{self, StatusWriter, apply_status, is_true, owned, set_condition},
     },
     metrics::{InventoryOutcome, WriteKind},
 };
@@ -193,6 +195,15 @@ async fn pools(cluster: &DynamicObject, about: &ObjectReference, context: &Conte
 /// the Harvester watches and the guest's watch, makes sure each of its Harvesters and its guest
 /// (until that inventory) is watched, and marks what it attributed.
 pub async fn phase(footprint: Arc<Footprint>, context: Arc<Context>) -> Result<Action> {
+    // Every Footprint change comes through here, so the count follows the cache.
+    context.metrics().footprints(
+        context
+            .caches
+            .footprints
+            .state()
+            .iter()
+            .map(|each| each.status.as_ref().and_then(|status| status.phase)),
+    );
     let status = footprint.status.clone().unwrap_or_default();
     if status.phase == Some(Phase::Reclaimed) {
         return reclaimed(&footprint, &context).await;
@@ -319,7 +330,7 @@ pub async fn phase(footprint: Arc<Footprint>, context: Arc<Context>) -> Result<A
         // The write brings the Footprint back here.
         return Ok(Action::await_change());
     }
-    if next.phase == Some(Phase::Reclaiming) && inventoried && marks.is_some() && !context.dry_run {
+    if next.phase == Some(Phase::Reclaiming) && inventoried && marks.is_some() {
         return reclaim(&context, &footprint, version.as_deref(), &recorded, next).await;
     }
     Ok(Action::await_change())
@@ -433,8 +444,44 @@ async fn reclaim(
     recorded: &ClusterIdentity,
     applied: FootprintStatus,
 ) -> Result<Action> {
+    let name = footprint.name_any();
+    if let Some(wait) = context.reclaim_pauses.remaining(&name) {
+        return Ok(Action::requeue(wait));
+    }
     let mut next = applied.clone();
-    let outcome = reclaimer::pass(footprint, recorded, context, &mut next).await;
+    let mut applied = applied;
+    // The grace period starts with the first pass that may act (in a real run).
+    if next.grace_started_at.is_none() && !context.dry_run {
+        next.grace_started_at = Some(Time(Timestamp::now()));
+    }
+    let mut version = version.map(str::to_owned);
+    let outcome = match reclaimer::prepare(footprint, recorded, context, &mut next).await {
+        Ok(Prepared::Held(reason)) => Ok(Pass::Held(reason)),
+        Ok(Prepared::Ready(batch)) if context.dry_run => {
+            dry_run(context, footprint, batch.would()).await?;
+            Ok(Pass::Held(HoldReason::DryRun))
+        }
+        Ok(Prepared::Ready(batch)) => {
+            if batch.deletes() {
+                // The ledger names what is about to be deleted before anything is.
+                match apply_status(
+                    context,
+                    footprint,
+                    version.as_deref(),
+                    StatusWriter::Footprints,
+                    &next,
+                )
+                .await?
+                {
+                    Some(written) => version = Some(written),
+                    None => return Ok(Action::requeue(RECLAIM_AGAIN)),
+                }
+                applied = next.clone();
+            }
+            reclaimer::execute(batch, footprint, context, &mut next).await
+        }
+        Err(error) => Err(error),
+    };
     let held = match &outcome {
         Ok(Pass::Held(reason)) => Some(reason),
         _ => None,
@@ -484,19 +531,65 @@ async fn reclaim(
         conditions::identity_changed(identity_changed),
     );
     if owned(StatusWriter::Footprints, &applied) != owned(StatusWriter::Footprints, &next)
-        && apply_status(context, footprint, version, StatusWriter::Footprints, &next)
-            .await?
-            .is_none()
+        && apply_status(
+            context,
+            footprint,
+            version.as_deref(),
+            StatusWriter::Footprints,
+            &next,
+        )
+        .await?
+        .is_none()
     {
         // The ledger must not be lost: a pass after a restart finds what this one deleted gone
         // and notes it then.
         return Ok(Action::requeue(RECLAIM_AGAIN));
     }
-    match outcome? {
-        Pass::Done => Ok(Action::await_change()),
-        Pass::Held(_) => Ok(Action::requeue(HELD_AGAIN)),
-        Pass::InProgress { .. } => Ok(Action::requeue(RECLAIM_AGAIN)),
+    match outcome {
+        Ok(Pass::Held(HoldReason::WebhookUnavailable(_))) => Ok(Action::requeue(
+            context.reclaim_pauses.failed(&name, HELD_AGAIN),
+        )),
+        Err(error) => {
+            context.reclaim_pauses.failed(&name, Duration::ZERO);
+            Err(error)
+        }
+        Ok(pass) => {
+            context.reclaim_pauses.cleared(&name);
+            Ok(match pass {
+                Pass::Done => Action::await_change(),
+                Pass::Held(_) => Action::requeue(HELD_AGAIN),
+                Pass::InProgress { .. } => Action::requeue(RECLAIM_AGAIN),
+            })
+        }
     }
+}
+
+/// A dry run's verdicts: each new one logged, evented and in `status.would`.
+async fn dry_run(context: &Context, footprint: &Footprint, would: &[String]) -> Result<()> {
+    let known = footprint
+        .status
+        .as_ref()
+        .map(|status| status.would.as_slice())
+        .unwrap_or_default();
+    let new: Vec<String> = would
+        .iter()
+        .filter(|what| !known.contains(what))
+        .cloned()
+        .collect();
+    if new.is_empty() {
+        return Ok(());
+    }
+    let about = cluster_reference(&footprint.spec.identity);
+    for what in &new {
+        tracing::info!(footprint = %footprint.name_any(), "dry run: {what}");
+        let reason = if what.starts_with("would delete") {
+            "WouldDelete"
+        } else {
+            "WouldKeep"
+        };
+        context.event(&about, reason, what.clone()).await;
+    }
+    status::would(context, &footprint.name_any(), new).await
 }
 
 /// Both Cluster objects of the recorded cluster and the installation, as the caches show them.

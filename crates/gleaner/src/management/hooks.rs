@@ -514,7 +514,7 @@ async fn write_intent(
                 keys::REMOVE_ALL_ANNOTATION,
                 keys::REMOVE_ALL_VALUE
             );
-            status::would(context, &observed.footprint_name, what)
+            status::would(context, &observed.footprint_name, vec![what])
                 .await
                 .map_err(|error| (WriteFailure::Unreachable, error))?;
         }

@@ -115,6 +115,8 @@ pub struct Context {
     inventory_timeout: Duration,
     policy_max_age: Duration,
     retention: Duration,
+    grace_period: Duration,
+    reclaim_pauses: reclaimer::Pauses,
     caches: Caches,
 }
 
@@ -285,6 +287,8 @@ pub async fn start(runtime: crate::Context, started: WatchSynced) -> Result<()> 
         inventory_timeout: runtime.config.inventory_timeout,
         policy_max_age: runtime.config.policy_max_age,
         retention: runtime.config.retention,
+        grace_period: runtime.config.grace_period,
+        reclaim_pauses: reclaimer::Pauses::default(),
         client,
         capi,
         recorder,

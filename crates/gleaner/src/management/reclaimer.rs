@@ -1,23 +1,32 @@
 //! The reclaimer (design.md §5–6): drives a `Reclaiming` Footprint whose final inventory ran to
 //! `Reclaimed`. Each pass reads live what the safety rules demand (both Cluster objects, every
-//! recorded VM, each recorded object by name, every other Footprint), lets the core plan, and
-//! acts: deletes with UID and resourceVersion preconditions, each preceded by an Event and
-//! followed by a ledger entry; keeps written once on the object (`gleaner.io/kept`), evented and
-//! in the ledger. Level-triggered and idempotent: a pass after a restart plans again from live
-//! facts, so nothing is deleted twice.
+//! recorded VM, each recorded object by name, every other Footprint) and lets the core plan.
+//! Keeps are written once on the object (`gleaner.io/kept`), evented and in the ledger. Deletes
+//! go in a batch: announced in the ledger (`Deleting`) and that status written first, then each
+//! made with UID and resourceVersion preconditions after an Event, then recorded `Deleted` once
+//! a live read finds the object gone. Level-triggered and idempotent: a pass after a restart
+//! plans again from live facts, and the announcements tell what the last one asked.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::{
+    collections::{BTreeMap, BTreeSet, HashMap},
+    sync::Mutex,
+    time::{Duration, Instant},
+};
 
 use gleaner_core::{
     ClusterIdentity, ConditionType, Deletion,
     attribution::{HostKind, HostObjectRecord},
-    confirm_deletion, keys,
+    confirm_deletion, keys, parse_bool, quantity,
     reclaim::{
-        HoldReason, KeepReason, LiveObject, Plan, ReclaimFacts, RecordedVm, Verdict, VmState, plan,
+        AfterDelete, DeleteAnswer, HoldReason, KeepReason, LiveObject, Plan, ReclaimFacts,
+        RecordedVm, Verdict, VmState, after_delete, plan,
     },
     retention,
 };
-use k8s_openapi::{apimachinery::pkg::apis::meta::v1::Time, jiff::Timestamp};
+use k8s_openapi::{
+    apimachinery::pkg::apis::meta::v1::Time,
+    jiff::{SignedDuration, Timestamp},
+};
 use kube::{
     Api, ResourceExt,
     api::{DeleteParams, DynamicObject, ListParams, Patch, PatchParams, Preconditions},
@@ -38,11 +47,51 @@ use crate::{
     error::ApiFailure,
     footprint::{Footprint, FootprintStatus, LEDGER_KEPT, Ledger, LedgerAction, LedgerEntry},
     management::{
-        Context, footprints::cluster_reference, harvesters::virtual_machine, host_objects,
+        Context, backoff, footprints::cluster_reference, harvesters::virtual_machine, host_objects,
         observe::Clusters, status::is_true,
     },
     metrics::WriteKind,
 };
+
+/// Footprints whose last batch stopped on a failure, and until when their next pass waits.
+/// A stopped batch takes back its announcements, and that status write would otherwise bring
+/// the Footprint straight back: a retry loop against a failing Harvester.
+#[derive(Default)]
+pub struct Pauses(Mutex<HashMap<String, (u32, Instant)>>);
+
+impl Pauses {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, (u32, Instant)>> {
+        self.0
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// How long the Footprint's next pass must still wait.
+    pub fn remaining(&self, footprint: &str) -> Option<Duration> {
+        let (_, until) = *self.lock().get(footprint)?;
+        until
+            .checked_duration_since(Instant::now())
+            .filter(|left| !left.is_zero())
+    }
+
+    /// A batch stopped on a failure: the next pass waits a jittered, doubling backoff, at
+    /// least `floor`. Returns the wait.
+    pub fn failed(&self, footprint: &str, floor: Duration) -> Duration {
+        let mut pauses = self.lock();
+        let (failures, until) = pauses
+            .entry(footprint.to_owned())
+            .or_insert((0, Instant::now()));
+        *failures = failures.saturating_add(1);
+        let wait = backoff(*failures, rand::random_range(0.5..=1.0)).max(floor);
+        *until = Instant::now() + wait;
+        wait
+    }
+
+    /// A pass went through: no wait.
+    pub fn cleared(&self, footprint: &str) {
+        self.lock().remove(footprint);
+    }
+}
 
 /// What a pass did, for the Footprint's status.
 pub enum Pass {
@@ -55,13 +104,52 @@ pub enum Pass {
     Done,
 }
 
-/// One pass over a `Reclaiming` Footprint: the ledger entries and phase go into `next`.
-pub async fn pass(
+/// An object the plan deletes in this pass, as read just before.
+struct Doomed {
+    record: HostObjectRecord,
+    object: LiveObject,
+    /// A PVC's storage request.
+    bytes: Option<u64>,
+}
+
+/// The deletes of one pass. They are announced in the ledger (action `Deleting`) and that
+/// status written before the first is made, so a restart mid-batch knows what it asked.
+pub struct Batch {
+    doomed: Vec<Doomed>,
+    /// In a dry run, each verdict, for `status.would`.
+    would: Vec<String>,
+    /// Objects asked to go earlier, not yet gone.
+    waiting: bool,
+    stuck: Vec<String>,
+}
+
+impl Batch {
+    /// Whether it deletes anything (and so must be announced first).
+    pub fn deletes(&self) -> bool {
+        !self.doomed.is_empty()
+    }
+
+    /// In a dry run, what the pass would have done, object by object.
+    pub fn would(&self) -> &[String] {
+        &self.would
+    }
+}
+
+/// What the live reads and the plan of a pass lead to.
+pub enum Prepared {
+    Held(HoldReason),
+    Ready(Batch),
+}
+
+/// The first half of a pass over a `Reclaiming` Footprint: the live reads, the plan, the keeps
+/// and the objects found gone (into `next`'s ledger), and the deletes to make, announced in
+/// `next`'s ledger.
+pub async fn prepare(
     footprint: &Footprint,
     recorded: &ClusterIdentity,
     context: &Context,
     next: &mut FootprintStatus,
-) -> Result<Pass> {
+) -> Result<Prepared> {
     let live = Clusters::live_of(context, recorded).await?;
     let confirmed = confirm_deletion(recorded, &live.observation()) == Deletion::Confirmed;
     // Both Cluster objects there, each with another UID: re-created, as by a Rancher restore.
@@ -76,17 +164,26 @@ pub async fn pass(
     let records = next.records();
     let denied = ledger_kept(next, KeepReason::Denied);
     let nothing = BTreeSet::new();
+    let annotation = |key: &str| footprint.annotations().get(key).map(String::as_str);
     let cluster_wide = ReclaimFacts {
         confirmed,
         identity_changed,
         frozen: is_true(&next.conditions, ConditionType::Frozen),
         opted_out: is_true(&next.conditions, ConditionType::OptedOut),
-        footprint_retention: retention(
-            footprint
-                .annotations()
-                .get(keys::RETAIN_ANNOTATION)
-                .map(String::as_str),
-        ),
+        footprint_retention: retention(annotation(keys::RETAIN_ANNOTATION)),
+        vms_gone_by_operator: annotation(keys::VMS_GONE_ANNOTATION)
+            .is_some_and(|value| parse_bool(value) == Ok(true)),
+        // A dry run says what would be done once the grace period ends, without waiting.
+        deletions_begin: if context.dry_run {
+            Some(Timestamp::now())
+        } else {
+            next.grace_started_at.as_ref().map(|started| {
+                SignedDuration::try_from(context.grace_period)
+                    .ok()
+                    .and_then(|grace| started.0.checked_add(grace).ok())
+                    .unwrap_or(Timestamp::MAX)
+            })
+        },
         vms: &vms,
         records: &[],
         live: &BTreeMap::new(),
@@ -97,9 +194,13 @@ pub async fn pass(
     };
     // What holds the whole cluster is read first: the objects only once it may act.
     if let Plan::Hold(reason) = plan(&cluster_wide) {
-        return Ok(Pass::Held(reason));
+        return Ok(Prepared::Held(reason));
     }
-    let (objects, pending_deletions) = live_objects(context, &records).await?;
+    let LiveReads {
+        objects,
+        pending: pending_deletions,
+        mut bytes,
+    } = live_objects(context, &records).await?;
     let others = other_footprints(context, &footprint.name_any()).await?;
     let facts = ReclaimFacts {
         records: &records,
@@ -108,43 +209,135 @@ pub async fn pass(
         ..cluster_wide
     };
     let steps = match plan(&facts) {
-        Plan::Hold(reason) => return Ok(Pass::Held(reason)),
+        Plan::Hold(reason) => return Ok(Prepared::Held(reason)),
         Plan::Act(steps) => steps,
     };
     let about = cluster_reference(&footprint.spec.identity);
-    let mut pending = false;
-    let mut stuck = Vec::new();
+    let mut batch = Batch {
+        doomed: Vec::new(),
+        would: Vec::new(),
+        waiting: false,
+        stuck: Vec::new(),
+    };
     for (record, verdict) in steps {
-        let object = objects.get(&record.uid);
+        if context.dry_run {
+            match verdict {
+                Verdict::Delete => batch
+                    .would
+                    .push(format!("would delete {}", described(&record))),
+                Verdict::Keep(reason) => batch.would.push(format!(
+                    "would keep {}: {}",
+                    described(&record),
+                    reason.as_str()
+                )),
+                Verdict::Gone => {}
+            }
+            continue;
+        }
         match verdict {
-            Verdict::Gone => note(next, LedgerAction::Deleted, &record, "found gone"),
-            Verdict::Keep(reason) => keep(context, &about, next, &record, object, reason).await?,
+            Verdict::Gone => confirmed_gone(next, &record),
+            Verdict::Keep(reason) => {
+                let object = objects.get(&record.uid);
+                keep(context, &about, next, &record, object, reason).await?;
+            }
             Verdict::Delete => {
-                let Some(object) = object else { continue };
-                if !context.may_write() {
-                    return Ok(Pass::InProgress { stuck });
+                let Some(object) = objects.get(&record.uid).cloned() else {
+                    continue;
+                };
+                if let Some(waiting) = pending_deletions.get(&record.uid) {
+                    // Asked already; its finalizers decide when it goes. Never asked twice.
+                    batch.waiting = true;
+                    let waited = Timestamp::now().duration_since(waiting.since);
+                    if waited.unsigned_abs() > DELETION_BOUND {
+                        batch.stuck.push(format!(
+                            "{} waits for {}",
+                            described(&record),
+                            waiting.finalizers.join(", ")
+                        ));
+                    }
+                    continue;
                 }
-                if let Some(waiting) = pending_deletions.get(&record.uid)
-                    && Timestamp::now()
-                        .duration_since(waiting.since)
-                        .unsigned_abs()
-                        > DELETION_BOUND
-                {
-                    stuck.push(format!(
-                        "{} waits for {}",
-                        described(&record),
-                        waiting.finalizers.join(", ")
-                    ));
-                }
-                pending |= delete(context, &about, next, &record, object).await?;
+                note(next, LedgerAction::Deleting, &record, "about to be deleted");
+                batch.doomed.push(Doomed {
+                    bytes: bytes.remove(&record.uid),
+                    record,
+                    object,
+                });
             }
         }
     }
-    Ok(if pending {
-        Pass::InProgress { stuck }
+    Ok(Prepared::Ready(batch))
+}
+
+/// The second half of a pass: the announced deletes, each rechecked for the Lease, preceded by
+/// an Event and guarded by UID and resourceVersion. Their outcomes go into `next`'s ledger.
+pub async fn execute(
+    batch: Batch,
+    footprint: &Footprint,
+    context: &Context,
+    next: &mut FootprintStatus,
+) -> Result<Pass> {
+    let about = cluster_reference(&footprint.spec.identity);
+    let mut asked = batch.waiting;
+    let mut doomed = batch.doomed.into_iter();
+    let mut stopped = None;
+    for Doomed {
+        record,
+        object,
+        bytes,
+    } in doomed.by_ref()
+    {
+        if !context.may_write() {
+            unannounce(next, &record);
+            stopped = Some(Ok(Pass::InProgress {
+                stuck: batch.stuck.clone(),
+            }));
+            break;
+        }
+        let (answer, failure) = delete(context, &about, &record, &object).await?;
+        context
+            .metrics()
+            .wrote(WriteKind::HostObjectDelete, answer.label());
+        match after_delete(answer) {
+            AfterDelete::Asked => {
+                asked = true;
+                context.metrics().reclaimed(record.class, bytes);
+                tracing::info!(object = %described(&record), "delete asked");
+            }
+            AfterDelete::Gone => confirmed_gone(next, &record),
+            AfterDelete::Replan => {
+                unannounce(next, &record);
+                asked = true;
+            }
+            AfterDelete::Keep(reason) => {
+                keep(context, &about, next, &record, Some(&object), reason).await?;
+            }
+            AfterDelete::Hold(reason) => {
+                unannounce(next, &record);
+                stopped = Some(Ok(Pass::Held(reason)));
+                break;
+            }
+            // It may have gone: the announcement stays for the next pass's live read.
+            AfterDelete::Retry => {
+                stopped = failure.map(Err);
+                break;
+            }
+            AfterDelete::Fail => {
+                unannounce(next, &record);
+                stopped = failure.map(Err);
+                break;
+            }
+        }
+    }
+    // What the batch did not reach was not asked.
+    for Doomed { record, .. } in doomed {
+        unannounce(next, &record);
+    }
+    stopped.unwrap_or(Ok(if asked {
+        Pass::InProgress { stuck: batch.stuck }
     } else {
         Pass::Done
-    })
+    }))
 }
 
 /// Each VM the Footprint records, read live by name: gone when absent or replaced.
@@ -179,13 +372,20 @@ async fn recorded_vms(context: &Context, status: &FootprintStatus) -> Result<Vec
     Ok(vms)
 }
 
-/// Each recorded object as found by name now, with the VMs of its namespace that list it, and
-/// those whose delete was asked already.
-async fn live_objects(
-    context: &Context,
-    records: &[HostObjectRecord],
-) -> Result<(BTreeMap<String, LiveObject>, BTreeMap<String, Pending>)> {
+/// What the live reads of a pass found, each keyed by record UID.
+struct LiveReads {
+    /// Each recorded object found by name, with the VMs of its namespace that list it.
+    objects: BTreeMap<String, LiveObject>,
+    /// Those whose delete was asked already.
+    pending: BTreeMap<String, Pending>,
+    /// The PVCs' storage requests.
+    bytes: BTreeMap<String, u64>,
+}
+
+/// Each recorded object as found by name now.
+async fn live_objects(context: &Context, records: &[HostObjectRecord]) -> Result<LiveReads> {
     let mut pending = BTreeMap::new();
+    let mut bytes = BTreeMap::new();
     let mut attachments: BTreeMap<(String, String), Vec<VmClaims>> = BTreeMap::new();
     let mut live = BTreeMap::new();
     for record in records {
@@ -226,6 +426,12 @@ async fn live_objects(
         } else {
             Vec::new()
         };
+        if let Some(requested) = object.data["spec"]["resources"]["requests"]["storage"]
+            .as_str()
+            .and_then(quantity::bytes)
+        {
+            bytes.insert(record.uid.clone(), requested);
+        }
         if let Some(since) = &object.metadata.deletion_timestamp {
             pending.insert(
                 record.uid.clone(),
@@ -257,7 +463,11 @@ async fn live_objects(
             },
         );
     }
-    Ok((live, pending))
+    Ok(LiveReads {
+        objects: live,
+        pending,
+        bytes,
+    })
 }
 
 /// A VM's UID and the claims it lists as volumes.
@@ -352,12 +562,38 @@ fn note(next: &mut FootprintStatus, action: LedgerAction, record: &HostObjectRec
         object,
         reason: reason.to_owned(),
     });
-    while ledger.entries.len() > LEDGER_KEPT {
-        match ledger.entries.remove(0).action {
+    // An announcement stays until its object is confirmed gone; the oldest outcomes fold.
+    while ledger.entries.len() > LEDGER_KEPT
+        && let Some(oldest) = ledger
+            .entries
+            .iter()
+            .position(|entry| entry.action != LedgerAction::Deleting)
+    {
+        match ledger.entries.remove(oldest).action {
             LedgerAction::Deleted => ledger.folded_deletions += 1,
             LedgerAction::Kept => ledger.folded_keeps += 1,
+            LedgerAction::Deleting => unreachable!("announcements are not folded"),
         }
     }
+}
+
+/// Takes back the announcement of a delete not made.
+fn unannounce(next: &mut FootprintStatus, record: &HostObjectRecord) {
+    let object = described(record);
+    if let Some(ledger) = &mut next.ledger {
+        ledger
+            .entries
+            .retain(|entry| !(entry.object == object && entry.action == LedgerAction::Deleting));
+    }
+}
+
+/// A live read found no object of the record's name: deleted by gleaner when it announced
+/// the delete, else found gone.
+fn confirmed_gone(next: &mut FootprintStatus, record: &HostObjectRecord) {
+    let announced = in_ledger(next, record, LedgerAction::Deleting);
+    unannounce(next, record);
+    let reason = if announced { "reclaimed" } else { "found gone" };
+    note(next, LedgerAction::Deleted, record, reason);
 }
 
 fn in_ledger(next: &FootprintStatus, record: &HostObjectRecord, action: LedgerAction) -> bool {
@@ -378,12 +614,13 @@ async fn keep(
     object: Option<&LiveObject>,
     reason: KeepReason,
 ) -> Result<()> {
+    // A delete announced in an earlier pass that did not happen is not one now.
+    unannounce(next, record);
     if in_ledger(next, record, LedgerAction::Kept) {
         return Ok(());
     }
     if reason != KeepReason::Replaced
         && let Some(object) = object
-        && !context.dry_run
     {
         let harvester = context.harvesters.client(&record.cloud_credential).await?;
         let patch = json!({"metadata": {
@@ -413,21 +650,13 @@ async fn keep(
 }
 
 /// Deletes an object with its UID and resourceVersion as preconditions, after an Event saying
-/// what and why. `true` while its deletion is still to be confirmed gone.
+/// what and why: the answer, with the error behind it when it failed.
 async fn delete(
     context: &Context,
     about: &k8s_openapi::api::core::v1::ObjectReference,
-    next: &mut FootprintStatus,
     record: &HostObjectRecord,
     object: &LiveObject,
-) -> Result<bool> {
-    if object.deleting {
-        // Asked already; its finalizers decide when it goes. Never asked twice.
-        return Ok(true);
-    }
-    if context.dry_run {
-        return Ok(false);
-    }
+) -> Result<(DeleteAnswer, Option<Error>)> {
     let note_text = format!(
         "deleting {}: the cluster's deletion is confirmed and nothing protects it",
         described(record)
@@ -448,48 +677,165 @@ async fn delete(
     )
     .delete(&record.name, &params)
     .await;
-    match result {
-        Ok(either) => {
-            context.metrics().wrote(WriteKind::HostObjectDelete, "ok");
-            context.metrics().reclaimed(record.class);
-            note(next, LedgerAction::Deleted, record, "reclaimed");
-            tracing::info!(object = %described(record), "deleted");
-            Ok(either.is_left())
+    let source = match result {
+        Ok(_) => return Ok((DeleteAnswer::Accepted, None)),
+        Err(source) => source,
+    };
+    let answer = answer_of(&source);
+    let failure = Error::Kube {
+        context: format!("cannot delete {}", described(record)),
+        source,
+    };
+    Ok((answer, Some(failure)))
+}
+
+/// What a failed delete means for the object.
+fn answer_of(error: &kube::Error) -> DeleteAnswer {
+    match ApiFailure::of(error) {
+        ApiFailure::NotFound => DeleteAnswer::NotFound,
+        ApiFailure::Conflict => DeleteAnswer::Conflict,
+        ApiFailure::Rejected | ApiFailure::Forbidden if denied_by_webhook(error) => {
+            DeleteAnswer::Denied
         }
-        Err(source) => match ApiFailure::of(&source) {
-            ApiFailure::NotFound => {
-                note(next, LedgerAction::Deleted, record, "found gone");
-                Ok(false)
-            }
-            ApiFailure::Rejected | ApiFailure::Forbidden if denied_by_webhook(&source) => {
-                context
-                    .metrics()
-                    .wrote(WriteKind::HostObjectDelete, "denied");
-                keep(
-                    context,
-                    about,
-                    next,
-                    record,
-                    Some(object),
-                    KeepReason::Denied,
-                )
-                .await?;
-                Ok(false)
-            }
-            failure => {
-                context
-                    .metrics()
-                    .wrote(WriteKind::HostObjectDelete, failure.metric_label());
-                Err(Error::Kube {
-                    context: format!("cannot delete {}", described(record)),
-                    source,
-                })
-            }
-        },
+        ApiFailure::ServerError if webhook_not_called(error) => {
+            DeleteAnswer::WebhookUnavailable(error.to_string())
+        }
+        ApiFailure::Unreachable | ApiFailure::ServerError => DeleteAnswer::Unanswered,
+        ApiFailure::Forbidden | ApiFailure::Rejected | ApiFailure::Other => DeleteAnswer::Refused,
     }
+}
+
+/// Whether the apiserver could not call an admission webhook (it then fails closed).
+fn webhook_not_called(error: &kube::Error) -> bool {
+    matches!(error, kube::Error::Api(status) if status.message.contains("failed calling webhook"))
 }
 
 /// Whether an admission webhook refused the delete (as Harvester's PVC webhook does).
 fn denied_by_webhook(error: &kube::Error) -> bool {
     matches!(error, kube::Error::Api(status) if status.message.contains("admission webhook"))
+}
+
+#[cfg(test)]
+mod tests {
+    use gleaner_core::attribution::ObjectClass;
+
+    use super::*;
+
+    fn record(uid: &str) -> HostObjectRecord {
+        HostObjectRecord {
+            cloud_credential: "cattle-global-data:hv".into(),
+            namespace: "vms".into(),
+            name: format!("pvc-{uid}"),
+            uid: uid.into(),
+            class: ObjectClass::Volume,
+            evidence: Vec::new(),
+            guest_cluster_hint: None,
+            conflicts: Vec::new(),
+            guest_policy: None,
+        }
+    }
+
+    fn actions(status: &FootprintStatus) -> Vec<(String, LedgerAction, String)> {
+        status
+            .ledger
+            .iter()
+            .flat_map(|ledger| &ledger.entries)
+            .map(|entry| (entry.object.clone(), entry.action, entry.reason.clone()))
+            .collect()
+    }
+
+    #[test]
+    fn an_announced_delete_found_gone_is_reclaimed_and_an_unannounced_one_found_gone() {
+        let mut status = FootprintStatus::default();
+        note(&mut status, LedgerAction::Deleting, &record("a"), "about");
+        confirmed_gone(&mut status, &record("a"));
+        confirmed_gone(&mut status, &record("b"));
+        // Once each, however many passes find them gone.
+        confirmed_gone(&mut status, &record("a"));
+        assert_eq!(
+            actions(&status),
+            [
+                (
+                    described(&record("a")),
+                    LedgerAction::Deleted,
+                    "reclaimed".into()
+                ),
+                (
+                    described(&record("b")),
+                    LedgerAction::Deleted,
+                    "found gone".into()
+                ),
+            ]
+        );
+        assert_eq!(uid_of(&described(&record("a"))).as_deref(), Some("a"));
+    }
+
+    #[test]
+    fn a_delete_not_made_leaves_no_announcement() {
+        let mut status = FootprintStatus::default();
+        note(&mut status, LedgerAction::Deleting, &record("a"), "about");
+        unannounce(&mut status, &record("a"));
+        assert!(actions(&status).is_empty());
+    }
+
+    #[test]
+    fn the_ledger_folds_its_oldest_outcomes_but_never_an_announcement() {
+        let mut status = FootprintStatus::default();
+        note(
+            &mut status,
+            LedgerAction::Deleting,
+            &record("pending"),
+            "about",
+        );
+        for index in 0..LEDGER_KEPT + 5 {
+            note(
+                &mut status,
+                LedgerAction::Kept,
+                &record(&format!("k{index}")),
+                "Conflict",
+            );
+        }
+        let ledger = status.ledger.clone().unwrap();
+        assert_eq!(ledger.entries.len(), LEDGER_KEPT);
+        assert_eq!(ledger.folded_keeps, 6);
+        assert_eq!(ledger.entries[0].action, LedgerAction::Deleting);
+    }
+
+    #[test]
+    fn a_webhook_that_cannot_be_called_is_told_from_one_that_refuses() {
+        let status = |code: u16, message: &str| {
+            kube::Error::Api(Box::new(
+                kube::core::Status::failure(message, "").with_code(code),
+            ))
+        };
+        for (error, answer) in [
+            (
+                status(
+                    400,
+                    "admission webhook \"pvc.harvesterhci.io\" denied the request",
+                ),
+                DeleteAnswer::Denied,
+            ),
+            (
+                status(409, "the object has been modified"),
+                DeleteAnswer::Conflict,
+            ),
+            (status(404, "not found"), DeleteAnswer::NotFound),
+            (
+                status(503, "the server is currently unable"),
+                DeleteAnswer::Unanswered,
+            ),
+            (status(403, "forbidden"), DeleteAnswer::Refused),
+        ] {
+            assert_eq!(answer_of(&error), answer, "{error}");
+        }
+        let down = status(
+            500,
+            "Internal error occurred: failed calling webhook \"pvc.harvesterhci.io\": connection refused",
+        );
+        assert!(matches!(
+            answer_of(&down),
+            DeleteAnswer::WebhookUnavailable(_)
+        ));
+    }
 }

@@ -24,7 +24,7 @@ use crate::{
 const STATUS_MANAGER: &str = "gleaner/footprint-status";
 const HOOKS_MANAGER: &str = "gleaner/hooks";
 /// How many dry-run entries a Footprint keeps.
-const WOULD_KEPT: usize = 20;
+const WOULD_KEPT: usize = 100;
 /// How many released Machines a Footprint keeps, most recent first.
 const RELEASED_KEPT: usize = 100;
 /// How often a status write is tried again when another write came in between.
@@ -86,10 +86,10 @@ fn record_release(
 }
 
 /// Records, most recent first, what a dry run would have done.
-pub async fn would(context: &Context, footprint: &str, what: String) -> Result<()> {
+pub async fn would(context: &Context, footprint: &str, whats: Vec<String>) -> Result<()> {
     update_hooks_status(context, footprint, |status| {
-        status.would.retain(|entry| *entry != what);
-        status.would.insert(0, what.clone());
+        status.would.retain(|entry| !whats.contains(entry));
+        status.would.splice(0..0, whats.iter().cloned());
         status.would.truncate(WOULD_KEPT);
     })
     .await
@@ -171,6 +171,7 @@ pub fn owned(writer: StatusWriter, status: &FootprintStatus) -> serde_json::Valu
             "lookalikes": status.lookalikes,
             "unmatchedGuestVolumes": status.unmatched_guest_volumes,
             "ledger": status.ledger,
+            "graceStartedAt": status.grace_started_at,
         }),
         StatusWriter::Hooks => json!({
             "conditions": conditions,

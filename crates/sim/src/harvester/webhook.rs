@@ -6,11 +6,20 @@ use std::{
     collections::BTreeMap,
     fmt,
     net::{Ipv4Addr, TcpListener},
-    sync::Arc,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
     time::Duration,
 };
 
-use axum::{Json, Router, extract::State, routing::post};
+use axum::{
+    Json, Router,
+    extract::State,
+    http::StatusCode,
+    response::{IntoResponse, Response},
+    routing::post,
+};
 use axum_server::tls_rustls::RustlsConfig;
 use gleaner_world::World;
 use k8s_openapi::{
@@ -58,6 +67,7 @@ const PROBE_INTERVAL: Duration = Duration::from_millis(100);
 /// [`PvcWebhook::shutdown`] deletes the configuration.
 pub struct PvcWebhook {
     client: Client,
+    reviewer: Arc<Reviewer>,
     config_name: String,
     url: String,
     _server: Tasks,
@@ -75,10 +85,12 @@ impl PvcWebhook {
             client: client.clone(),
             version,
             env: env.clone(),
+            down: AtomicBool::new(false),
         });
-        let (url, server) = serve(world, reviewer).await?;
+        let (url, server) = serve(world, reviewer.clone()).await?;
         let webhook = Self {
             client,
+            reviewer,
             config_name: format!("gleaner-sim-harvester-pvc-validator-{namespace}"),
             url,
             _server: server,
@@ -96,6 +108,18 @@ impl PvcWebhook {
     /// Where the apiserver sends its reviews.
     pub fn url(&self) -> &str {
         &self.url
+    }
+
+    /// Takes the webhook down (every review answered 503, so the apiserver, failing closed,
+    /// refuses every PVC delete in the namespace with a 500 "failed calling webhook") or
+    /// brings it back.
+    pub fn set_down(&self, down: bool) {
+        self.reviewer.down.store(down, Ordering::SeqCst);
+        let state = if down { "down" } else { "back" };
+        self.reviewer
+            .env
+            .journal
+            .record(PVC_WEBHOOK, format!("the webhook is {state}"));
     }
 
     /// Deletes the webhook's configuration, then stops the server.
@@ -282,7 +306,10 @@ struct UserInfo {
 async fn review(
     State(reviewer): State<Arc<Reviewer>>,
     Json(review): Json<AdmissionReview>,
-) -> Json<serde_json::Value> {
+) -> Response {
+    if reviewer.down.load(Ordering::SeqCst) {
+        return (StatusCode::SERVICE_UNAVAILABLE, "the webhook is down").into_response();
+    }
     let request = review.request;
     let refusal = reviewer.refusal(&request).await;
     reviewer.record(&request, refusal.as_ref());
@@ -299,12 +326,15 @@ async fn review(
         "kind": "AdmissionReview",
         "response": response,
     }))
+    .into_response()
 }
 
 struct Reviewer {
     client: Client,
     version: HarvesterVersion,
     env: Env,
+    /// Answering nothing but 503.
+    down: AtomicBool,
 }
 
 impl Reviewer {

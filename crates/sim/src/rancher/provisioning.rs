@@ -119,7 +119,59 @@ pub struct Rancher {
     env: Env,
     install_uuid: String,
     kubeconfigs: HashMap<String, String>,
-    _controllers: Tasks,
+    settings: RancherSettings,
+    controllers: Tasks,
+}
+
+/// Rancher's and Cluster API's controllers for one namespace.
+fn controllers(capi: &Arc<CapiContext>, settings: &RancherSettings) -> Tasks {
+    let client = &capi.client;
+    let namespace = capi.namespace.as_str();
+    let env = &capi.env;
+    let mut controllers = Tasks::default();
+    capi::spawn(capi.clone(), &mut controllers);
+    machine_provision::spawn(
+        Arc::new(ProvisionContext::new(
+            client.clone(),
+            namespace,
+            settings.clone(),
+            env.clone(),
+        )),
+        &mut controllers,
+    );
+    if settings.cleanup_handler {
+        cleanup_handler::spawn(
+            Arc::new(CleanupContext {
+                latency: settings.handler_latency,
+                client: client.clone(),
+                namespace: namespace.to_owned(),
+                capi: capi.capi,
+                env: env.clone(),
+            }),
+            &mut controllers,
+        );
+    }
+    controllers.spawn(controller::run(
+        kinds::namespaced(client, namespace, &kinds::provisioning_cluster()),
+        kinds::provisioning_cluster(),
+        capi.clone(),
+        |cluster, context| async move { reconcile_cluster(&cluster, &context).await },
+    ));
+    controllers
+}
+
+/// An object as a backup restores it: what the apiserver assigns is assigned anew.
+fn from_backup(mut object: DynamicObject) -> DynamicObject {
+    let metadata = &mut object.metadata;
+    metadata.uid = None;
+    metadata.resource_version = None;
+    metadata.creation_timestamp = None;
+    metadata.deletion_timestamp = None;
+    metadata.deletion_grace_period_seconds = None;
+    metadata.generation = None;
+    metadata.managed_fields = None;
+    metadata.finalizers = None;
+    object
 }
 
 impl Rancher {
@@ -156,35 +208,7 @@ impl Rancher {
             },
             env: env.clone(),
         });
-        let mut controllers = Tasks::default();
-        capi::spawn(capi.clone(), &mut controllers);
-        machine_provision::spawn(
-            Arc::new(ProvisionContext::new(
-                client.clone(),
-                namespace,
-                settings.clone(),
-                env.clone(),
-            )),
-            &mut controllers,
-        );
-        if settings.cleanup_handler {
-            cleanup_handler::spawn(
-                Arc::new(CleanupContext {
-                    latency: settings.handler_latency,
-                    client: client.clone(),
-                    namespace: namespace.to_owned(),
-                    capi: capi.capi,
-                    env: env.clone(),
-                }),
-                &mut controllers,
-            );
-        }
-        controllers.spawn(controller::run(
-            kinds::namespaced(&client, namespace, &kinds::provisioning_cluster()),
-            kinds::provisioning_cluster(),
-            capi.clone(),
-            |cluster, context| async move { reconcile_cluster(&cluster, &context).await },
-        ));
+        let controllers = controllers(&capi, &settings);
         Ok(Self {
             client,
             namespace: namespace.to_owned(),
@@ -192,8 +216,80 @@ impl Rancher {
             env,
             install_uuid,
             kubeconfigs,
-            _controllers: controllers,
+            settings,
+            controllers,
         })
+    }
+
+    /// A Rancher restore from backup, as it looks from outside: Rancher is down, the cluster's
+    /// provisioning and CAPI Cluster objects come back from the backup with new UIDs (and
+    /// nothing sees them deleted: their finalizers are dropped, their dependents orphaned), and
+    /// Rancher starts again. The Machines' VMs run on throughout.
+    pub async fn restore_from_backup(&mut self, cluster: &str) -> Result<()> {
+        self.controllers = Tasks::default();
+        let provisioning = self.api(&kinds::provisioning_cluster());
+        let capi = self.api(&self.capi.capi.cluster());
+        let backup = provisioning
+            .get(cluster)
+            .await
+            .context(|| format!("cannot read provisioning Cluster {cluster}"))?;
+        let capi_backup = capi
+            .get(cluster)
+            .await
+            .context(|| format!("cannot read CAPI Cluster {cluster}"))?;
+        let orphan = DeleteParams {
+            propagation_policy: Some(kube::api::PropagationPolicy::Orphan),
+            ..DeleteParams::default()
+        };
+        for api in [&capi, &provisioning] {
+            let unfinalized = json!({"metadata": {"finalizers": null}});
+            api.patch(
+                cluster,
+                &PatchParams::default(),
+                &Patch::Merge(&unfinalized),
+            )
+            .await
+            .context(|| format!("cannot drop the finalizers of Cluster {cluster}"))?;
+            api.delete(cluster, &orphan)
+                .await
+                .context(|| format!("cannot delete Cluster {cluster}"))?;
+        }
+        for api in [&capi, &provisioning] {
+            let mut waited = Duration::ZERO;
+            while api
+                .get_opt(cluster)
+                .await
+                .context(|| format!("cannot read Cluster {cluster}"))?
+                .is_some()
+            {
+                if waited > Duration::from_secs(60) {
+                    return Err(Error::Invalid(format!(
+                        "Cluster {cluster} is still there a minute after its delete"
+                    )));
+                }
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                waited += Duration::from_millis(200);
+            }
+        }
+        let restored = provisioning
+            .create(&PostParams::default(), &from_backup(backup))
+            .await
+            .context(|| format!("cannot restore provisioning Cluster {cluster}"))?;
+        let mut capi_restored = from_backup(capi_backup);
+        for owner in capi_restored.metadata.owner_references.iter_mut().flatten() {
+            if owner.kind == "Cluster" && owner.name == cluster {
+                owner.uid = restored.metadata.uid.clone().unwrap_or_default();
+            }
+        }
+        capi.create(&PostParams::default(), &capi_restored)
+            .await
+            .context(|| format!("cannot restore CAPI Cluster {cluster}"))?;
+        self.env.journal.record(
+            ACTOR,
+            format!("Rancher restored cluster {cluster} from a backup (new UIDs)"),
+        );
+        self.controllers = controllers(&self.capi, &self.settings);
+        Ok(())
     }
 
     pub fn install_uuid(&self) -> &str {

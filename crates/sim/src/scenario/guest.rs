@@ -162,7 +162,7 @@ impl ClusterGuest {
     }
 }
 
-async fn annotate_retain(harvester: &Client, volume: &GuestVolume) -> Result<()> {
+pub(super) async fn annotate_retain(harvester: &Client, volume: &GuestVolume) -> Result<()> {
     let patch = json!({"metadata": {"annotations": {RETAIN: "true"}}});
     let name = &volume.host_pvc.name;
     Api::<PersistentVolumeClaim>::namespaced(harvester.clone(), &volume.host_namespace)

@@ -192,7 +192,7 @@ struct ScenarioCluster {
 
 struct SimulatedHarvester {
     client: Client,
-    _simulators: Harvester,
+    simulators: Harvester,
 }
 
 struct SimulatedRancher {
@@ -272,6 +272,18 @@ impl Scenario {
             .await
     }
 
+    /// Rancher is restored from a backup: the cluster's Cluster objects come back with new UIDs
+    /// while its VMs run on. The cluster is alive; nothing of it may be deleted.
+    pub async fn restore_rancher(&mut self, key: &ClusterKey) -> Result<()> {
+        self.ranchers
+            .iter_mut()
+            .find(|r| r.installation == key.installation && r.namespace == key.namespace)
+            .ok_or_else(|| Error::Invalid(format!("no Rancher for {key:?}")))?
+            .rancher
+            .restore_from_backup(&key.name)
+            .await
+    }
+
     /// A guest volume made in the cluster's guest after provisioning, as `plan` says (attached,
     /// detached, snapshotted), and recorded like the planned ones.
     pub async fn add_volume(&mut self, key: &ClusterKey, plan: VolumePlan) -> Result<()> {
@@ -287,6 +299,32 @@ impl Scenario {
                 object,
                 traits,
             );
+        }
+        Ok(())
+    }
+
+    /// Harvester's PVC webhook goes down (`true`) or comes back: while down the apiserver
+    /// refuses every PVC delete of the scenario's namespace (failing closed).
+    pub fn set_webhook_down(&self, down: bool) {
+        self.harvesters[ClusterName::HARVESTER]
+            .simulators
+            .webhook
+            .set_down(down);
+    }
+
+    /// An operator adds `gleaner.io/retain: "true"` to the host PVC of the cluster's volume
+    /// `volume` (after provisioning, e.g. during a grace period): from now on it and what
+    /// hangs on it must survive.
+    pub async fn annotate_retain(&mut self, key: &ClusterKey, volume: &str) -> Result<()> {
+        let harvester = self.harvesters[ClusterName::HARVESTER].client.clone();
+        let found = self
+            .guest_volume(key, volume)
+            .ok_or_else(|| Error::Invalid(format!("{key:?} has no volume {volume}")))?;
+        guest::annotate_retain(&harvester, found).await?;
+        for recorded in self.recorded.iter_mut().filter(|recorded| {
+            recorded.owner.as_ref() == Some(key) && recorded.volume.as_deref() == Some(volume)
+        }) {
+            recorded.traits.annotated_retain = true;
         }
         Ok(())
     }
@@ -460,13 +498,8 @@ impl Scenario {
                 &mut simulators.tasks,
             );
         }
-        self.harvesters.insert(
-            name.to_owned(),
-            SimulatedHarvester {
-                client,
-                _simulators: simulators,
-            },
-        );
+        self.harvesters
+            .insert(name.to_owned(), SimulatedHarvester { client, simulators });
         Ok(())
     }
 
