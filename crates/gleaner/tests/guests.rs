@@ -12,7 +12,7 @@ use std::{
 use common::{
     Gleaner, TIME_SCALE, demo_world as world, footprints, gleaner_for, requests, status_of, warned,
 };
-use gleaner::footprint::{Footprint, FootprintStatus};
+use gleaner::footprint::{Footprint, FootprintStatus, LedgerAction};
 use gleaner_core::{
     attribution::{Evidence, ObjectClass},
     guest::GuestPolicy,
@@ -385,6 +385,29 @@ async fn reclaimed_from(
             })
     })
     .await;
+    // What was known decides: a volume last seen Delete goes, one never seen or Retain stays.
+    let ledger = status_of(footprints, key).await.ledger.unwrap_or_default();
+    for (uid, (class, policy)) in known {
+        let entry = ledger
+            .entries
+            .iter()
+            .find(|entry| entry.object.ends_with(&format!("({uid})")))
+            .unwrap();
+        let volume = matches!(class, ObjectClass::Volume | ObjectClass::RwxVolume);
+        let expected = match policy {
+            _ if !volume => None,
+            Some(GuestPolicy::Delete) => Some((LedgerAction::Deleted, "reclaimed")),
+            Some(GuestPolicy::Retain) => Some((LedgerAction::Kept, "GuestRetain")),
+            None => Some((LedgerAction::Kept, "PolicyNeverSeen")),
+        };
+        if let Some((action, reason)) = expected {
+            assert_eq!(
+                (entry.action, entry.reason.as_str()),
+                (action, reason),
+                "{class:?} {uid} last seen {policy:?}"
+            );
+        }
+    }
 }
 
 /// Accepts connections and never says a word.

@@ -6,51 +6,17 @@ mod common;
 
 use std::{collections::BTreeSet, time::Duration};
 
-use common::{TIME_SCALE, demo_world as world, footprints, gleaner_for, status_of, wait_for_hooks};
+use common::{
+    TIME_SCALE, demo_world as world, footprints, gleaner_for, judged_clean, made, recorded_all,
+    status_of, wait_for_hooks,
+};
 use gleaner::footprint::{Footprint, LedgerAction, Phase};
 use gleaner_sim::{
     Clock, demo, kinds,
-    scenario::{Class, ClusterKey, ClusterPlan, Scenario, ScenarioBuilder, VolumePlan},
+    scenario::{Class, ClusterPlan, ScenarioBuilder, VolumePlan},
 };
 use gleaner_world::{ClusterName, testing::eventually};
 use kube::{Api, ResourceExt};
-
-/// The UIDs of the guest objects a cluster made (not its VMs' own disks).
-fn made(scenario: &Scenario, key: &ClusterKey) -> BTreeSet<String> {
-    scenario
-        .made_by(key)
-        .into_iter()
-        .filter(|(_, traits)| !traits.vm_disk)
-        .map(|(object, _)| object.uid)
-        .collect()
-}
-
-/// Waits until the Footprint of `key` records everything its cluster made.
-async fn recorded_all(footprints: &Api<Footprint>, scenario: &Scenario, key: &ClusterKey) {
-    let expected = made(scenario, key);
-    eventually(
-        &format!("{key:?}'s Footprint records what it made"),
-        || async {
-            let recorded: BTreeSet<String> = status_of(footprints, key)
-                .await
-                .records()
-                .into_iter()
-                .map(|record| record.uid)
-                .collect();
-            recorded == expected
-        },
-    )
-    .await;
-}
-
-/// Nothing leaked, nothing wrongly deleted, in every class.
-fn judged_clean(report: &gleaner_sim::scenario::Report) {
-    for class in Class::ALL {
-        let summary = report.class(class);
-        assert_eq!(summary.wrongly_deleted, 0, "{class}:\n{report}");
-        assert_eq!(summary.leaked, 0, "{class}:\n{report}");
-    }
-}
 
 #[tokio::test]
 async fn a_deleted_cluster_leaves_nothing_unprotected_and_nothing_else_is_touched() {
@@ -589,10 +555,74 @@ async fn a_webhook_that_is_down_holds_the_reclaim_until_it_returns_without_a_ret
             .all(|entry| entry.action != LedgerAction::Deleting),
         "a refused delete stays announced: {entries:?}"
     );
+    assert!(
+        common::warned(
+            world,
+            &key.namespace,
+            "WebhookUnavailable",
+            "failed calling webhook"
+        )
+        .await
+    );
     scenario.set_webhook_down(false);
     eventually("the reclaim finishes once the webhook is back", || async {
         status_of(&footprints, &key).await.phase == Some(Phase::Reclaimed)
     })
     .await;
     judged_clean(&scenario.measure(Duration::from_secs(60)).await.unwrap());
+}
+
+#[tokio::test]
+async fn a_harvester_stopped_mid_reclaim_and_started_ten_seconds_later_is_reclaimed_cleanly() {
+    // A world of its own: stopping its Harvester would stop every other test's.
+    let world = common::world_builder().start().await.unwrap();
+    let prefix = "r-outage";
+    let mut scenario = ScenarioBuilder::new(prefix)
+        .clock(Clock::new(TIME_SCALE))
+        .cluster(
+            ClusterPlan::new("c1", 2)
+                .volume(VolumePlan::new("data").hotplugged().snapshots(2))
+                .volume(VolumePlan::new("logs").hotplugged())
+                .volume(VolumePlan::new("spare"))
+                .volume(VolumePlan::new("kept").retain())
+                .volume(VolumePlan::new("shared").rwx()),
+        )
+        .start(&world)
+        .await
+        .unwrap();
+    let key = scenario.key("c1");
+    let footprints = footprints(&world, prefix).await;
+    let _gleaner = gleaner_for(&world, prefix, &scenario, &[]).await;
+    recorded_all(&footprints, &scenario, &key).await;
+    wait_for_hooks(&scenario, "c1").await;
+    scenario.delete_cluster(&key).await.unwrap();
+    eventually("the reclaimer starts deleting", || async {
+        common::evented(&world, &key.namespace, "Deleting").await
+    })
+    .await;
+    world
+        .stop_apiserver(gleaner_world::ClusterName::HARVESTER)
+        .unwrap();
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    world
+        .start_apiserver(gleaner_world::ClusterName::HARVESTER)
+        .await
+        .unwrap();
+    eventually("the reclaim finishes after the outage", || async {
+        status_of(&footprints, &key).await.phase == Some(Phase::Reclaimed)
+    })
+    .await;
+    judged_clean(&scenario.measure(Duration::from_secs(120)).await.unwrap());
+    let ledger = status_of(&footprints, &key)
+        .await
+        .ledger
+        .unwrap_or_default();
+    for uid in made(&scenario, &key) {
+        let entries = ledger
+            .entries
+            .iter()
+            .filter(|entry| entry.object.ends_with(&format!("({uid})")))
+            .count();
+        assert_eq!(entries, 1, "{uid} once in {ledger:?}");
+    }
 }

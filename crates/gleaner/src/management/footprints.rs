@@ -545,12 +545,23 @@ async fn reclaim(
         // and notes it then.
         return Ok(Action::requeue(RECLAIM_AGAIN));
     }
+    let about = cluster_reference(&footprint.spec.identity);
     match outcome {
-        Ok(Pass::Held(HoldReason::WebhookUnavailable(_))) => Ok(Action::requeue(
-            context.reclaim_pauses.failed(&name, HELD_AGAIN),
-        )),
+        Ok(Pass::Held(hold @ HoldReason::WebhookUnavailable(_))) => {
+            context
+                .warn(&about, "WebhookUnavailable", hold.to_string())
+                .await;
+            Ok(Action::requeue(
+                context.reclaim_pauses.failed(&name, HELD_AGAIN),
+            ))
+        }
         Err(error) => {
-            context.reclaim_pauses.failed(&name, Duration::ZERO);
+            let wait = context.reclaim_pauses.failed(&name, Duration::ZERO);
+            let note = format!(
+                "the reclaim stopped, nothing deleted on a guess; next try in {}s: {error}",
+                wait.as_secs()
+            );
+            context.warn(&about, "ReclaimFailed", note).await;
             Err(error)
         }
         Ok(pass) => {

@@ -2,7 +2,7 @@
 #![allow(dead_code)]
 
 use std::{
-    collections::HashMap,
+    collections::{BTreeSet, HashMap},
     process::{Child, Command, Stdio},
     sync::{Arc, Mutex},
     time::Duration,
@@ -12,7 +12,7 @@ use futures::StreamExt;
 use gleaner::footprint::{Footprint, Phase};
 use gleaner_sim::{
     Clock, kinds,
-    scenario::{ClusterPlan, Scenario, ScenarioBuilder, VolumePlan},
+    scenario::{Class, ClusterPlan, Scenario, ScenarioBuilder, VolumePlan},
 };
 use gleaner_world::testing::{ensure_namespace, eventually};
 use gleaner_world::{ClusterName, Role, World, WorldBuilder};
@@ -379,4 +379,45 @@ pub async fn requests(client: &Client, verbs: &[&str]) -> std::collections::BTre
         *served.entry(label("resource")).or_default() += count as u64;
     }
     served
+}
+
+/// The UIDs of the guest objects a cluster made (not its VMs' own disks).
+pub fn made(scenario: &Scenario, key: &gleaner_sim::scenario::ClusterKey) -> BTreeSet<String> {
+    scenario
+        .made_by(key)
+        .into_iter()
+        .filter(|(_, traits)| !traits.vm_disk)
+        .map(|(object, _)| object.uid)
+        .collect()
+}
+
+/// Waits until the Footprint of `key` records everything its cluster made.
+pub async fn recorded_all(
+    footprints: &Api<Footprint>,
+    scenario: &Scenario,
+    key: &gleaner_sim::scenario::ClusterKey,
+) {
+    let expected = made(scenario, key);
+    eventually(
+        &format!("{key:?}'s Footprint records what it made"),
+        || async {
+            let recorded: BTreeSet<String> = status_of(footprints, key)
+                .await
+                .records()
+                .into_iter()
+                .map(|record| record.uid)
+                .collect();
+            recorded == expected
+        },
+    )
+    .await;
+}
+
+/// Nothing leaked, nothing wrongly deleted, in every class.
+pub fn judged_clean(report: &gleaner_sim::scenario::Report) {
+    for class in Class::ALL {
+        let summary = report.class(class);
+        assert_eq!(summary.wrongly_deleted, 0, "{class}:\n{report}");
+        assert_eq!(summary.leaked, 0, "{class}:\n{report}");
+    }
 }
