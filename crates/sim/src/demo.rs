@@ -13,7 +13,7 @@ use crate::{
 /// The second Rancher installation's management cluster.
 pub const SECOND_RANCHER: &str = "rancher-2";
 /// How long to wait for the deleted cluster's VMs before judging anyway, at real speed.
-const MEASURE_TIMEOUT: Duration = Duration::from_secs(900);
+pub const MEASURE_TIMEOUT: Duration = Duration::from_secs(900);
 
 /// The demo's world: Rancher, a second Rancher installation, Harvester (the scenario starts a
 /// guest apiserver per guest cluster).
