@@ -626,3 +626,90 @@ async fn a_harvester_stopped_mid_reclaim_and_started_ten_seconds_later_is_reclai
         assert_eq!(entries, 1, "{uid} once in {ledger:?}");
     }
 }
+
+#[tokio::test]
+async fn a_delete_the_webhook_denies_is_kept_and_reported_once_without_a_retry_loop() {
+    let world = world().await;
+    let prefix = "r-denied";
+    let mut scenario = ScenarioBuilder::new(prefix)
+        .clock(Clock::new(TIME_SCALE))
+        .cluster(
+            ClusterPlan::new("c1", 1)
+                .volume(VolumePlan::new("data").hotplugged())
+                .volume(VolumePlan::new("spare")),
+        )
+        .start(world)
+        .await
+        .unwrap();
+    let key = scenario.key("c1");
+    let footprints = footprints(world, prefix).await;
+    let gleaner = gleaner_for(world, prefix, &scenario, &[]).await;
+    recorded_all(&footprints, &scenario, &key).await;
+    wait_for_hooks(&scenario, "c1").await;
+    // Someone exports an image from the volume: until it is imported, Harvester's webhook
+    // refuses deleting the PVC.
+    let spare = scenario.guest_volume(&key, "spare").unwrap().clone();
+    let harvester = world
+        .client(gleaner_world::ClusterName::HARVESTER)
+        .await
+        .unwrap();
+    let image: kube::api::DynamicObject = serde_json::from_value(serde_json::json!({
+        "apiVersion": "harvesterhci.io/v1beta1",
+        "kind": "VirtualMachineImage",
+        "metadata": {"name": "exported", "namespace": spare.host_namespace},
+        "spec": {
+            "displayName": "exported",
+            "sourceType": "export-from-volume",
+            "pvcNamespace": spare.host_namespace,
+            "pvcName": spare.host_pvc.name,
+        },
+    }))
+    .unwrap();
+    kinds::namespaced(
+        &harvester,
+        &spare.host_namespace,
+        &kinds::virtual_machine_image(),
+    )
+    .create(&Default::default(), &image)
+    .await
+    .unwrap();
+    scenario.delete_cluster(&key).await.unwrap();
+    eventually("the Footprint is Reclaimed", || async {
+        status_of(&footprints, &key).await.phase == Some(Phase::Reclaimed)
+    })
+    .await;
+    let ledger = status_of(&footprints, &key)
+        .await
+        .ledger
+        .unwrap_or_default();
+    let about_spare: Vec<_> = ledger
+        .entries
+        .iter()
+        .filter(|entry| entry.object.contains(&spare.host_pvc.name))
+        .collect();
+    assert_eq!(about_spare.len(), 1, "{ledger:?}");
+    assert_eq!(
+        (about_spare[0].action, about_spare[0].reason.as_str()),
+        (LedgerAction::Kept, "Denied")
+    );
+    let found = kinds::namespaced(
+        &harvester,
+        &spare.host_namespace,
+        &kinds::persistent_volume_claim(),
+    )
+    .get(&spare.host_pvc.name)
+    .await
+    .unwrap();
+    assert_eq!(
+        found
+            .annotations()
+            .get("gleaner.io/kept")
+            .map(String::as_str),
+        Some("Denied")
+    );
+    assert!(common::evented(world, &key.namespace, "Kept").await);
+    // Asked once, and never again.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let denied = r#"gleaner_writes_total{kind="HostObjectDelete",result="denied"}"#;
+    assert_eq!(counter(&gleaner.metrics().await, denied), 1.0);
+}
