@@ -10,16 +10,15 @@ mod common;
 use std::time::Duration;
 
 use common::{
-    TIME_SCALE, demo_world, footprints, gleaner_for, judged_clean, recorded_all, status_of,
+    TIME_SCALE, demo_world, footprints, gleaner_for, judged_clean, recorded_all, until_reclaimed,
     wait_for_hooks,
 };
-use gleaner::footprint::Phase;
 use gleaner_sim::{
     Clock, demo,
     rancher::{DriverVersion, RancherSettings},
     scenario::{Class, ScenarioBuilder},
 };
-use gleaner_world::{CapiVersion, Role, World, testing::eventually};
+use gleaner_world::{CapiVersion, Role, World};
 
 /// The demo's clusters, configured by `configure`; `prod` deleted under gleaner.
 async fn prod_is_reclaimed_cleanly(
@@ -44,10 +43,7 @@ async fn prod_is_reclaimed_cleanly_in(
     recorded_all(&footprints, &scenario, &prod).await;
     wait_for_hooks(&scenario, "prod").await;
     scenario.delete_cluster(&prod).await.unwrap();
-    eventually("prod's Footprint is Reclaimed", || async {
-        status_of(&footprints, &prod).await.phase == Some(Phase::Reclaimed)
-    })
-    .await;
+    until_reclaimed(&footprints, &prod).await;
     let report = scenario.measure(Duration::from_secs(120)).await.unwrap();
     judged_clean(&report);
     for class in [

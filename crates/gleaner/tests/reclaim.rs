@@ -7,13 +7,13 @@ mod common;
 use std::{collections::BTreeSet, time::Duration};
 
 use common::{
-    TIME_SCALE, demo_world as world, footprints, gleaner_for, judged_clean, made, recorded_all,
-    status_of, wait_for_hooks,
+    Gleaner, TIME_SCALE, demo_world as world, footprints, gleaner_for, judged_clean, made,
+    recorded_all, status_of, until_reclaimed, wait_for_hooks,
 };
 use gleaner::footprint::{Footprint, LedgerAction, Phase};
 use gleaner_sim::{
     Clock, demo, kinds,
-    scenario::{Class, ClusterPlan, ScenarioBuilder, VolumePlan},
+    scenario::{Class, ClusterKey, ClusterPlan, Scenario, ScenarioBuilder, VolumePlan},
 };
 use gleaner_world::{ClusterName, testing::eventually};
 use kube::{Api, ResourceExt};
@@ -33,10 +33,7 @@ async fn a_deleted_cluster_leaves_nothing_unprotected_and_nothing_else_is_touche
     recorded_all(&footprints, &scenario, &prod).await;
     wait_for_hooks(&scenario, "prod").await;
     scenario.delete_cluster(&prod).await.unwrap();
-    eventually("prod's Footprint is Reclaimed", || async {
-        status_of(&footprints, &prod).await.phase == Some(Phase::Reclaimed)
-    })
-    .await;
+    until_reclaimed(&footprints, &prod).await;
     let report = scenario.measure(Duration::from_secs(120)).await.unwrap();
     judged_clean(&report);
     for class in [Class::Retained, Class::AnnotatedRetain] {
@@ -117,10 +114,7 @@ async fn a_reclaimed_footprint_with_nothing_kept_goes_after_the_retention() {
     wait_for_hooks(&scenario, "c1").await;
     let uid = scenario.cluster("c1").unwrap().uid.clone();
     scenario.delete_cluster(&key).await.unwrap();
-    eventually("the Footprint is Reclaimed", || async {
-        status_of(&footprints, &key).await.phase == Some(Phase::Reclaimed)
-    })
-    .await;
+    until_reclaimed(&footprints, &key).await;
     eventually("the Footprint goes after the retention", || async {
         footprints.get_opt(&uid).await.unwrap().is_none()
     })
@@ -157,24 +151,10 @@ async fn killed_mid_reclaim_and_restarted_it_finishes_and_deletes_each_object_on
     .await;
     drop(first);
     let _second = gleaner_for(world, prefix, &scenario, &[]).await;
-    eventually("c1's Footprint is Reclaimed", || async {
-        status_of(&footprints, &key).await.phase == Some(Phase::Reclaimed)
-    })
-    .await;
+    until_reclaimed(&footprints, &key).await;
     let report = scenario.measure(Duration::from_secs(120)).await.unwrap();
     judged_clean(&report);
-    let ledger = status_of(&footprints, &key)
-        .await
-        .ledger
-        .unwrap_or_default();
-    for uid in made(&scenario, &key) {
-        let entries = ledger
-            .entries
-            .iter()
-            .filter(|entry| entry.object.ends_with(&format!("({uid})")))
-            .count();
-        assert_eq!(entries, 1, "{uid} once in {ledger:?}");
-    }
+    each_once_in_the_ledger(&footprints, &scenario, &key).await;
 }
 
 #[tokio::test]
@@ -362,10 +342,7 @@ async fn a_volume_given_retain_during_the_grace_period_survives_and_the_rest_go_
     })
     .await;
     scenario.annotate_retain(&key, "data").await.unwrap();
-    eventually("the Footprint is Reclaimed", || async {
-        status_of(&footprints, &key).await.phase == Some(Phase::Reclaimed)
-    })
-    .await;
+    until_reclaimed(&footprints, &key).await;
     let status = status_of(&footprints, &key).await;
     let started = status.grace_started_at.clone().unwrap().0;
     let ledger = status.ledger.clone().unwrap_or_default();
@@ -466,10 +443,7 @@ async fn a_dry_run_deletes_nothing_and_would_delete_exactly_what_the_real_run_th
     assert!(!would_delete.is_empty() && !would_keep.is_empty());
     drop(dry);
     let _real = gleaner_for(world, prefix, &scenario, &[]).await;
-    eventually("the real run reclaims", || async {
-        status_of(&footprints, &key).await.phase == Some(Phase::Reclaimed)
-    })
-    .await;
+    until_reclaimed(&footprints, &key).await;
     let ledger = status_of(&footprints, &key)
         .await
         .ledger
@@ -495,19 +469,27 @@ async fn a_dry_run_deletes_nothing_and_would_delete_exactly_what_the_real_run_th
     judged_clean(&scenario.measure(Duration::from_secs(60)).await.unwrap());
 }
 
-/// The value of one counter series in an OpenMetrics text, 0 when absent.
-fn counter(metrics: &str, series: &str) -> f64 {
-    metrics
-        .lines()
-        .find_map(|line| line.strip_prefix(series)?.trim().parse().ok())
-        .unwrap_or(0.0)
+/// Every object the cluster made is in its Footprint's ledger exactly once.
+async fn each_once_in_the_ledger(
+    footprints: &Api<Footprint>,
+    scenario: &Scenario,
+    key: &ClusterKey,
+) {
+    let ledger = status_of(footprints, key).await.ledger.unwrap_or_default();
+    for uid in made(scenario, key) {
+        let entries = ledger
+            .entries
+            .iter()
+            .filter(|entry| entry.object.ends_with(&format!("({uid})")))
+            .count();
+        assert_eq!(entries, 1, "{uid} once in {ledger:?}");
+    }
 }
 
-#[tokio::test]
-async fn a_webhook_that_is_down_holds_the_reclaim_until_it_returns_without_a_retry_loop() {
+/// `c1` with a hot-plugged and a spare volume, recorded and hooked under a gleaner.
+async fn one_small_cluster(prefix: &str) -> (Scenario, Gleaner, Api<Footprint>) {
     let world = world().await;
-    let prefix = "r-webhook";
-    let mut scenario = ScenarioBuilder::new(prefix)
+    let scenario = ScenarioBuilder::new(prefix)
         .clock(Clock::new(TIME_SCALE))
         .cluster(
             ClusterPlan::new("c1", 1)
@@ -522,6 +504,22 @@ async fn a_webhook_that_is_down_holds_the_reclaim_until_it_returns_without_a_ret
     let gleaner = gleaner_for(world, prefix, &scenario, &[]).await;
     recorded_all(&footprints, &scenario, &key).await;
     wait_for_hooks(&scenario, "c1").await;
+    (scenario, gleaner, footprints)
+}
+
+/// The value of one counter series in an OpenMetrics text, 0 when absent.
+fn counter(metrics: &str, series: &str) -> f64 {
+    metrics
+        .lines()
+        .find_map(|line| line.strip_prefix(series)?.trim().parse().ok())
+        .unwrap_or(0.0)
+}
+
+#[tokio::test]
+async fn a_webhook_that_is_down_holds_the_reclaim_until_it_returns_without_a_retry_loop() {
+    let world = world().await;
+    let (mut scenario, gleaner, footprints) = one_small_cluster("r-webhook").await;
+    let key = scenario.key("c1");
     scenario.set_webhook_down(true);
     scenario.delete_cluster(&key).await.unwrap();
     let held_by_webhook = || async {
@@ -565,10 +563,7 @@ async fn a_webhook_that_is_down_holds_the_reclaim_until_it_returns_without_a_ret
         .await
     );
     scenario.set_webhook_down(false);
-    eventually("the reclaim finishes once the webhook is back", || async {
-        status_of(&footprints, &key).await.phase == Some(Phase::Reclaimed)
-    })
-    .await;
+    until_reclaimed(&footprints, &key).await;
     judged_clean(&scenario.measure(Duration::from_secs(60)).await.unwrap());
 }
 
@@ -608,44 +603,16 @@ async fn a_harvester_stopped_mid_reclaim_and_started_ten_seconds_later_is_reclai
         .start_apiserver(gleaner_world::ClusterName::HARVESTER)
         .await
         .unwrap();
-    eventually("the reclaim finishes after the outage", || async {
-        status_of(&footprints, &key).await.phase == Some(Phase::Reclaimed)
-    })
-    .await;
+    until_reclaimed(&footprints, &key).await;
     judged_clean(&scenario.measure(Duration::from_secs(120)).await.unwrap());
-    let ledger = status_of(&footprints, &key)
-        .await
-        .ledger
-        .unwrap_or_default();
-    for uid in made(&scenario, &key) {
-        let entries = ledger
-            .entries
-            .iter()
-            .filter(|entry| entry.object.ends_with(&format!("({uid})")))
-            .count();
-        assert_eq!(entries, 1, "{uid} once in {ledger:?}");
-    }
+    each_once_in_the_ledger(&footprints, &scenario, &key).await;
 }
 
 #[tokio::test]
 async fn a_delete_the_webhook_denies_is_kept_and_reported_once_without_a_retry_loop() {
     let world = world().await;
-    let prefix = "r-denied";
-    let mut scenario = ScenarioBuilder::new(prefix)
-        .clock(Clock::new(TIME_SCALE))
-        .cluster(
-            ClusterPlan::new("c1", 1)
-                .volume(VolumePlan::new("data").hotplugged())
-                .volume(VolumePlan::new("spare")),
-        )
-        .start(world)
-        .await
-        .unwrap();
+    let (mut scenario, gleaner, footprints) = one_small_cluster("r-denied").await;
     let key = scenario.key("c1");
-    let footprints = footprints(world, prefix).await;
-    let gleaner = gleaner_for(world, prefix, &scenario, &[]).await;
-    recorded_all(&footprints, &scenario, &key).await;
-    wait_for_hooks(&scenario, "c1").await;
     // Someone exports an image from the volume: until it is imported, Harvester's webhook
     // refuses deleting the PVC.
     let spare = scenario.guest_volume(&key, "spare").unwrap().clone();
@@ -674,10 +641,7 @@ async fn a_delete_the_webhook_denies_is_kept_and_reported_once_without_a_retry_l
     .await
     .unwrap();
     scenario.delete_cluster(&key).await.unwrap();
-    eventually("the Footprint is Reclaimed", || async {
-        status_of(&footprints, &key).await.phase == Some(Phase::Reclaimed)
-    })
-    .await;
+    until_reclaimed(&footprints, &key).await;
     let ledger = status_of(&footprints, &key)
         .await
         .ledger

@@ -421,3 +421,11 @@ pub fn judged_clean(report: &gleaner_sim::scenario::Report) {
         assert_eq!(summary.leaked, 0, "{class}:\n{report}");
     }
 }
+
+/// Waits until the Footprint of `key` is `Reclaimed`.
+pub async fn until_reclaimed(footprints: &Api<Footprint>, key: &gleaner_sim::scenario::ClusterKey) {
+    eventually(&format!("{key:?}'s Footprint is Reclaimed"), || async {
+        status_of(footprints, key).await.phase == Some(Phase::Reclaimed)
+    })
+    .await;
+}
