@@ -613,6 +613,12 @@ async fn a_delete_the_webhook_denies_is_kept_and_reported_once_without_a_retry_l
     let world = world().await;
     let (mut scenario, gleaner, footprints) = one_small_cluster("r-denied").await;
     let key = scenario.key("c1");
+    // Someone attaches the other volume to a VM of their own after gleaner's last read and
+    // before its delete: the webhook refuses deleting a PVC a living VM lists.
+    scenario
+        .attach_before_delete(&key, "data", "r-denied-taker")
+        .unwrap();
+    let data = scenario.guest_volume(&key, "data").unwrap().clone();
     // Someone exports an image from the volume: until it is imported, Harvester's webhook
     // refuses deleting the PVC.
     let spare = scenario.guest_volume(&key, "spare").unwrap().clone();
@@ -646,34 +652,52 @@ async fn a_delete_the_webhook_denies_is_kept_and_reported_once_without_a_retry_l
         .await
         .ledger
         .unwrap_or_default();
-    let about_spare: Vec<_> = ledger
-        .entries
-        .iter()
-        .filter(|entry| entry.object.contains(&spare.host_pvc.name))
-        .collect();
-    assert_eq!(about_spare.len(), 1, "{ledger:?}");
-    assert_eq!(
-        (about_spare[0].action, about_spare[0].reason.as_str()),
-        (LedgerAction::Kept, "Denied")
-    );
-    let found = kinds::namespaced(
+    let claims = kinds::namespaced(
         &harvester,
         &spare.host_namespace,
         &kinds::persistent_volume_claim(),
-    )
-    .get(&spare.host_pvc.name)
-    .await
-    .unwrap();
-    assert_eq!(
-        found
-            .annotations()
-            .get("gleaner.io/kept")
-            .map(String::as_str),
-        Some("Denied")
     );
+    for claim in [&spare.host_pvc.name, &data.host_pvc.name] {
+        let about: Vec<_> = ledger
+            .entries
+            .iter()
+            .filter(|entry| entry.object.contains(claim.as_str()))
+            .collect();
+        assert_eq!(about.len(), 1, "{claim}: {ledger:?}");
+        assert_eq!(
+            (about[0].action, about[0].reason.as_str()),
+            (LedgerAction::Kept, "Denied"),
+            "{claim}"
+        );
+        let found = claims.get(claim).await.unwrap();
+        assert_eq!(
+            found
+                .annotations()
+                .get("gleaner.io/kept")
+                .map(String::as_str),
+            Some("Denied"),
+            "{claim}"
+        );
+    }
     assert!(common::evented(world, &key.namespace, "Kept").await);
-    // Asked once, and never again.
+    // Each asked once, and never again.
     tokio::time::sleep(Duration::from_secs(5)).await;
     let denied = r#"gleaner_writes_total{kind="HostObjectDelete",result="denied"}"#;
-    assert_eq!(counter(&gleaner.metrics().await, denied), 1.0);
+    assert_eq!(counter(&gleaner.metrics().await, denied), 2.0);
+    // The taken volume is the living VM's now; the exported one is not judged (an export
+    // source is a user's choice the scenario does not model).
+    let report = scenario.measure(Duration::from_secs(60)).await.unwrap();
+    let wrongly_deleted: Vec<_> = report
+        .objects
+        .iter()
+        .filter(|object| object.must_survive && !object.exists_at_end)
+        .collect();
+    assert!(wrongly_deleted.is_empty(), "{wrongly_deleted:?}");
+    let leaked: Vec<_> = report
+        .objects
+        .iter()
+        .filter(|object| !object.must_survive && object.exists_at_end)
+        .map(|object| object.name.as_str())
+        .collect();
+    assert_eq!(leaked, [spare.host_pvc.name.as_str()]);
 }

@@ -7,7 +7,7 @@ use std::{
     fmt,
     net::{Ipv4Addr, TcpListener},
     sync::{
-        Arc,
+        Arc, Mutex,
         atomic::{AtomicBool, Ordering},
     },
     time::Duration,
@@ -86,6 +86,7 @@ impl PvcWebhook {
             version,
             env: env.clone(),
             down: AtomicBool::new(false),
+            ambushes: Mutex::default(),
         });
         let (url, server) = serve(world, reviewer.clone()).await?;
         let webhook = Self {
@@ -120,6 +121,17 @@ impl PvcWebhook {
             .env
             .journal
             .record(PVC_WEBHOOK, format!("the webhook is {state}"));
+    }
+
+    /// The race between a deleter's last read and its delete: when the delete of the PVC
+    /// `namespace/claim` is next reviewed, someone has just created the living VM `vm`, which
+    /// lists it as a volume, so the webhook refuses it (rule (c)).
+    pub fn attach_before_delete(&self, namespace: &str, claim: &str, vm: &str) {
+        self.reviewer
+            .ambushes
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .insert((namespace.to_owned(), claim.to_owned()), vm.to_owned());
     }
 
     /// Deletes the webhook's configuration, then stops the server.
@@ -335,6 +347,8 @@ struct Reviewer {
     env: Env,
     /// Answering nothing but 503.
     down: AtomicBool,
+    /// PVC (`namespace`, `name`) → the VM attached to it right before its delete is reviewed.
+    ambushes: Mutex<BTreeMap<(String, String), String>>,
 }
 
 impl Reviewer {
@@ -357,10 +371,47 @@ impl Reviewer {
             Ok(pvc) => pvc,
             Err(error) => return unreviewable(error.to_string()),
         };
+        if let Err(error) = self.spring_ambush(&request.namespace, &request.name).await {
+            return unreviewable(error.to_string());
+        }
         match Facts::read(&self.client, &request.namespace).await {
             Ok(facts) => refusal(&pvc, &facts, self.version),
             Err(error) => unreviewable(error.to_string()),
         }
+    }
+
+    /// Creates the VM waiting to attach the PVC, if one is.
+    async fn spring_ambush(&self, namespace: &str, claim: &str) -> Result<()> {
+        let vm = self
+            .ambushes
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .remove(&(namespace.to_owned(), claim.to_owned()));
+        let Some(vm) = vm else {
+            return Ok(());
+        };
+        let attached: DynamicObject = serde_json::from_value(json!({
+            "apiVersion": "kubevirt.io/v1",
+            "kind": "VirtualMachine",
+            "metadata": {"name": vm, "namespace": namespace},
+            "spec": {
+                "runStrategy": "Halted",
+                "template": {"spec": {
+                    "domain": {"devices": {"disks": [{"name": "data", "disk": {"bus": "virtio"}}]}},
+                    "volumes": [{"name": "data", "persistentVolumeClaim": {"claimName": claim}}],
+                }},
+            },
+        }))
+        .expect("the attaching VM is a valid object");
+        kinds::namespaced(&self.client, namespace, &kinds::virtual_machine())
+            .create(&PostParams::default(), &attached)
+            .await
+            .context(|| format!("cannot create VM {namespace}/{vm}"))?;
+        self.env.journal.record(
+            PVC_WEBHOOK,
+            format!("VM {namespace}/{vm} attached PVC {namespace}/{claim} just before its delete"),
+        );
+        Ok(())
     }
 
     fn record(&self, request: &AdmissionRequest, refusal: Option<&Refusal>) {

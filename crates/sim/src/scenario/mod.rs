@@ -179,6 +179,8 @@ struct Recorded {
     harvester: String,
     object: HostObject,
     traits: Traits,
+    /// A VM of no deleted cluster took it (attached it): it belongs to the living from then on.
+    taken_by_living_vm: bool,
 }
 
 /// A provisioned guest cluster, whether the user deleted it, and its guest apiserver if it
@@ -312,6 +314,35 @@ impl Scenario {
             .set_down(down);
     }
 
+    /// Someone attaches the host PVC of the cluster's volume `volume` to a new VM of their own
+    /// between a deleter's last read and its delete (the next delete of it Harvester reviews):
+    /// Harvester's webhook refuses that delete. The VM is `attacher`; from then on the PVC
+    /// must survive.
+    pub fn attach_before_delete(
+        &mut self,
+        key: &ClusterKey,
+        volume: &str,
+        attacher: &str,
+    ) -> Result<()> {
+        let found = self
+            .guest_volume(key, volume)
+            .ok_or_else(|| Error::Invalid(format!("{key:?} has no volume {volume}")))?;
+        let (namespace, claim) = (found.host_namespace.clone(), found.host_pvc.name.clone());
+        self.harvesters[ClusterName::HARVESTER]
+            .simulators
+            .webhook
+            .attach_before_delete(&namespace, &claim, attacher);
+        // A living VM's volume now: judged as a living cluster's.
+        for recorded in self.recorded.iter_mut().filter(|recorded| {
+            recorded.object.namespace == namespace
+                && recorded.object.name == claim
+                && recorded.object.resource.kind == "PersistentVolumeClaim"
+        }) {
+            recorded.taken_by_living_vm = true;
+        }
+        Ok(())
+    }
+
     /// An operator adds `gleaner.io/retain: "true"` to the host PVC of the cluster's volume
     /// `volume` (after provisioning, e.g. during a grace period): from now on it and what
     /// hangs on it must survive.
@@ -408,7 +439,11 @@ impl Scenario {
                 .context(|| format!("cannot read {} {}", object.resource.kind, object.name))?
                 .is_some_and(|found| found.metadata.uid.as_deref() == Some(&object.uid));
             let traits = Traits {
-                relation: self.relation(recorded.owner.as_ref()),
+                relation: if recorded.taken_by_living_vm {
+                    Relation::Living
+                } else {
+                    self.relation(recorded.owner.as_ref())
+                },
                 ..recorded.traits
             };
             let class = traits.class();
@@ -669,6 +704,7 @@ impl Scenario {
             harvester: harvester.to_owned(),
             object,
             traits,
+            taken_by_living_vm: false,
         });
     }
 
@@ -762,6 +798,7 @@ impl Scenario {
                     lookalike: true,
                     ..Traits::default()
                 },
+                taken_by_living_vm: false,
             });
         }
         Ok(())
