@@ -45,6 +45,23 @@ pub enum HoldReason {
     WebhookUnavailable(String),
 }
 
+impl HoldReason {
+    /// The variant's name, for tooling (`gleaner plan -o json`).
+    pub fn name(&self) -> &'static str {
+        match self {
+            Self::NotConfirmed => "NotConfirmed",
+            Self::NoVmsRecorded => "NoVmsRecorded",
+            Self::VmsRunning(_) => "VmsRunning",
+            Self::Frozen => "Frozen",
+            Self::FootprintRetained => "FootprintRetained",
+            Self::IdentityChanged => "IdentityChanged",
+            Self::GracePeriod { .. } => "GracePeriod",
+            Self::DryRun => "DryRun",
+            Self::WebhookUnavailable(_) => "WebhookUnavailable",
+        }
+    }
+}
+
 impl fmt::Display for HoldReason {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
@@ -320,6 +337,30 @@ pub fn plan(facts: &ReclaimFacts<'_>) -> Plan {
         .collect();
     steps.sort_by_key(|(record, _)| (order(record.kind()), record.uid.clone()));
     Plan::Act(steps)
+}
+
+/// What a pass would decide were the cluster's deletion confirmed now, its VMs deleting and
+/// the grace period over: the question `gleaner plan` asks about a living cluster. The plan
+/// itself is [`plan`]'s, so it can never tell a story the reclaimer would not.
+pub fn plan_if_deleted(facts: &ReclaimFacts<'_>) -> Plan {
+    let vms: Vec<RecordedVm> = facts
+        .vms
+        .iter()
+        .map(|vm| RecordedVm {
+            state: match vm.state {
+                VmState::Running => VmState::Deleting,
+                state => state,
+            },
+            ..vm.clone()
+        })
+        .collect();
+    plan(&ReclaimFacts {
+        confirmed: true,
+        identity_changed: false,
+        deletions_begin: Some(facts.now),
+        vms: &vms,
+        ..facts.clone()
+    })
 }
 
 fn hold(facts: &ReclaimFacts<'_>) -> Option<HoldReason> {
@@ -981,6 +1022,49 @@ mod tests {
         #![proptest_config(ProptestConfig::with_cases(
             std::env::var("GLEANER_PLAN_CASES").ok().and_then(|cases| cases.parse().ok()).unwrap_or(4_000)
         ))]
+
+        /// `gleaner plan`'s answer for a living cluster is what the reclaimer decides once that
+        /// cluster's deletion is confirmed and its VMs deleting.
+        #[test]
+        fn the_plan_of_a_living_cluster_is_the_reclaimers_once_it_is_deleted(world in world()) {
+            let (records, live, vms, others, denied, flags) = world;
+            let [_, _, frozen, opted_out, footprint_retained, vms_gone_by_operator, _] = flags;
+            let live: BTreeMap<String, LiveObject> = records
+                .iter()
+                .zip(live)
+                .filter_map(|(record, live)| Some((record.uid.clone(), live?)))
+                .collect();
+            let living = ReclaimFacts {
+                confirmed: false,
+                identity_changed: false,
+                frozen,
+                opted_out,
+                footprint_retention: if footprint_retained { Retention::Retained } else { Retention::NotRetained },
+                vms_gone_by_operator,
+                deletions_begin: None,
+                vms: &vms,
+                records: &records,
+                live: &live,
+                other_footprints: &others,
+                denied: &denied,
+                now: now(),
+                policy_max_age: WEEK,
+            };
+            let deleting: Vec<RecordedVm> = vms
+                .iter()
+                .map(|vm| RecordedVm {
+                    state: if vm.state == VmState::Gone { VmState::Gone } else { VmState::Deleting },
+                    ..vm.clone()
+                })
+                .collect();
+            let deleted = ReclaimFacts {
+                confirmed: true,
+                deletions_begin: Some(now()),
+                vms: &deleting,
+                ..living.clone()
+            };
+            prop_assert_eq!(plan_if_deleted(&living), plan(&deleted));
+        }
 
         /// Safety rules 1 to 4, for every Delete the plan gives.
         #[test]

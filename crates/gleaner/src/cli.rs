@@ -31,6 +31,125 @@ pub enum Command {
     /// Removes gleaner's hook from every CAPI Machine, so uninstalling gleaner never blocks
     /// Rancher. Run it after stopping gleaner, before uninstalling it.
     Unhook(UnhookArgs),
+    /// Shows what deleting a guest cluster now would delete, keep or hold on Harvester, and
+    /// why: the reclaimer's own plan, from the cluster's Footprint and live reads. Read-only.
+    #[command(after_help = PLAN_EXAMPLES)]
+    Plan(PlanArgs),
+    /// Tells one Harvester object's story: which Footprint records it and on what evidence, its
+    /// ledger entries and Events, and what the plan says of it now. Read-only.
+    #[command(after_help = EXPLAIN_EXAMPLES)]
+    Explain(ExplainArgs),
+}
+
+const PLAN_EXAMPLES: &str = "\
+Examples:
+  # What would go if fleet-default/prod were deleted now
+  gleaner plan prod
+
+  # The same for a cluster in another workspace, every field, for tooling
+  gleaner plan prod -n team-b -o json
+
+Exit status: 0 when the plan is shown, 1 when it cannot be worked out (the cluster or its
+Footprint unknown, a Harvester unreachable, a permission missing).";
+
+const EXPLAIN_EXAMPLES: &str = "\
+Examples:
+  # Why is this volume still here?
+  gleaner explain pvc/pvc-0b4c2a1e-9f7d-4c3e-8a51-2f6d7e9b0c13 -n default
+
+  # A load balancer, on the Harvester a given cloud credential reaches
+  gleaner explain lb/prod-ingress -n default --harvester cattle-global-data:cc-hv1 -o yaml
+
+Kinds: pvc (persistentvolumeclaim), volumesnapshot (vs), networkfilesystem (nfs), loadbalancer (lb).
+Exit status: 0 when the story is told (an object no Footprint records has one too), 1 when it
+cannot be (the object's Harvester unknown or unreachable, a permission missing).";
+
+/// How a read-only command prints its answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Output {
+    /// Aligned columns, for people.
+    Table,
+    /// The table with every column.
+    Wide,
+    /// The whole answer as JSON.
+    Json,
+    /// The whole answer as YAML.
+    Yaml,
+}
+
+/// What `plan` and `explain` share: the management cluster, gleaner's namespace, the output.
+#[derive(Debug, Clone, Args)]
+pub struct InspectArgs {
+    #[command(flatten)]
+    pub kube: KubeArgs,
+
+    /// gleaner's own namespace, where its Footprints live.
+    #[arg(
+        long = "gleaner-namespace",
+        env = "GLEANER_NAMESPACE",
+        value_name = "NAMESPACE",
+        default_value_t = own_namespace_default()
+    )]
+    pub gleaner_namespace: String,
+
+    /// How old a guest reclaim policy may be before it counts as never seen; set it as
+    /// `gleaner run` has it.
+    #[arg(
+        long,
+        env = "GLEANER_POLICY_MAX_AGE",
+        default_value = "168h",
+        value_name = "DURATION",
+        value_parser = humantime::parse_duration
+    )]
+    pub policy_max_age: Duration,
+
+    /// Output format.
+    #[arg(short = 'o', long, env = "GLEANER_OUTPUT", value_enum, default_value_t = Output::Table)]
+    pub output: Output,
+}
+
+/// `gleaner plan`.
+#[derive(Debug, Args)]
+pub struct PlanArgs {
+    /// The guest cluster: its name in Rancher (the provisioning Cluster's).
+    pub cluster: String,
+
+    /// The cluster's namespace in Rancher (its Fleet workspace).
+    #[arg(
+        short = 'n',
+        long = "namespace",
+        env = "GLEANER_CLUSTER_NAMESPACE",
+        default_value = "fleet-default"
+    )]
+    pub namespace: String,
+
+    #[command(flatten)]
+    pub inspect: InspectArgs,
+}
+
+/// `gleaner explain`.
+#[derive(Debug, Args)]
+pub struct ExplainArgs {
+    /// The Harvester object, as KIND/NAME (e.g. `pvc/pvc-0b4c…`).
+    pub object: String,
+
+    /// The object's namespace on Harvester [default: `harvester-system` for a
+    /// NetworkFilesystem, else `default`].
+    #[arg(
+        short = 'n',
+        long = "namespace",
+        env = "GLEANER_OBJECT_NAMESPACE",
+        value_name = "NAMESPACE"
+    )]
+    pub namespace: Option<String>,
+
+    /// The cloud credential (`namespace:name`) of the object's Harvester; needed only when the
+    /// Footprints use several Harvesters and the object is in more than one.
+    #[arg(long, env = "GLEANER_HARVESTER", value_name = "CREDENTIAL")]
+    pub harvester: Option<String>,
+
+    #[command(flatten)]
+    pub inspect: InspectArgs,
 }
 
 /// `gleaner unhook`.
@@ -115,6 +234,10 @@ pub struct KubeArgs {
     #[arg(long, env = "GLEANER_KUBECONFIG", value_name = "PATH")]
     pub kubeconfig: Option<PathBuf>,
 
+    /// The kubeconfig context to use; by default its current context.
+    #[arg(long, env = "GLEANER_CONTEXT", value_name = "NAME")]
+    pub context: Option<String>,
+
     /// Connect, read and write timeout of every Kubernetes API call, to Rancher and to each
     /// Harvester (e.g. `30s`); watches are re-opened before it runs out. At least 2s.
     #[arg(
@@ -130,6 +253,10 @@ pub struct KubeArgs {
 impl KubeArgs {
     /// A client for the management cluster, from `--kubeconfig` or inferred.
     pub async fn client(&self) -> Result<Client> {
+        let options = KubeConfigOptions {
+            context: self.context.clone(),
+            ..KubeConfigOptions::default()
+        };
         let config = match &self.kubeconfig {
             Some(path) => {
                 let kubeconfig_error = |source| Error::Kubeconfig {
@@ -137,9 +264,17 @@ impl KubeArgs {
                     source,
                 };
                 let kubeconfig = Kubeconfig::read_from(path).map_err(kubeconfig_error)?;
-                Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
+                Config::from_custom_kubeconfig(kubeconfig, &options)
                     .await
                     .map_err(kubeconfig_error)?
+            }
+            None if self.context.is_some() => {
+                Config::from_kubeconfig(&options)
+                    .await
+                    .map_err(|source| Error::Kubeconfig {
+                        path: "KUBECONFIG or ~/.kube/config".into(),
+                        source,
+                    })?
             }
             None => Config::infer().await.map_err(Error::InferConfig)?,
         };

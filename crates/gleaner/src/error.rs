@@ -64,6 +64,10 @@ pub enum Error {
     #[error("{0}")]
     Unsupported(String),
 
+    /// What `gleaner plan` or `gleaner explain` cannot answer as asked.
+    #[error("{0}")]
+    Unanswerable(String),
+
     #[error("Footprint {footprint} {problem}")]
     Footprint { footprint: String, problem: String },
 
@@ -119,6 +123,7 @@ impl Error {
             Error::InstallUuidMissing => "install_uuid_missing",
             Error::Unsupported(_) => "unsupported",
             Error::Footprint { .. } => "footprint",
+            Error::Unanswerable(_) => "unanswerable",
             Error::AnotherInstallation { .. } => "another_installation",
             Error::Conflict(_) => "conflict",
             Error::Lease { .. } => "lease",

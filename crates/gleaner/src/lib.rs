@@ -9,6 +9,7 @@ pub mod admin;
 pub mod cli;
 mod error;
 pub mod footprint;
+pub mod inspect;
 mod installation;
 pub mod leadership;
 pub mod management;

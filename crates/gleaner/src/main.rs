@@ -3,16 +3,25 @@
 use std::process::ExitCode;
 
 use clap::Parser;
+use tracing_subscriber::filter::LevelFilter;
 
 use gleaner::{
     cli::{Cli, Command, UnhookArgs},
-    footprint, management, telemetry,
+    footprint, inspect, management, telemetry,
 };
 
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
-    if let Err(error) = telemetry::init(cli.log.log_format) {
+    // People read what plan and explain print, and their one-line error: nothing logs unless
+    // RUST_LOG asks.
+    let quiet = matches!(cli.command, Command::Plan(_) | Command::Explain(_));
+    let level = if quiet {
+        LevelFilter::OFF
+    } else {
+        LevelFilter::INFO
+    };
+    if let Err(error) = telemetry::init(cli.log.log_format, level) {
         eprintln!("gleaner: {error}");
         return ExitCode::FAILURE;
     }
@@ -29,9 +38,23 @@ async fn main() -> ExitCode {
             Ok(())
         }
         Command::Unhook(args) => unhook(args).await,
+        Command::Plan(args) => inspect::plan::report(&args).await.and_then(|report| {
+            inspect::print(args.inspect.output, &report, |wide| {
+                inspect::plan::table(&report, wide)
+            })
+        }),
+        Command::Explain(args) => inspect::explain::report(&args).await.and_then(|report| {
+            inspect::print(args.inspect.output, &report, |_| {
+                inspect::explain::table(&report)
+            })
+        }),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
+        Err(error) if quiet => {
+            eprintln!("error: {error}");
+            ExitCode::FAILURE
+        }
         Err(error) => {
             tracing::error!(%error, "gleaner stopped");
             ExitCode::FAILURE

@@ -1,4 +1,5 @@
-//! Logging: `tracing` to stderr, filtered by `RUST_LOG` (default `info`), plain or JSON.
+//! Logging: `tracing` to stderr, filtered by `RUST_LOG` (default `info` for the controller,
+//! nothing for the commands people read the output of), plain or JSON.
 //!
 //! Nothing here logs a kubeconfig, a token or a client configuration; keep it that way.
 
@@ -8,9 +9,9 @@ use crate::{Error, Result, cli::LogFormat};
 
 /// Installs the global subscriber. Fails if `RUST_LOG` does not parse, so a typo is not silently
 /// ignored.
-pub fn init(format: LogFormat) -> Result<()> {
+pub fn init(format: LogFormat, default_level: LevelFilter) -> Result<()> {
     let filter = EnvFilter::builder()
-        .with_default_directive(LevelFilter::INFO.into())
+        .with_default_directive(default_level.into())
         .from_env()?;
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)

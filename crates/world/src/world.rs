@@ -284,6 +284,19 @@ impl World {
         namespace: &str,
         name: &str,
     ) -> Result<Client> {
+        let path = self
+            .service_account_kubeconfig(cluster, namespace, name)
+            .await?;
+        kubeconfig::client(cluster, &path).await
+    }
+
+    /// The kubeconfig of [`World::service_account_client`], written under the cluster's folder.
+    pub async fn service_account_kubeconfig(
+        &self,
+        cluster: &str,
+        namespace: &str,
+        name: &str,
+    ) -> Result<PathBuf> {
         let server = self.server(cluster)?;
         let admin = self.client(cluster).await?;
         let accounts: Api<ServiceAccount> = Api::namespaced(admin, namespace);
@@ -327,7 +340,7 @@ impl World {
             &path,
             &kubeconfig::render(cluster, &server, self.pki.ca_pem(), &token),
         )?;
-        kubeconfig::client(cluster, &path).await
+        Ok(path)
     }
 
     /// Kills a cluster's apiserver (an outage). Its controller-manager keeps running and retries,

@@ -30,6 +30,7 @@ use gleaner_core::{
 use k8s_openapi::{
     api::core::v1::ObjectReference, apimachinery::pkg::apis::meta::v1::Time, jiff::Timestamp,
 };
+use kube::runtime::events::EventType;
 use kube::{
     Resource, ResourceExt,
     api::{DynamicObject, Patch, PatchParams},
@@ -576,30 +577,36 @@ async fn reclaim(
 }
 
 /// A dry run's verdicts: each new one logged, evented and in `status.would`.
-async fn dry_run(context: &Context, footprint: &Footprint, would: &[String]) -> Result<()> {
+async fn dry_run(
+    context: &Context,
+    footprint: &Footprint,
+    would: &[(HostObjectRecord, String)],
+) -> Result<()> {
     let known = footprint
         .status
         .as_ref()
         .map(|status| status.would.as_slice())
         .unwrap_or_default();
-    let new: Vec<String> = would
+    let new: Vec<&(HostObjectRecord, String)> = would
         .iter()
-        .filter(|what| !known.contains(what))
-        .cloned()
+        .filter(|(_, what)| !known.contains(what))
         .collect();
     if new.is_empty() {
         return Ok(());
     }
     let about = cluster_reference(&footprint.spec.identity);
-    for what in &new {
+    for (record, what) in &new {
         tracing::info!(footprint = %footprint.name_any(), "dry run: {what}");
         let reason = if what.starts_with("would delete") {
             "WouldDelete"
         } else {
             "WouldKeep"
         };
-        context.event(&about, reason, what.clone()).await;
+        context
+            .event_on(&about, record, EventType::Normal, reason, what.clone())
+            .await;
     }
+    let new = new.into_iter().map(|(_, what)| what.clone()).collect();
     status::would(context, &footprint.name_any(), new).await
 }
 
@@ -766,7 +773,15 @@ async fn report(
             record.uid,
             record.conflicts
         );
-        context.warn(&about, "AttributionConflict", note).await;
+        context
+            .event_on(
+                &about,
+                record,
+                EventType::Warning,
+                "AttributionConflict",
+                note,
+            )
+            .await;
     }
 }
 

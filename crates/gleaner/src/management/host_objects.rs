@@ -2,9 +2,12 @@
 //! metadata and the few spec fields the core reads, and read back as the core's facts.
 
 use gleaner_core::{
-    attribution::{HostKind, NETWORK_FILESYSTEM_NAMESPACE, ObservedObject, ObservedVm},
+    attribution::{
+        HostKind, HostObjectRecord, NETWORK_FILESYSTEM_NAMESPACE, ObservedObject, ObservedVm,
+    },
     keys,
 };
+use k8s_openapi::api::core::v1::ObjectReference;
 use kube::{
     ResourceExt,
     api::{ApiResource, DynamicObject, GroupVersionKind},
@@ -12,7 +15,7 @@ use kube::{
 use serde_json::{Value, json};
 
 /// The CSI driver's label naming the guest cluster (when its toggle is on): a hint only.
-const GUEST_CLUSTER_LABEL: &str = "guestcluster.harvesterhci.io/name";
+pub const GUEST_CLUSTER_LABEL: &str = "guestcluster.harvesterhci.io/name";
 /// The guest Service a LoadBalancer was made for (the cloud provider writes it).
 const LB_SERVICE_UUID: &str = "cloudprovider.harvesterhci.io/service-uuid";
 
@@ -76,6 +79,19 @@ pub fn resource(kind: HostKind) -> ApiResource {
         ),
     };
     ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk(group, version, kind_name), plural)
+}
+
+/// A reference to the recorded object on its Harvester, for an Event's `related` object.
+pub fn reference(record: &HostObjectRecord) -> ObjectReference {
+    let resource = resource(record.kind());
+    ObjectReference {
+        api_version: Some(resource.api_version),
+        kind: Some(resource.kind),
+        namespace: Some(record.namespace.clone()),
+        name: Some(record.name.clone()),
+        uid: Some(record.uid.clone()),
+        ..ObjectReference::default()
+    }
 }
 
 /// Keeps only what attribution reads: metadata without managed fields, and of the spec

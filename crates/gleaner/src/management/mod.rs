@@ -9,11 +9,12 @@ mod cache;
 pub mod capi;
 mod footprints;
 mod guests;
-mod harvesters;
+pub(crate) mod harvesters;
 mod hooks;
-mod host_objects;
-mod observe;
-mod reclaimer;
+pub(crate) mod host_objects;
+pub(crate) mod live;
+pub(crate) mod observe;
+pub(crate) mod reclaimer;
 mod secrets;
 mod status;
 
@@ -27,7 +28,7 @@ use futures::{
     FutureExt, Stream, StreamExt,
     future::{BoxFuture, try_join_all},
 };
-use gleaner_core::{Reason, keys};
+use gleaner_core::{Reason, attribution::HostObjectRecord, keys};
 use k8s_openapi::{api::core::v1::ObjectReference, jiff::Timestamp};
 use kube::{
     Api, Resource, ResourceExt,
@@ -145,15 +146,50 @@ impl Context {
 
     async fn event(&self, about: &ObjectReference, reason: &str, note: String) {
         tracing::info!(%reason, %note, "event");
-        self.publish(about, EventType::Normal, reason, note).await;
+        self.publish(about, None, EventType::Normal, reason, note)
+            .await;
     }
 
     async fn warn(&self, about: &ObjectReference, reason: &str, note: String) {
         tracing::warn!(%reason, %note, "warning");
-        self.publish(about, EventType::Warning, reason, note).await;
+        self.publish(about, None, EventType::Warning, reason, note)
+            .await;
     }
 
-    async fn publish(&self, about: &ObjectReference, type_: EventType, reason: &str, note: String) {
+    /// An Event about the cluster and one of its host objects, which is the Event's `related`
+    /// object. kube's Recorder folds Events with the same regarding, related, reason and action
+    /// into the first one's series, keeping only its note: without it, the second object kept
+    /// in a cluster would be counted on the first one's Event and never named.
+    async fn event_on(
+        &self,
+        about: &ObjectReference,
+        object: &HostObjectRecord,
+        type_: EventType,
+        reason: &str,
+        note: String,
+    ) {
+        match type_ {
+            EventType::Warning => tracing::warn!(%reason, %note, "warning"),
+            EventType::Normal => tracing::info!(%reason, %note, "event"),
+        }
+        self.publish(
+            about,
+            Some(host_objects::reference(object)),
+            type_,
+            reason,
+            note,
+        )
+        .await;
+    }
+
+    async fn publish(
+        &self,
+        about: &ObjectReference,
+        related: Option<ObjectReference>,
+        type_: EventType,
+        reason: &str,
+        note: String,
+    ) {
         let note = if self.dry_run {
             format!("[dry run] {note}")
         } else {
@@ -164,7 +200,7 @@ impl Context {
             reason: reason.to_owned(),
             note: Some(note),
             action: "Decide".into(),
-            secondary: None,
+            secondary: related,
         };
         if let Err(error) = self.recorder.publish(&event, about).await {
             tracing::warn!(%error, "cannot publish an Event");

@@ -14,12 +14,12 @@ use std::{
 };
 
 use gleaner_core::{
-    ClusterIdentity, ConditionType, Deletion,
-    attribution::{HostKind, HostObjectRecord},
-    confirm_deletion, keys, parse_bool, quantity,
+    ClusterIdentity, ConditionType, Deletion, Retention,
+    attribution::HostObjectRecord,
+    confirm_deletion, keys, parse_bool,
     reclaim::{
         AfterDelete, DeleteAnswer, HoldReason, KeepReason, LiveObject, Plan, ReclaimFacts,
-        RecordedVm, Verdict, VmState, after_delete, plan,
+        RecordedVm, Verdict, after_delete, plan,
     },
     retention,
 };
@@ -27,28 +27,27 @@ use k8s_openapi::{
     apimachinery::pkg::apis::meta::v1::Time,
     jiff::{SignedDuration, Timestamp},
 };
+use kube::runtime::events::EventType;
 use kube::{
     Api, ResourceExt,
-    api::{DeleteParams, DynamicObject, ListParams, Patch, PatchParams, Preconditions},
+    api::{DeleteParams, DynamicObject, Patch, PatchParams, Preconditions},
 };
 use serde_json::json;
 
 /// How long an asked deletion may wait on finalizers before `DeletionStuck` names it.
 const DELETION_BOUND: std::time::Duration = std::time::Duration::from_secs(300);
 
-/// An object whose delete was asked already: since when, and what it waits for.
-struct Pending {
-    since: Timestamp,
-    finalizers: Vec<String>,
-}
-
 use crate::{
     Error, Result,
     error::ApiFailure,
     footprint::{Footprint, FootprintStatus, LEDGER_KEPT, Ledger, LedgerAction, LedgerEntry},
     management::{
-        Context, backoff, footprints::cluster_reference, harvesters::virtual_machine, host_objects,
-        observe::Clusters, status::is_true,
+        Capi, Context, backoff,
+        footprints::cluster_reference,
+        host_objects,
+        live::{self, LiveReads},
+        observe::Clusters,
+        status::is_true,
     },
     metrics::WriteKind,
 };
@@ -116,8 +115,8 @@ struct Doomed {
 /// status written before the first is made, so a restart mid-batch knows what it asked.
 pub struct Batch {
     doomed: Vec<Doomed>,
-    /// In a dry run, each verdict, for `status.would`.
-    would: Vec<String>,
+    /// In a dry run, each verdict, for `status.would`, with its object.
+    would: Vec<(HostObjectRecord, String)>,
     /// Objects asked to go earlier, not yet gone.
     waiting: bool,
     stuck: Vec<String>,
@@ -130,7 +129,7 @@ impl Batch {
     }
 
     /// In a dry run, what the pass would have done, object by object.
-    pub fn would(&self) -> &[String] {
+    pub fn would(&self) -> &[(HostObjectRecord, String)] {
         &self.would
     }
 }
@@ -150,29 +149,16 @@ pub async fn prepare(
     context: &Context,
     next: &mut FootprintStatus,
 ) -> Result<Prepared> {
-    let live = Clusters::live_of(context, recorded).await?;
-    let confirmed = confirm_deletion(recorded, &live.observation()) == Deletion::Confirmed;
-    // Both Cluster objects there, each with another UID: re-created, as by a Rancher restore.
-    let other_uid = |cluster: &Option<DynamicObject>, uid: &str| {
-        cluster
-            .as_ref()
-            .is_some_and(|cluster| cluster.uid().as_deref() != Some(uid))
-    };
-    let identity_changed = other_uid(&live.provisioning, &recorded.provisioning_uid)
-        && other_uid(&live.capi, &recorded.capi_uid);
-    let vms = recorded_vms(context, next).await?;
+    let Confirmation {
+        confirmed,
+        identity_changed,
+    } = Confirmation::read(&context.client, &context.capi, recorded).await?;
+    let vms = live::recorded_vms(&context.harvesters, next).await?;
     let records = next.records();
-    let denied = ledger_kept(next, KeepReason::Denied);
-    let nothing = BTreeSet::new();
-    let annotation = |key: &str| footprint.annotations().get(key).map(String::as_str);
+    let marks = Marks::of(footprint, next);
     let cluster_wide = ReclaimFacts {
         confirmed,
         identity_changed,
-        frozen: is_true(&next.conditions, ConditionType::Frozen),
-        opted_out: is_true(&next.conditions, ConditionType::OptedOut),
-        footprint_retention: retention(annotation(keys::RETAIN_ANNOTATION)),
-        vms_gone_by_operator: annotation(keys::VMS_GONE_ANNOTATION)
-            .is_some_and(|value| parse_bool(value) == Ok(true)),
         // A dry run says what would be done once the grace period ends, without waiting.
         deletions_begin: if context.dry_run {
             Some(Timestamp::now())
@@ -184,13 +170,7 @@ pub async fn prepare(
                     .unwrap_or(Timestamp::MAX)
             })
         },
-        vms: &vms,
-        records: &[],
-        live: &BTreeMap::new(),
-        other_footprints: &nothing,
-        denied: &denied,
-        now: Timestamp::now(),
-        policy_max_age: context.policy_max_age,
+        ..marks.facts(&vms, context.policy_max_age)
     };
     // What holds the whole cluster is read first: the objects only once it may act.
     if let Plan::Hold(reason) = plan(&cluster_wide) {
@@ -200,8 +180,8 @@ pub async fn prepare(
         objects,
         pending: pending_deletions,
         mut bytes,
-    } = live_objects(context, &records).await?;
-    let others = other_footprints(context, &footprint.name_any()).await?;
+    } = live::objects(&context.harvesters, &records).await?;
+    let others = live::other_footprints(&context.footprints(), &footprint.name_any()).await?;
     let facts = ReclaimFacts {
         records: &records,
         live: &objects,
@@ -221,17 +201,14 @@ pub async fn prepare(
     };
     for (record, verdict) in steps {
         if context.dry_run {
-            match verdict {
-                Verdict::Delete => batch
-                    .would
-                    .push(format!("would delete {}", described(&record))),
-                Verdict::Keep(reason) => batch.would.push(format!(
-                    "would keep {}: {}",
-                    described(&record),
-                    reason.as_str()
-                )),
-                Verdict::Gone => {}
-            }
+            let what = match verdict {
+                Verdict::Delete => format!("would delete {}", described(&record)),
+                Verdict::Keep(reason) => {
+                    format!("would keep {}: {}", described(&record), reason.as_str())
+                }
+                Verdict::Gone => continue,
+            };
+            batch.would.push((record, what));
             continue;
         }
         match verdict {
@@ -340,182 +317,85 @@ pub async fn execute(
     }))
 }
 
-/// Each VM the Footprint records, read live by name: gone when absent or replaced.
-async fn recorded_vms(context: &Context, status: &FootprintStatus) -> Result<Vec<RecordedVm>> {
-    let mut vms = Vec::new();
-    for vm in &status.vms {
-        let harvester = context.harvesters.client(&vm.cloud_credential).await?;
-        let found =
-            Api::<DynamicObject>::namespaced_with(harvester, &vm.namespace, &virtual_machine())
-                .get_opt(&vm.name)
-                .await
-                .map_err(|source| Error::Kube {
-                    context: format!("cannot read VM {}/{}", vm.namespace, vm.name),
-                    source,
-                })?;
-        let state = match found {
-            Some(found) if vm.uid.is_none() || found.uid() == vm.uid => {
-                if found.metadata.deletion_timestamp.is_some() {
-                    VmState::Deleting
-                } else {
-                    VmState::Running
-                }
-            }
-            _ => VmState::Gone,
-        };
-        vms.push(RecordedVm {
-            name: format!("{}/{}", vm.namespace, vm.name),
-            uid: vm.uid.clone().unwrap_or_default(),
-            state,
-        });
-    }
-    Ok(vms)
+/// What a live read of both Cluster objects says of the recorded cluster.
+pub struct Confirmation {
+    /// The deletion is confirmed (design.md §5).
+    pub confirmed: bool,
+    /// Both Cluster objects exist, each with another UID: re-created, as by a Rancher restore.
+    pub identity_changed: bool,
 }
 
-/// What the live reads of a pass found, each keyed by record UID.
-struct LiveReads {
-    /// Each recorded object found by name, with the VMs of its namespace that list it.
-    objects: BTreeMap<String, LiveObject>,
-    /// Those whose delete was asked already.
-    pending: BTreeMap<String, Pending>,
-    /// The PVCs' storage requests.
-    bytes: BTreeMap<String, u64>,
-}
-
-/// Each recorded object as found by name now.
-async fn live_objects(context: &Context, records: &[HostObjectRecord]) -> Result<LiveReads> {
-    let mut pending = BTreeMap::new();
-    let mut bytes = BTreeMap::new();
-    let mut attachments: BTreeMap<(String, String), Vec<VmClaims>> = BTreeMap::new();
-    let mut live = BTreeMap::new();
-    for record in records {
-        let harvester = context.harvesters.client(&record.cloud_credential).await?;
-        let api = Api::<DynamicObject>::namespaced_with(
-            harvester.clone(),
-            &record.namespace,
-            &host_objects::resource(record.kind()),
-        );
-        let Some(object) = api
-            .get_opt(&record.name)
-            .await
-            .map_err(|source| Error::Kube {
-                context: format!(
-                    "cannot read {:?} {}/{}",
-                    record.kind(),
-                    record.namespace,
-                    record.name
-                ),
-                source,
-            })?
-        else {
-            continue;
+impl Confirmation {
+    pub async fn read(
+        client: &kube::Client,
+        capi: &Capi,
+        recorded: &ClusterIdentity,
+    ) -> Result<Self> {
+        let live = Clusters::live(client, capi, &recorded.namespace, &recorded.name).await?;
+        let other_uid = |cluster: &Option<DynamicObject>, uid: &str| {
+            cluster
+                .as_ref()
+                .is_some_and(|cluster| cluster.uid().as_deref() != Some(uid))
         };
-        let attached_to = if record.kind() == HostKind::PersistentVolumeClaim {
-            let key = (record.cloud_credential.clone(), record.namespace.clone());
-            if !attachments.contains_key(&key) {
-                attachments.insert(
-                    key.clone(),
-                    claims_by_vm(harvester, &record.namespace).await?,
-                );
-            }
-            attachments[&key]
-                .iter()
-                .filter(|(_, claims)| claims.contains(&record.name))
-                .map(|(uid, _)| uid.clone())
-                .collect()
-        } else {
-            Vec::new()
-        };
-        if let Some(requested) = object.data["spec"]["resources"]["requests"]["storage"]
-            .as_str()
-            .and_then(quantity::bytes)
-        {
-            bytes.insert(record.uid.clone(), requested);
-        }
-        if let Some(since) = &object.metadata.deletion_timestamp {
-            pending.insert(
-                record.uid.clone(),
-                Pending {
-                    since: since.0,
-                    finalizers: object.finalizers().to_vec(),
-                },
-            );
-        }
-        live.insert(
-            record.uid.clone(),
-            LiveObject {
-                uid: object.uid().unwrap_or_default(),
-                resource_version: object.resource_version().unwrap_or_default(),
-                retention: Some(retention(
-                    object
-                        .annotations()
-                        .get(keys::RETAIN_ANNOTATION)
-                        .map(String::as_str),
-                )),
-                attached_to,
-                owned_by: object
-                    .owner_references()
-                    .iter()
-                    .filter(|owner| owner.kind == "VirtualMachine")
-                    .map(|owner| owner.uid.clone())
-                    .collect(),
-                deleting: object.metadata.deletion_timestamp.is_some(),
-            },
-        );
-    }
-    Ok(LiveReads {
-        objects: live,
-        pending,
-        bytes,
-    })
-}
-
-/// A VM's UID and the claims it lists as volumes.
-type VmClaims = (String, Vec<String>);
-
-/// Every VM of the namespace (any creator) with the claims it lists as volumes.
-async fn claims_by_vm(harvester: kube::Client, namespace: &str) -> Result<Vec<VmClaims>> {
-    let vms = Api::<DynamicObject>::namespaced_with(harvester, namespace, &virtual_machine())
-        .list(&ListParams::default())
-        .await
-        .map_err(|source| Error::Kube {
-            context: format!("cannot list the VMs of {namespace}"),
-            source,
-        })?;
-    Ok(vms
-        .items
-        .iter()
-        .map(|vm| {
-            let claims = vm.data["spec"]["template"]["spec"]["volumes"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .filter_map(|volume| volume["persistentVolumeClaim"]["claimName"].as_str())
-                .map(str::to_owned)
-                .collect();
-            (vm.uid().unwrap_or_default(), claims)
+        Ok(Self {
+            confirmed: confirm_deletion(recorded, &live.observation()) == Deletion::Confirmed,
+            identity_changed: other_uid(&live.provisioning, &recorded.provisioning_uid)
+                && other_uid(&live.capi, &recorded.capi_uid),
         })
-        .collect())
+    }
 }
 
-/// The UIDs every other Footprint records, from a live list (just before deleting).
-async fn other_footprints(context: &Context, name: &str) -> Result<BTreeSet<String>> {
-    let list = context
-        .footprints()
-        .list(&ListParams::default())
-        .await
-        .map_err(|source| Error::Kube {
-            context: format!("cannot list the Footprints of {}", context.namespace),
-            source,
-        })?;
-    Ok(list
-        .items
-        .iter()
-        .filter(|other| other.name_any() != name)
-        .filter_map(|other| other.status.as_ref())
-        .flat_map(|status| status.records())
-        .map(|record| record.uid)
-        .collect())
+/// What a Footprint itself says about its cluster, beside the live reads: its annotations, its
+/// conditions and the denials in its ledger.
+pub struct Marks {
+    frozen: bool,
+    opted_out: bool,
+    footprint_retention: Retention,
+    vms_gone_by_operator: bool,
+    denied: BTreeSet<String>,
+}
+
+/// No live object and no other Footprint's UIDs: the facts before the objects are read.
+static NOTHING_LIVE: BTreeMap<String, LiveObject> = BTreeMap::new();
+static NO_UIDS: BTreeSet<String> = BTreeSet::new();
+
+impl Marks {
+    pub fn of(footprint: &Footprint, status: &FootprintStatus) -> Self {
+        let annotation = |key: &str| footprint.annotations().get(key).map(String::as_str);
+        Self {
+            frozen: is_true(&status.conditions, ConditionType::Frozen),
+            opted_out: is_true(&status.conditions, ConditionType::OptedOut),
+            footprint_retention: retention(annotation(keys::RETAIN_ANNOTATION)),
+            vms_gone_by_operator: annotation(keys::VMS_GONE_ANNOTATION)
+                .is_some_and(|value| parse_bool(value) == Ok(true)),
+            denied: ledger_kept(status, KeepReason::Denied),
+        }
+    }
+
+    /// The facts of a pass from these marks and the recorded VMs as read live: not confirmed,
+    /// no grace period started, nothing read of the objects yet, as of now.
+    pub fn facts<'a>(
+        &'a self,
+        vms: &'a [RecordedVm],
+        policy_max_age: Duration,
+    ) -> ReclaimFacts<'a> {
+        ReclaimFacts {
+            confirmed: false,
+            identity_changed: false,
+            frozen: self.frozen,
+            opted_out: self.opted_out,
+            footprint_retention: self.footprint_retention.clone(),
+            vms_gone_by_operator: self.vms_gone_by_operator,
+            deletions_begin: None,
+            vms,
+            records: &[],
+            live: &NOTHING_LIVE,
+            other_footprints: &NO_UIDS,
+            denied: &self.denied,
+            now: Timestamp::now(),
+            policy_max_age,
+        }
+    }
 }
 
 /// The UIDs the ledger records as kept for `reason`.
@@ -535,7 +415,7 @@ fn uid_of(object: &str) -> Option<String> {
     rest.strip_suffix(')').map(str::to_owned)
 }
 
-fn described(record: &HostObjectRecord) -> String {
+pub fn described(record: &HostObjectRecord) -> String {
     format!(
         "{:?} {}/{} ({})",
         record.kind(),
@@ -643,7 +523,9 @@ async fn keep(
         written?;
     }
     let note_text = format!("{} is kept: {}", described(record), reason.as_str());
-    context.event(about, "Kept", note_text).await;
+    context
+        .event_on(about, record, EventType::Normal, "Kept", note_text)
+        .await;
     context.metrics().kept(record.class, reason);
     note(next, LedgerAction::Kept, record, reason.as_str());
     Ok(())
@@ -661,7 +543,9 @@ async fn delete(
         "deleting {}: the cluster's deletion is confirmed and nothing protects it",
         described(record)
     );
-    context.event(about, "Deleting", note_text).await;
+    context
+        .event_on(about, record, EventType::Normal, "Deleting", note_text)
+        .await;
     let harvester = context.harvesters.client(&record.cloud_credential).await?;
     let params = DeleteParams {
         preconditions: Some(Preconditions {
