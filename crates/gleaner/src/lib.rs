@@ -8,6 +8,7 @@
 pub mod admin;
 pub mod cli;
 mod error;
+pub mod events;
 pub mod footprint;
 pub mod inspect;
 mod installation;

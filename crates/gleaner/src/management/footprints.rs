@@ -14,6 +14,7 @@ use std::{
     time::Duration,
 };
 
+use crate::events::EventReason;
 use gleaner_core::{
     ClusterIdentity, ConditionState, ConditionType, Deletion, HarvesterCheck, HarvesterRecord,
     Health, IntentSeen, Inventory, Named, Seen, VmRecord,
@@ -30,7 +31,6 @@ use gleaner_core::{
 use k8s_openapi::{
     api::core::v1::ObjectReference, apimachinery::pkg::apis::meta::v1::Time, jiff::Timestamp,
 };
-use kube::runtime::events::EventType;
 use kube::{
     Resource, ResourceExt,
     api::{DynamicObject, Patch, PatchParams},
@@ -142,7 +142,7 @@ pub async fn track(cluster: Arc<DynamicObject>, context: Arc<Context>) -> Result
             "gleaner tracks this cluster in Footprint {}/{uid}",
             context.namespace
         );
-        context.event(&about, "Tracking", note).await;
+        context.event(&about, EventReason::Tracking, note).await;
     }
     Ok(Action::await_change())
 }
@@ -151,7 +151,9 @@ pub async fn track(cluster: Arc<DynamicObject>, context: Arc<Context>) -> Result
 /// the retry policy and the error counter.
 async fn not_made(context: &Context, about: &ObjectReference, error: Error) -> Result<Action> {
     let note = format!("gleaner cannot write this cluster's Footprint: {error}");
-    context.warn(about, "FootprintNotWritten", note).await;
+    context
+        .event(about, EventReason::FootprintNotWritten, note)
+        .await;
     Err(error)
 }
 
@@ -176,7 +178,7 @@ async fn pools(cluster: &DynamicObject, about: &ObjectReference, context: &Conte
             Ok(credential) => credential.map(|credential| credential.to_string()),
             Err(error) => {
                 context
-                    .warn(about, "MalformedCredential", error.to_string())
+                    .event(about, EventReason::MalformedCredential, error.to_string())
                     .await;
                 Some(error.0)
             }
@@ -520,9 +522,9 @@ async fn reclaim(
         let note = "every Cluster UID differs from the recorded ones while the cluster's VMs run \
                     (a Rancher restore re-created them?): nothing of it is deleted";
         context
-            .warn(
+            .event(
                 &cluster_reference(&footprint.spec.identity),
-                "IdentityChanged",
+                EventReason::IdentityChanged,
                 note.into(),
             )
             .await;
@@ -550,7 +552,7 @@ async fn reclaim(
     match outcome {
         Ok(Pass::Held(hold @ HoldReason::WebhookUnavailable(_))) => {
             context
-                .warn(&about, "WebhookUnavailable", hold.to_string())
+                .event(&about, EventReason::WebhookUnavailable, hold.to_string())
                 .await;
             Ok(Action::requeue(
                 context.reclaim_pauses.failed(&name, HELD_AGAIN),
@@ -562,7 +564,9 @@ async fn reclaim(
                 "the reclaim stopped, nothing deleted on a guess; next try in {}s: {error}",
                 wait.as_secs()
             );
-            context.warn(&about, "ReclaimFailed", note).await;
+            context
+                .event(&about, EventReason::ReclaimFailed, note)
+                .await;
             Err(error)
         }
         Ok(pass) => {
@@ -598,13 +602,11 @@ async fn dry_run(
     for (record, what) in &new {
         tracing::info!(footprint = %footprint.name_any(), "dry run: {what}");
         let reason = if what.starts_with("would delete") {
-            "WouldDelete"
+            EventReason::WouldDelete
         } else {
-            "WouldKeep"
+            EventReason::WouldKeep
         };
-        context
-            .event_on(&about, record, EventType::Normal, reason, what.clone())
-            .await;
+        context.event_on(&about, record, reason, what.clone()).await;
     }
     let new = new.into_iter().map(|(_, what)| what.clone()).collect();
     status::would(context, &footprint.name_any(), new).await
@@ -742,11 +744,15 @@ async fn report(
             keys::INTENT_ANNOTATION,
             vm.intent_problem.clone().unwrap_or_default()
         );
-        context.warn(&about, "MalformedIntent", note).await;
+        context
+            .event(&about, EventReason::MalformedIntent, note)
+            .await;
     }
     if !refused.is_empty() && !is_true(&status.conditions, ConditionType::HarvesterMisconfigured) {
         let note = refused.values().cloned().collect::<Vec<_>>().join("; ");
-        context.warn(&about, "HarvesterChanged", note).await;
+        context
+            .event(&about, EventReason::HarvesterChanged, note)
+            .await;
     }
     if is_true(&next.conditions, ConditionType::GuestUnreachable)
         && !is_true(&status.conditions, ConditionType::GuestUnreachable)
@@ -756,31 +762,34 @@ async fn report(
              of its volumes stands): {}",
             message_of(&next.conditions, ConditionType::GuestUnreachable)
         );
-        context.warn(&about, "GuestUnreachable", note).await;
+        context
+            .event(&about, EventReason::GuestUnreachable, note)
+            .await;
     }
     if is_true(&next.conditions, ConditionType::RecordsLimited)
         && !is_true(&status.conditions, ConditionType::RecordsLimited)
     {
         let note = message_of(&next.conditions, ConditionType::RecordsLimited);
-        context.warn(&about, "FootprintFull", note).await;
+        context
+            .event(&about, EventReason::FootprintFull, note)
+            .await;
     }
     for record in newly_conflicting(&status.records(), &next.records()) {
         let note = format!(
-            "{:?} {}/{} ({}) is tied to another cluster too ({:?}): it will never be deleted",
+            "{:?} {}/{} ({}) is tied to another cluster too ({}): it will never be deleted",
             record.kind(),
             record.namespace,
             record.name,
             record.uid,
-            record.conflicts
+            record
+                .conflicts
+                .iter()
+                .map(|conflict| String::from(conflict.clone()))
+                .collect::<Vec<_>>()
+                .join(", ")
         );
         context
-            .event_on(
-                &about,
-                record,
-                EventType::Warning,
-                "AttributionConflict",
-                note,
-            )
+            .event_on(&about, record, EventReason::AttributionConflict, note)
             .await;
     }
 }
@@ -980,7 +989,7 @@ async fn report_inventory(context: &Context, footprint: &Footprint, inventory: &
         Inventory::Completed { .. } => {
             context.metrics().inventoried(InventoryOutcome::Completed);
             let note = format!("final inventory of the guest: {inventory:?}");
-            context.event(&about, "Inventoried", note).await;
+            context.event(&about, EventReason::Inventoried, note).await;
         }
         Inventory::Incomplete { problem } => {
             context.metrics().inventoried(InventoryOutcome::Incomplete);
@@ -988,7 +997,9 @@ async fn report_inventory(context: &Context, footprint: &Footprint, inventory: &
                 "the final inventory of the guest did not complete ({problem}): what gleaner \
                  learnt while the cluster lived stands"
             );
-            context.warn(&about, "InventoryIncomplete", note).await;
+            context
+                .event(&about, EventReason::InventoryIncomplete, note)
+                .await;
         }
     }
 }

@@ -6,6 +6,7 @@
 
 use std::{sync::Arc, time::Duration};
 
+use crate::events::EventReason;
 use gleaner_core::{
     AddHook, AfterFailedWrite, ClusterIdentity, ConditionType, DeletingMachine, FootprintState,
     HookDecision, Intent, InventoryState, MachineFacts, OptOut, Reason, WaitReason, WriteFailure,
@@ -142,7 +143,9 @@ async fn on_deletion(machine: &DynamicObject, context: &Context) -> Result<Actio
             "{} on the {object:?} Cluster is {value:?}, not a boolean: it is ignored",
             keys::SKIP_CLEANUP_ANNOTATION
         );
-        context.warn(&observed.about, "MalformedOptOut", note).await;
+        context
+            .event(&observed.about, EventReason::MalformedOptOut, note)
+            .await;
     }
     let decision = deleting_machine_hook(&observed.facts);
     act(machine, &observed, decision, context).await
@@ -341,7 +344,9 @@ async fn act(
                 waited.as_secs(),
                 context.footprint_wait.as_secs()
             );
-            context.warn(about, "FootprintMissing", note).await;
+            context
+                .event(about, EventReason::FootprintMissing, note)
+                .await;
             Ok(Action::requeue(WAIT))
         }
         HookDecision::Wait(WaitReason::InventoryPending { waited }) => {
@@ -361,7 +366,7 @@ async fn act(
             let note = format!(
                 "the {object:?} Cluster opts out: hook removed from Machine {machine_name}, nothing written"
             );
-            context.event(about, "OptedOut", note).await;
+            context.event(about, EventReason::OptedOut, note).await;
             Ok(Action::await_change())
         }
         HookDecision::RemoveHookThenWriteIntent { reason } => {
@@ -370,13 +375,15 @@ async fn act(
                 "Machine {machine_name} goes for {reason}: {}",
                 observed.explanation
             );
-            context.event(about, reason.as_str(), note).await;
+            context.event(about, reason.into(), note).await;
             remove_hook(machine, context).await?;
             if let Err((failure, error)) = write_intent(observed, reason, context).await {
                 let note = format!(
                     "the intent for Machine {machine_name} was not written (best effort, {failure:?}): {error}"
                 );
-                context.warn(about, "IntentNotWritten", note).await;
+                context
+                    .event(about, EventReason::IntentNotWritten, note)
+                    .await;
             }
             Ok(Action::await_change())
         }
@@ -395,7 +402,7 @@ async fn act(
                             context.footprint_wait.as_secs()
                         ),
                     };
-                    context.event(about, reason.as_str(), note).await;
+                    context.event(about, reason.into(), note).await;
                     remove_hook(machine, context).await?;
                     Ok(Action::await_change())
                 }
@@ -429,11 +436,11 @@ async fn failed_write(
         } => {
             let (reason, what) = match failure {
                 WriteFailure::Misconfigured => (
-                    "HarvesterMisconfigured",
+                    EventReason::HarvesterMisconfigured,
                     "for its Harvester to accept the credential",
                 ),
                 WriteFailure::Unreachable | WriteFailure::VmNotFound => {
-                    ("HarvesterUnreachable", "for Harvester")
+                    (EventReason::HarvesterUnreachable, "for Harvester")
                 }
             };
             let limit = context.hook_timeout.map_or_else(
@@ -444,7 +451,7 @@ async fn failed_write(
                 "the hook on Machine {machine_name} has waited {}s {what} ({limit}): {error}",
                 failing_for.as_secs()
             );
-            context.warn(about, reason, note).await;
+            context.event(about, reason, note).await;
             Ok(Action::requeue(WAIT))
         }
         AfterFailedWrite::RemoveHookNothingToProtect => {
@@ -456,7 +463,7 @@ async fn failed_write(
             status::vm_not_found(context, &observed.footprint_name, &machine_name, &vm, &note)
                 .await?;
             remove_hook(machine, context).await?;
-            context.event(about, "VmNotFound", note).await;
+            context.event(about, EventReason::VmNotFound, note).await;
             Ok(Action::await_change())
         }
         AfterFailedWrite::RemoveHookFootprintMissing => {
@@ -466,7 +473,9 @@ async fn failed_write(
                  the intent could not be written on VM {vm}: {error}",
                 context.footprint_wait.as_secs()
             );
-            context.warn(about, "FootprintMissing", note).await;
+            context
+                .event(about, EventReason::FootprintMissing, note)
+                .await;
             Ok(Action::await_change())
         }
         AfterFailedWrite::RemoveHookLapsed { failing_for } => {
@@ -478,7 +487,9 @@ async fn failed_write(
             status::protection_lapsed(context, &observed.footprint_name, &machine_name, &vm, &note)
                 .await?;
             remove_hook(machine, context).await?;
-            context.warn(about, "ProtectionLapsed", note).await;
+            context
+                .event(about, EventReason::ProtectionLapsed, note)
+                .await;
             Ok(Action::await_change())
         }
     }

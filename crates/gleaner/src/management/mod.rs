@@ -29,6 +29,8 @@ use futures::{
     future::{BoxFuture, try_join_all},
 };
 use gleaner_core::{Reason, attribution::HostObjectRecord, keys};
+
+use crate::events::EventReason;
 use k8s_openapi::{api::core::v1::ObjectReference, jiff::Timestamp};
 use kube::{
     Api, Resource, ResourceExt,
@@ -144,16 +146,8 @@ impl Context {
         self.metrics().wrote(kind, label);
     }
 
-    async fn event(&self, about: &ObjectReference, reason: &str, note: String) {
-        tracing::info!(%reason, %note, "event");
-        self.publish(about, None, EventType::Normal, reason, note)
-            .await;
-    }
-
-    async fn warn(&self, about: &ObjectReference, reason: &str, note: String) {
-        tracing::warn!(%reason, %note, "warning");
-        self.publish(about, None, EventType::Warning, reason, note)
-            .await;
+    async fn event(&self, about: &ObjectReference, reason: EventReason, note: String) {
+        self.publish(about, None, reason, note).await;
     }
 
     /// An Event about the cluster and one of its host objects, which is the Event's `related`
@@ -164,32 +158,26 @@ impl Context {
         &self,
         about: &ObjectReference,
         object: &HostObjectRecord,
-        type_: EventType,
-        reason: &str,
+        reason: EventReason,
         note: String,
     ) {
-        match type_ {
-            EventType::Warning => tracing::warn!(%reason, %note, "warning"),
-            EventType::Normal => tracing::info!(%reason, %note, "event"),
-        }
-        self.publish(
-            about,
-            Some(host_objects::reference(object)),
-            type_,
-            reason,
-            note,
-        )
-        .await;
+        self.publish(about, Some(host_objects::reference(object)), reason, note)
+            .await;
     }
 
     async fn publish(
         &self,
         about: &ObjectReference,
         related: Option<ObjectReference>,
-        type_: EventType,
-        reason: &str,
+        reason: EventReason,
         note: String,
     ) {
+        let type_ = reason.type_();
+        let reason = reason.as_str();
+        match type_ {
+            EventType::Warning => tracing::warn!(%reason, %note, "warning"),
+            EventType::Normal => tracing::info!(%reason, %note, "event"),
+        }
         let note = if self.dry_run {
             format!("[dry run] {note}")
         } else {

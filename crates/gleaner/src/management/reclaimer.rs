@@ -13,6 +13,7 @@ use std::{
     time::{Duration, Instant},
 };
 
+use crate::events::EventReason;
 use gleaner_core::{
     ClusterIdentity, ConditionType, Deletion, Retention,
     attribution::HostObjectRecord,
@@ -27,7 +28,6 @@ use k8s_openapi::{
     apimachinery::pkg::apis::meta::v1::Time,
     jiff::{SignedDuration, Timestamp},
 };
-use kube::runtime::events::EventType;
 use kube::{
     Api, ResourceExt,
     api::{DeleteParams, DynamicObject, Patch, PatchParams, Preconditions},
@@ -524,7 +524,7 @@ async fn keep(
     }
     let note_text = format!("{} is kept: {}", described(record), reason.as_str());
     context
-        .event_on(about, record, EventType::Normal, "Kept", note_text)
+        .event_on(about, record, EventReason::Kept, note_text)
         .await;
     context.metrics().kept(record.class, reason);
     note(next, LedgerAction::Kept, record, reason.as_str());
@@ -544,7 +544,7 @@ async fn delete(
         described(record)
     );
     context
-        .event_on(about, record, EventType::Normal, "Deleting", note_text)
+        .event_on(about, record, EventReason::Deleting, note_text)
         .await;
     let harvester = context.harvesters.client(&record.cloud_credential).await?;
     let params = DeleteParams {
