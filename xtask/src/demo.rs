@@ -313,3 +313,68 @@ impl Drop for Running {
         let _ = self.0.wait();
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The gleaner binary `cargo test --workspace` builds beside this test's executable
+    /// (`target/<profile>/deps/xtask-…` → `target/<profile>/gleaner`).
+    fn built_gleaner() -> PathBuf {
+        let test = std::env::current_exe().unwrap();
+        let binary = test
+            .parent()
+            .and_then(Path::parent)
+            .map(|profile| profile.join("gleaner"))
+            .unwrap();
+        assert!(
+            binary.is_file(),
+            "{} is missing: run the workspace's tests (cargo xtask test), which build it",
+            binary.display()
+        );
+        binary
+    }
+
+    #[tokio::test]
+    async fn the_demo_shows_upstream_leaking_and_gleaner_leaving_nothing_and_deleting_nothing_wrong()
+     {
+        let (upstream, gleaner) = both(&built_gleaner(), Clock::new(0.05)).await.unwrap();
+        for class in Class::ALL {
+            let summary = gleaner.report.class(class);
+            assert_eq!(
+                (summary.leaked, summary.wrongly_deleted),
+                (0, 0),
+                "{class} with gleaner:\n{}",
+                gleaner.report
+            );
+        }
+        let upstream_leaked: usize = Class::ALL
+            .iter()
+            .map(|class| upstream.report.class(*class).leaked)
+            .sum();
+        assert!(upstream_leaked > 0, "upstream alone:\n{}", upstream.report);
+        assert_eq!(
+            upstream.report.objects.len(),
+            gleaner.report.objects.len(),
+            "the same scenario twice"
+        );
+        for run in [&upstream, &gleaner] {
+            let json = system(run).unwrap();
+            assert!(json["api_requests"].as_u64().unwrap() > 0, "{json}");
+            assert!(json["seconds_to_clean"].as_f64().unwrap() > 0.0, "{json}");
+            let object = &json["objects"][0];
+            for field in [
+                "class",
+                "namespace",
+                "name",
+                "must_survive",
+                "exists_at_end",
+            ] {
+                assert!(!object[field].is_null(), "{field} in {object}");
+            }
+        }
+        let table = side_by_side(&upstream, &gleaner);
+        assert!(table.contains("upstream + gleaner"), "{table}");
+        assert!(table.contains("apiserver requests"), "{table}");
+    }
+}
