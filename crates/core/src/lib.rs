@@ -10,6 +10,7 @@
 mod testing;
 
 pub mod attribution;
+pub mod audit;
 pub mod conditions;
 pub mod deletion;
 pub mod freeze;

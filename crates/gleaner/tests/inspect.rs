@@ -21,19 +21,30 @@ use gleaner_sim::{
     scenario::{Class, ClusterPlan, ScenarioBuilder, VolumePlan},
 };
 use gleaner_world::{ClusterName, World, testing::eventually};
-use k8s_openapi::{ByteString, api::core::v1::Secret};
+use k8s_openapi::{
+    ByteString,
+    api::{
+        core::v1::Secret,
+        rbac::v1::{ClusterRole, ClusterRoleBinding},
+    },
+};
 use kube::{
     Api,
     api::{ObjectMeta, Patch, PatchParams, PostParams},
 };
 use serde_json::{Value, json};
 
-/// Runs the gleaner binary against the world's Rancher, without colour.
+/// Runs the gleaner binary against the world's Rancher as its admin, without colour.
 async fn gleaner(world: &World, args: &[&str]) -> Output {
+    gleaner_as(&world.kubeconfig(ClusterName::RANCHER).unwrap(), args).await
+}
+
+/// Runs the gleaner binary against the world's Rancher with `kubeconfig`, without colour.
+async fn gleaner_as(kubeconfig: &std::path::Path, args: &[&str]) -> Output {
     tokio::process::Command::new(env!("CARGO_BIN_EXE_gleaner"))
         .args(args)
         .arg("--kubeconfig")
-        .arg(world.kubeconfig(ClusterName::RANCHER).unwrap())
+        .arg(kubeconfig)
         .env("NO_COLOR", "1")
         .env_remove("RUST_LOG")
         .output()
@@ -132,6 +143,16 @@ async fn a_plan_of_a_living_cluster_is_what_the_reclaimer_then_does_object_for_o
         "{table}"
     );
     assert!(table.contains("GuestRetain"), "{table}");
+    // Read-only RBAC is enough, and gives the same answer.
+    let reader = read_only(world, &gleaner_namespace).await;
+    let as_reader = gleaner_as(&reader, &[&args[..], &["-o", "json"]].concat()).await;
+    assert!(
+        as_reader.status.success(),
+        "{}",
+        String::from_utf8_lossy(&as_reader.stderr)
+    );
+    let as_reader: Value = serde_json::from_slice(&as_reader.stdout).unwrap();
+    assert_eq!(as_reader["objects"], plan["objects"]);
 
     scenario.delete_cluster(&prod).await.unwrap();
     until_reclaimed(&footprints, &prod).await;
@@ -347,6 +368,44 @@ async fn explain_tells_a_reclaimed_a_kept_a_conflicting_and_an_unattributed_obje
     .await;
     let text = String::from_utf8(output.stdout).unwrap();
     assert!(text.contains("No Footprint records uid"), "{text}");
+}
+
+/// A kubeconfig for a ServiceAccount of Rancher that may only read what plan and explain read:
+/// gleaner's Footprints, both Cluster kinds, the install-uuid Setting, Events, and by name the
+/// cloud credentials.
+async fn read_only(world: &World, gleaner_namespace: &str) -> std::path::PathBuf {
+    let rancher = world.client(ClusterName::RANCHER).await.unwrap();
+    let name = format!("{gleaner_namespace}-reader");
+    let role: ClusterRole = serde_json::from_value(json!({
+        "metadata": {"name": name},
+        "rules": [
+            {"apiGroups": ["gleaner.io"], "resources": ["footprints"], "verbs": ["get", "list"]},
+            {"apiGroups": ["provisioning.cattle.io"], "resources": ["clusters"], "verbs": ["get"]},
+            {"apiGroups": ["cluster.x-k8s.io"], "resources": ["clusters"], "verbs": ["get"]},
+            {"apiGroups": ["management.cattle.io"], "resources": ["settings"], "verbs": ["get"]},
+            {"apiGroups": [""], "resources": ["events"], "verbs": ["list"]},
+            {"apiGroups": [""], "resources": ["secrets"], "verbs": ["get"]},
+        ],
+    }))
+    .unwrap();
+    let binding: ClusterRoleBinding = serde_json::from_value(json!({
+        "metadata": {"name": name},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": name},
+        "subjects": [{"kind": "ServiceAccount", "name": name, "namespace": gleaner_namespace}],
+    }))
+    .unwrap();
+    Api::<ClusterRole>::all(rancher.clone())
+        .create(&PostParams::default(), &role)
+        .await
+        .unwrap();
+    Api::<ClusterRoleBinding>::all(rancher)
+        .create(&PostParams::default(), &binding)
+        .await
+        .unwrap();
+    world
+        .service_account_kubeconfig(ClusterName::RANCHER, gleaner_namespace, &name)
+        .await
+        .unwrap()
 }
 
 /// A cloud credential in Rancher whose kubeconfig is `kubeconfig`.
