@@ -5,6 +5,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use jiff::Timestamp;
 use serde::Serialize;
 
 use crate::attribution::{HostKind, NETWORK_FILESYSTEM_NAMESPACE};
@@ -67,6 +68,12 @@ pub struct HostObject {
     pub service_uid: Option<String>,
     /// Where a cluster name is written on it (the CSI label, a load balancer's cluster label).
     pub cluster_label: Option<String>,
+    /// A PVC's storage request.
+    pub bytes: Option<u64>,
+    /// When it was made.
+    pub created: Option<Timestamp>,
+    /// A VolumeSnapshot carries the labels the CSI driver puts on the host snapshots it makes.
+    pub csi_labelled: bool,
 }
 
 /// Everything the audit of one Harvester rests on, read live.
@@ -167,8 +174,43 @@ pub enum Doubt {
         /// The volume's name.
         volume: String,
     },
-    /// A snapshot whose source volume is gone: nothing tells whose it was.
+    /// A snapshot whose source volume is gone, without the CSI driver's labels: nothing tells
+    /// whose it was.
     SourceGone,
+}
+
+impl std::fmt::Display for InUse {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::AttachedTo { vm } => write!(f, "attached to VM {vm}"),
+            Self::MountedByPod => f.write_str("mounted by a Pod"),
+            Self::RecordedByLivingCluster { cluster, .. } => {
+                write!(f, "recorded by living cluster {cluster}")
+            }
+            Self::VolumeInUse { volume } => write!(f, "its volume {volume} is in use"),
+        }
+    }
+}
+
+impl std::fmt::Display for Doubt {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::NotCsiShaped => f.write_str("not shaped as the CSI driver makes PVCs"),
+            Self::ImageSource => f.write_str("a golden image or an image export's source"),
+            Self::OwnedByVm => f.write_str("owned by a VM"),
+            Self::RecordedBy { cluster, .. } => {
+                write!(f, "deleted cluster {cluster}'s Footprint records it")
+            }
+            Self::Retained => f.write_str("gleaner.io/retain on it"),
+            Self::Kept { reason } => write!(f, "kept by gleaner: {reason}"),
+            Self::GuestInventoryIncomplete { cluster } => {
+                write!(f, "living cluster {cluster}'s guest is not fully seen")
+            }
+            Self::ForeignVm { vm } => write!(f, "VM {vm} is no cluster's gleaner knows"),
+            Self::VolumeNotOrphan { volume } => write!(f, "its volume {volume} is not an orphan"),
+            Self::SourceGone => f.write_str("its source volume is gone"),
+        }
+    }
 }
 
 /// One object's finding.
@@ -187,6 +229,10 @@ pub struct Finding {
     pub verdict: Verdict,
     /// The last cluster it can be tied to, and what says so.
     pub last_cluster: Option<String>,
+    /// A PVC's storage request.
+    pub bytes: Option<u64>,
+    /// When it was made.
+    pub created: Option<Timestamp>,
 }
 
 /// `pvc-<uuid>`: the name the CSI driver gives the host PVC of a guest PV.
@@ -236,6 +282,10 @@ pub fn audit(facts: &AuditFacts) -> Vec<Finding> {
             Some(verdict) => verdict,
             None => match volumes.get(&(snapshot.namespace.clone(), source.clone())) {
                 Some(source_verdict) => follows(source, source_verdict),
+                // Its volume went without it: the CSI driver's, named by no guest gleaner sees.
+                None if snapshot.csi_labelled => {
+                    namespace_doubt(facts, &snapshot.namespace).unwrap_or(Verdict::Orphan)
+                }
                 None => Verdict::Unknown(Doubt::SourceGone),
             },
         };
@@ -387,6 +437,8 @@ fn finding(facts: &AuditFacts, kind: HostKind, object: &HostObject, verdict: Ver
         name: object.name.clone(),
         uid: object.uid.clone(),
         last_cluster: last_cluster(facts, object),
+        bytes: object.bytes,
+        created: object.created,
         verdict,
     }
 }
@@ -483,6 +535,28 @@ mod tests {
                 .iter()
                 .all(|finding| finding.verdict == Verdict::Orphan)
         );
+    }
+
+    #[test]
+    fn a_snapshot_whose_volume_went_is_an_orphan_only_with_the_csi_drivers_labels() {
+        let snapshot = |csi_labelled| HostObject {
+            namespace: "vms".into(),
+            name: "snapshot-1".into(),
+            uid: "u-snap".into(),
+            volume: Some(LEFT.into()),
+            csi_labelled,
+            ..HostObject::default()
+        };
+        for (labelled, verdict) in [
+            (true, Verdict::Orphan),
+            (false, Verdict::Unknown(Doubt::SourceGone)),
+        ] {
+            let facts = AuditFacts {
+                snapshots: vec![snapshot(labelled)],
+                ..AuditFacts::default()
+            };
+            assert_eq!(verdict_of(&audit(&facts), "snapshot-1"), verdict);
+        }
     }
 
     #[test]
@@ -620,6 +694,9 @@ mod tests {
                     owned_by_vm: owned,
                     service_uid: None,
                     cluster_label: None,
+                    bytes: None,
+                    created: None,
+                    csi_labelled: false,
                 },
             )
     }

@@ -39,7 +39,22 @@ pub enum Command {
     /// ledger entries and Events, and what the plan says of it now. Read-only.
     #[command(after_help = EXPLAIN_EXAMPLES)]
     Explain(ExplainArgs),
+    /// Finds what leaked before gleaner came: guest-made host objects on each Harvester that no
+    /// living cluster accounts for, each `orphan`, `in use` or `unknown` with why. Read-only.
+    #[command(after_help = AUDIT_EXAMPLES)]
+    Audit(AuditArgs),
 }
+
+const AUDIT_EXAMPLES: &str = "\
+Examples:
+  # Every Harvester the Footprints use
+  gleaner audit
+
+  # One Harvester, for tooling
+  gleaner audit --harvester cattle-global-data:cc-hv1 -o json
+
+Exit status: 0 when no orphan is found, 3 when orphans are found (a CronJob can alert on it),
+1 when the audit cannot be done (a Harvester unreachable, a permission missing).";
 
 const PLAN_EXAMPLES: &str = "\
 Examples:
@@ -92,6 +107,14 @@ pub struct InspectArgs {
     )]
     pub gleaner_namespace: String,
 
+    /// Output format.
+    #[arg(short = 'o', long, env = "GLEANER_OUTPUT", value_enum, default_value_t = Output::Table)]
+    pub output: Output,
+}
+
+/// The policy age the reclaimer plans with, for `plan` and `explain`.
+#[derive(Debug, Clone, Args)]
+pub struct PolicyAgeArgs {
     /// How old a guest reclaim policy may be before it counts as never seen; set it as
     /// `gleaner run` has it.
     #[arg(
@@ -102,10 +125,23 @@ pub struct InspectArgs {
         value_parser = humantime::parse_duration
     )]
     pub policy_max_age: Duration,
+}
 
-    /// Output format.
-    #[arg(short = 'o', long, env = "GLEANER_OUTPUT", value_enum, default_value_t = Output::Table)]
-    pub output: Output,
+/// `gleaner audit`.
+#[derive(Debug, Args)]
+pub struct AuditArgs {
+    /// The cloud credential (`namespace:name`) of a Harvester to audit (repeatable, or
+    /// comma-separated); by default every one the Footprints use.
+    #[arg(
+        long = "harvester",
+        env = "GLEANER_HARVESTERS",
+        value_name = "CREDENTIAL",
+        value_delimiter = ','
+    )]
+    pub harvesters: Vec<String>,
+
+    #[command(flatten)]
+    pub inspect: InspectArgs,
 }
 
 /// `gleaner plan`.
@@ -122,6 +158,9 @@ pub struct PlanArgs {
         default_value = "fleet-default"
     )]
     pub namespace: String,
+
+    #[command(flatten)]
+    pub policy: PolicyAgeArgs,
 
     #[command(flatten)]
     pub inspect: InspectArgs,
@@ -147,6 +186,9 @@ pub struct ExplainArgs {
     /// Footprints use several Harvesters and the object is in more than one.
     #[arg(long, env = "GLEANER_HARVESTER", value_name = "CREDENTIAL")]
     pub harvester: Option<String>,
+
+    #[command(flatten)]
+    pub policy: PolicyAgeArgs,
 
     #[command(flatten)]
     pub inspect: InspectArgs,

@@ -10,12 +10,18 @@ use gleaner::{
     footprint, inspect, management, telemetry,
 };
 
+/// `gleaner audit`'s exit status when it finds orphans, so a CronJob can alert on it.
+const ORPHANS_FOUND: u8 = 3;
+
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
     // People read what plan and explain print, and their one-line error: nothing logs unless
     // RUST_LOG asks.
-    let quiet = matches!(cli.command, Command::Plan(_) | Command::Explain(_));
+    let quiet = matches!(
+        cli.command,
+        Command::Plan(_) | Command::Explain(_) | Command::Audit(_)
+    );
     let level = if quiet {
         LevelFilter::OFF
     } else {
@@ -48,6 +54,21 @@ async fn main() -> ExitCode {
                 inspect::explain::table(&report)
             })
         }),
+        Command::Audit(args) => {
+            return match inspect::audit::report(&args).await.and_then(|report| {
+                inspect::print(args.inspect.output, &report, |wide| {
+                    inspect::audit::table(&report, wide)
+                })?;
+                Ok(report.totals.orphans)
+            }) {
+                Ok(0) => ExitCode::SUCCESS,
+                Ok(_) => ExitCode::from(ORPHANS_FOUND),
+                Err(error) => {
+                    eprintln!("error: {error}");
+                    ExitCode::FAILURE
+                }
+            };
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

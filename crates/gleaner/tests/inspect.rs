@@ -482,6 +482,12 @@ async fn bad_input_gets_one_line_and_a_non_zero_exit() {
         error.contains("cannot read PersistentVolumeClaim default/anything"),
         "{error}"
     );
+    let error = refusal(
+        world,
+        &["audit", "--harvester", &unreachable, "--api-timeout", "2s"],
+    )
+    .await;
+    assert!(error.contains("cannot read kube-system"), "{error}");
 
     // A credential whose identity may read nothing on Harvester.
     let nobody = world

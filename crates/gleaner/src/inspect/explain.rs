@@ -111,7 +111,7 @@ pub async fn report(args: &ExplainArgs) -> Result<ExplainReport> {
         HostKind::NetworkFilesystem => NETWORK_FILESYSTEM_NAMESPACE.to_owned(),
         _ => gleaner_core::DEFAULT_VM_NAMESPACE.to_owned(),
     });
-    let session = Session::open(&args.inspect).await?;
+    let session = Session::open(&args.inspect, args.policy.policy_max_age).await?;
     let footprints = session.all_footprints().await?;
     let named = |record: &HostObjectRecord| {
         record.kind() == kind && record.namespace == namespace && record.name == name

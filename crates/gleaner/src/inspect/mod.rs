@@ -3,6 +3,7 @@
 //! (`plan`, `plan_if_deleted`), so they can never tell a story the reclaimer would not. Nothing
 //! here writes; an answer that cannot be worked out whole is an error, never a partial table.
 
+pub mod audit;
 pub mod explain;
 mod output;
 pub mod plan;
@@ -70,7 +71,7 @@ pub struct Session {
 }
 
 impl Session {
-    pub async fn open(args: &InspectArgs) -> Result<Self> {
+    pub async fn open(args: &InspectArgs, policy_max_age: std::time::Duration) -> Result<Self> {
         let client = args.kube.client().await?;
         let capi = Capi::discover(&client).await?;
         // The controller's Harvester clients, without its Footprint cache: nothing here follows
@@ -88,7 +89,7 @@ impl Session {
             capi,
             harvesters,
             gleaner_namespace: args.gleaner_namespace.clone(),
-            policy_max_age: args.policy_max_age,
+            policy_max_age,
         })
     }
 

@@ -75,7 +75,7 @@ pub struct Totals {
 
 /// Works out the plan of the cluster `args` names.
 pub async fn report(args: &PlanArgs) -> Result<PlanReport> {
-    let session = Session::open(&args.inspect).await?;
+    let session = Session::open(&args.inspect, args.policy.policy_max_age).await?;
     let footprint = session.footprint_of(&args.namespace, &args.cluster).await?;
     let decided = session.decide(&footprint).await?;
     Ok(of(

@@ -1,0 +1,240 @@
+//! `gleaner audit` (the CLI for people, part 2) as the real binary in the world: after a cluster
+//! deleted with upstream alone, it finds exactly what leaked, per the scenario's ground truth,
+//! and nothing that must survive; a namespace gleaner cannot fully see makes it say `unknown`.
+
+mod common;
+
+use std::{collections::BTreeSet, time::Duration};
+
+use common::{TIME_SCALE, demo_world as world, footprints, gleaner_for, recorded_all, status_of};
+use gleaner::footprint::Footprint;
+use gleaner_sim::scenario::ClusterKey;
+use gleaner_sim::{
+    Clock, demo,
+    scenario::{ClusterPlan, Report, Scenario, ScenarioBuilder, VolumePlan},
+};
+use gleaner_world::{ClusterName, World, testing::eventually};
+use kube::Api;
+use serde_json::Value;
+
+/// `gleaner audit -o json` as Rancher's admin: its exit status and answer.
+async fn audit(world: &World, gleaner_namespace: &str) -> (Option<i32>, Value) {
+    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_gleaner"))
+        .args([
+            "audit",
+            "--gleaner-namespace",
+            gleaner_namespace,
+            "-o",
+            "json",
+        ])
+        .arg("--kubeconfig")
+        .arg(world.kubeconfig(ClusterName::RANCHER).unwrap())
+        .env_remove("RUST_LOG")
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        output.stderr.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    (
+        output.status.code(),
+        serde_json::from_slice(&output.stdout).unwrap(),
+    )
+}
+
+/// The findings about the scenario's objects (the world holds other tests' too), by UID.
+fn about<'a>(answer: &'a Value, report: &Report) -> Vec<&'a Value> {
+    let ours: BTreeSet<&str> = report
+        .objects
+        .iter()
+        .map(|object| object.uid.as_str())
+        .collect();
+    answer["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|finding| ours.contains(finding["uid"].as_str().unwrap()))
+        .collect()
+}
+
+/// The scenario, with `old` deleted by upstream alone (no gleaner yet) and judged.
+async fn leaked_by_upstream(scenario: &mut Scenario) -> Report {
+    let old = scenario.key("old");
+    scenario.delete_cluster(&old).await.unwrap();
+    let report = scenario.measure(Duration::from_secs(120)).await.unwrap();
+    assert!(
+        report
+            .objects
+            .iter()
+            .any(|object| !object.must_survive && object.exists_at_end),
+        "upstream leaked nothing:\n{report}"
+    );
+    report
+}
+
+/// The status of the cluster's `GuestUnreachable` condition.
+async fn guest_unreachable(footprints: &Api<Footprint>, key: &ClusterKey) -> Option<String> {
+    status_of(footprints, key)
+        .await
+        .conditions
+        .into_iter()
+        .find(|condition| condition.type_ == "GuestUnreachable")
+        .map(|condition| condition.status)
+}
+
+/// Waits until the living cluster's Footprint records what it made and sees its guest.
+async fn living_seen(world: &World, prefix: &str, scenario: &Scenario) {
+    let footprints = footprints(world, prefix).await;
+    let living = scenario.key("living");
+    recorded_all(&footprints, scenario, &living).await;
+    eventually("the living cluster's guest is seen", || async {
+        guest_unreachable(&footprints, &living).await.as_deref() == Some("False")
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn audit_finds_exactly_what_upstream_leaked_and_nothing_that_must_survive() {
+    let world = world().await;
+    let prefix = "u-audit";
+    let mut scenario = ScenarioBuilder::new(prefix)
+        .clock(Clock::new(TIME_SCALE))
+        .cluster(
+            ClusterPlan::new("old", 1)
+                .volume(VolumePlan::new("data").hotplugged().snapshots(1))
+                .volume(VolumePlan::new("scratch").unattached().snapshots(1))
+                .volume(VolumePlan::new("spare"))
+                .volume(VolumePlan::new("keep").annotated_retain())
+                .volume(VolumePlan::new("shared").rwx())
+                .load_balancer("web"),
+        )
+        .cluster(
+            ClusterPlan::new("living", 1)
+                .volume(VolumePlan::new("app").hotplugged())
+                .volume(VolumePlan::new("idle"))
+                .load_balancer("api"),
+        )
+        .start(world)
+        .await
+        .unwrap();
+    let report = leaked_by_upstream(&mut scenario).await;
+    let _gleaner = gleaner_for(world, prefix, &scenario, &[]).await;
+    living_seen(world, prefix, &scenario).await;
+
+    let (status, answer) = audit(world, &format!("gleaner-{prefix}")).await;
+    assert_eq!(status, Some(3), "orphans found: exit 3\n{answer:#}");
+    let findings = about(&answer, &report);
+    let orphans: BTreeSet<&str> = findings
+        .iter()
+        .filter(|finding| finding["verdict"] == "orphan")
+        .map(|finding| finding["uid"].as_str().unwrap())
+        .collect();
+    let leaked: BTreeSet<&str> = report
+        .objects
+        .iter()
+        .filter(|object| !object.must_survive && object.exists_at_end)
+        .map(|object| object.uid.as_str())
+        .collect();
+    assert_eq!(orphans, leaked, "{answer:#}\n{report}");
+    for object in report.objects.iter().filter(|object| object.must_survive) {
+        assert!(
+            !orphans.contains(object.uid.as_str()),
+            "{object:?} must survive"
+        );
+    }
+    // The living cluster's volumes, attached or not, are in use.
+    let living = scenario.key("living");
+    let footprints = footprints(world, prefix).await;
+    for record in status_of(&footprints, &living).await.records() {
+        let finding = findings
+            .iter()
+            .find(|finding| finding["uid"] == record.uid.as_str());
+        if let Some(finding) = finding {
+            assert_eq!(finding["verdict"], "in use", "{finding:#}");
+        }
+    }
+    // The retained one says why.
+    let retained = report
+        .objects
+        .iter()
+        .find(|object| object.class == gleaner_sim::scenario::Class::AnnotatedRetain)
+        .unwrap();
+    let finding = findings
+        .iter()
+        .find(|finding| finding["uid"] == retained.uid.as_str())
+        .unwrap();
+    assert_eq!(
+        (&finding["verdict"], &finding["why"]),
+        (&Value::from("unknown"), &Value::from("Retained")),
+        "{finding:#}"
+    );
+    assert!(answer["totals"]["orphanBytes"].as_u64().unwrap() > 0);
+}
+
+#[tokio::test]
+async fn a_second_installations_vm_or_an_unseen_guest_makes_a_left_volume_unknown() {
+    let world = world().await;
+    let prefix = "u-audit-blind";
+    let mut scenario = ScenarioBuilder::new(prefix)
+        .clock(Clock::new(TIME_SCALE))
+        .cluster(ClusterPlan::new("old", 1).volume(VolumePlan::new("spare")))
+        .cluster(ClusterPlan::new("living", 1).volume(VolumePlan::new("app")))
+        .cluster(
+            ClusterPlan::new("theirs", 1)
+                .in_installation(demo::SECOND_RANCHER)
+                .volume(VolumePlan::new("elsewhere")),
+        )
+        .start(world)
+        .await
+        .unwrap();
+    let report = leaked_by_upstream(&mut scenario).await;
+    let _gleaner = gleaner_for(world, prefix, &scenario, &[]).await;
+    living_seen(world, prefix, &scenario).await;
+    let old_spare = scenario
+        .made_by(&scenario.key("old"))
+        .into_iter()
+        .find(|(object, _)| {
+            object.resource.kind == "PersistentVolumeClaim" && object.name.starts_with("pvc-")
+        })
+        .map(|(object, _)| object.uid)
+        .unwrap();
+    let verdict_of_spare = |answer: &Value| {
+        about(answer, &report)
+            .into_iter()
+            .find(|finding| finding["uid"] == old_spare.as_str())
+            .cloned()
+            .unwrap()
+    };
+
+    // The other installation's VM is no cluster this gleaner knows: it could own the volume.
+    let (_, answer) = audit(world, &format!("gleaner-{prefix}")).await;
+    let spare = verdict_of_spare(&answer);
+    assert_eq!(spare["verdict"], "unknown", "{spare:#}");
+    assert!(spare["why"]["ForeignVm"].is_object(), "{spare:#}");
+    assert!(
+        about(&answer, &report)
+            .iter()
+            .all(|finding| finding["verdict"] != "orphan"),
+        "{answer:#}"
+    );
+
+    // A living guest gleaner cannot see could name it.
+    let living = scenario.key("living");
+    let guest = scenario.guest_of(&living).unwrap();
+    world.stop_apiserver(&guest).unwrap();
+    let footprints = footprints(world, prefix).await;
+    eventually("the living guest is unreachable", || async {
+        guest_unreachable(&footprints, &living).await.as_deref() == Some("True")
+    })
+    .await;
+    let (_, answer) = audit(world, &format!("gleaner-{prefix}")).await;
+    let spare = verdict_of_spare(&answer);
+    assert_eq!(spare["verdict"], "unknown", "{spare:#}");
+    assert!(
+        spare["why"]["GuestInventoryIncomplete"].is_object(),
+        "{spare:#}"
+    );
+    world.start_apiserver(&guest).await.unwrap();
+}
