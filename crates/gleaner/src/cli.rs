@@ -412,6 +412,11 @@ pub struct ControllerArgs {
     )]
     pub concurrency: u16,
 
+    /// Runs `gleaner audit` this often (e.g. `6h`) on the Lease holder and exports what it finds
+    /// as `gleaner_orphans` and `gleaner_orphan_bytes`; off by default.
+    #[arg(long, env = "GLEANER_AUDIT_INTERVAL", value_name = "DURATION", value_parser = parse_audit_interval)]
+    pub audit_interval: Option<Duration>,
+
     /// Writes only hooks, Footprints ("would delete") and Events; nothing on VMs or host objects.
     #[arg(long, env = "GLEANER_DRY_RUN", value_parser = clap::builder::BoolishValueParser::new())]
     pub dry_run: bool,
@@ -455,6 +460,18 @@ fn parse_lease_duration(value: &str) -> Result<Duration, String> {
     if duration.subsec_nanos() != 0 || duration < Duration::from_secs(2) {
         return Err(format!(
             "must be a whole number of seconds, at least 2s (got {})",
+            humantime::format_duration(duration)
+        ));
+    }
+    Ok(duration)
+}
+
+/// At least a minute: each audit lists every PVC, VM and Pod of every Harvester.
+fn parse_audit_interval(value: &str) -> Result<Duration, String> {
+    let duration = humantime::parse_duration(value).map_err(|error| error.to_string())?;
+    if duration < Duration::from_secs(60) {
+        return Err(format!(
+            "must be at least 1m (got {})",
             humantime::format_duration(duration)
         ));
     }
@@ -593,6 +610,7 @@ mod tests {
             (&["--hook-timeout=soon"], "--hook-timeout"),
             (&["--admin-addr=localhost"], "--admin-addr"),
             (&["--api-timeout=1s"], "--api-timeout"),
+            (&["--audit-interval=10s"], "--audit-interval"),
         ] {
             let error = run_args(args).unwrap_err().to_string();
             assert!(error.contains(flag), "{args:?}: {error}");

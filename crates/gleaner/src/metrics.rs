@@ -138,6 +138,17 @@ struct KeptLabels {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct HarvesterLabels {
+    /// The first cloud credential (`namespace:name`) that reaches it.
+    harvester: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct AuditLabels {
+    outcome: &'static str,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 struct InventoryLabels {
     outcome: InventoryOutcome,
 }
@@ -215,6 +226,9 @@ struct Inner {
     reclaimed_bytes: Counter,
     footprints: Family<PhaseLabels, Gauge>,
     reclaim_durations: Histogram,
+    orphans: Family<HarvesterLabels, Gauge>,
+    orphan_bytes: Family<HarvesterLabels, Gauge>,
+    audits: Family<AuditLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -242,6 +256,9 @@ impl Default for Metrics {
                 phase: phase.to_owned(),
             }));
         }
+        let orphans = Family::<HarvesterLabels, Gauge>::default();
+        let orphan_bytes = Family::<HarvesterLabels, Gauge>::default();
+        let audits = Family::<AuditLabels, Counter>::default();
         // From 1 s to about 9 hours: VMs go in minutes, a held cluster may wait for an operator.
         let reclaim_durations = Histogram::new(exponential_buckets(1.0, 2.0, 16));
         // Every series that can exist without an error starts at zero, so dashboards and
@@ -350,6 +367,22 @@ impl Default for Metrics {
             Unit::Seconds,
             reclaim_durations.clone(),
         );
+        registry.register(
+            "orphans",
+            "Orphans the last periodic audit found on each Harvester (--audit-interval)",
+            orphans.clone(),
+        );
+        registry.register_with_unit(
+            "orphan",
+            "Storage the orphans of the last periodic audit request, on each Harvester",
+            Unit::Bytes,
+            orphan_bytes.clone(),
+        );
+        registry.register(
+            "audits",
+            "Periodic audits, by whether they completed",
+            audits.clone(),
+        );
         Self {
             inner: Arc::new(Inner {
                 registry,
@@ -370,6 +403,9 @@ impl Default for Metrics {
                 reclaimed_bytes,
                 footprints,
                 reclaim_durations,
+                orphans,
+                orphan_bytes,
+                audits,
             }),
         }
     }
@@ -492,6 +528,38 @@ impl Metrics {
     /// A Footprint reached `Reclaimed` this long after its deletion was confirmed.
     pub fn reclaim_took(&self, took: Duration) {
         self.inner.reclaim_durations.observe(took.as_secs_f64());
+    }
+
+    /// A periodic audit found `orphans` orphans requesting `bytes` on each Harvester, named by
+    /// its first credential; a Harvester no longer audited is dropped.
+    pub fn audited(&self, harvesters: impl IntoIterator<Item = (String, usize, u64)>) {
+        self.inner.orphans.clear();
+        self.inner.orphan_bytes.clear();
+        for (harvester, orphans, bytes) in harvesters {
+            let labels = HarvesterLabels { harvester };
+            self.inner
+                .orphans
+                .get_or_create(&labels)
+                .set(i64::try_from(orphans).unwrap_or(i64::MAX));
+            self.inner
+                .orphan_bytes
+                .get_or_create(&labels)
+                .set(i64::try_from(bytes).unwrap_or(i64::MAX));
+        }
+        self.inner
+            .audits
+            .get_or_create(&AuditLabels {
+                outcome: "completed",
+            })
+            .inc();
+    }
+
+    /// A periodic audit could not be done; the last figures stand.
+    pub fn audit_failed(&self) {
+        self.inner
+            .audits
+            .get_or_create(&AuditLabels { outcome: "failed" })
+            .inc();
     }
 
     /// A final inventory ran.

@@ -120,7 +120,7 @@ async fn audit_finds_exactly_what_upstream_leaked_and_nothing_that_must_survive(
         .await
         .unwrap();
     let report = leaked_by_upstream(&mut scenario).await;
-    let _gleaner = gleaner_for(world, prefix, &scenario, &[]).await;
+    let first = gleaner_for(world, prefix, &scenario, &[]).await;
     living_seen(world, prefix, &scenario).await;
 
     let (status, answer) = audit(world, &format!("gleaner-{prefix}")).await;
@@ -171,6 +171,24 @@ async fn audit_finds_exactly_what_upstream_leaked_and_nothing_that_must_survive(
         "{finding:#}"
     );
     assert!(answer["totals"]["orphanBytes"].as_u64().unwrap() > 0);
+
+    // `--audit-interval` exports the same figures from inside the controller.
+    drop(first);
+    let gleaner = gleaner_for(world, prefix, &scenario, &["--audit-interval", "1m"]).await;
+    let harvester = answer["harvesters"][0]["credentials"][0]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let series = format!("gleaner_orphans{{harvester=\"{harvester}\"}} ");
+    let everywhere = answer["totals"]["orphans"].as_u64().unwrap();
+    eventually("the periodic audit exports the orphans", || async {
+        gleaner.metrics().await.lines().any(|line| {
+            line.strip_prefix(&series)
+                .and_then(|value| value.trim().parse::<u64>().ok())
+                == Some(everywhere)
+        })
+    })
+    .await;
 }
 
 #[tokio::test]

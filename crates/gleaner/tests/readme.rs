@@ -82,6 +82,7 @@ fn every_key_event_reason_and_metric_is_in_the_reference() {
     exposed.reclaimed(ObjectClass::Volume, Some(1));
     exposed.kept(ObjectClass::Volume, KeepReason::Conflict);
     exposed.reclaim_took(std::time::Duration::from_secs(1));
+    exposed.audited([("cattle-global-data:hv".to_owned(), 1, 1)]);
     let exposition = exposed.encode().unwrap();
     let metrics: Vec<String> = exposition
         .lines()

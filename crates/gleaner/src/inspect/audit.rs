@@ -24,7 +24,7 @@ use crate::{
     cli::AuditArgs,
     footprint::{Footprint, Phase},
     management::{
-        harvesters::virtual_machine,
+        harvesters::{Harvesters, virtual_machine},
         host_objects::{self, GUEST_CLUSTER_LABEL},
     },
 };
@@ -77,11 +77,7 @@ pub async fn report(args: &AuditArgs) -> Result<AuditReport> {
     let session = Session::open(&args.inspect, std::time::Duration::ZERO).await?;
     let footprints = session.all_footprints().await?;
     let credentials: BTreeSet<String> = if args.harvesters.is_empty() {
-        footprints
-            .iter()
-            .flat_map(|footprint| &footprint.spec.pools)
-            .map(|pool| pool.cloud_credential.clone())
-            .collect()
+        credentials_of(&footprints)
     } else {
         args.harvesters.iter().cloned().collect()
     };
@@ -91,10 +87,28 @@ pub async fn report(args: &AuditArgs) -> Result<AuditReport> {
             session.gleaner_namespace
         )));
     }
+    audit_with(&session.harvesters, &footprints, &credentials).await
+}
+
+/// The credentials every Footprint's pools use.
+pub fn credentials_of(footprints: &[Footprint]) -> BTreeSet<String> {
+    footprints
+        .iter()
+        .flat_map(|footprint| &footprint.spec.pools)
+        .map(|pool| pool.cloud_credential.clone())
+        .collect()
+}
+
+/// Audits the Harvesters `credentials` reach, against what `footprints` record.
+pub async fn audit_with(
+    clients: &Harvesters,
+    footprints: &[Footprint],
+    credentials: &BTreeSet<String>,
+) -> Result<AuditReport> {
     // Several credentials may reach one Harvester: audit it once.
     let mut harvesters: BTreeMap<String, (Vec<String>, Client)> = BTreeMap::new();
-    for credential in &credentials {
-        let client = session.harvesters.client(credential).await?;
+    for credential in credentials {
+        let client = clients.client(credential).await?;
         let uid = Api::<Namespace>::all(client.clone())
             .get("kube-system")
             .await
@@ -116,7 +130,7 @@ pub async fn report(args: &AuditArgs) -> Result<AuditReport> {
         totals: AuditTotals::default(),
     };
     for (uid, (credentials, client)) in harvesters {
-        let facts = read(&client, &credentials, &uid, &footprints).await?;
+        let facts = read(&client, &credentials, &uid, footprints).await?;
         for finding in audit(&facts) {
             match &finding.verdict {
                 Verdict::Orphan => {

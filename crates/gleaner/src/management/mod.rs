@@ -356,6 +356,9 @@ fn run(
         sources.machines.iter().map(Shared::store).collect(),
         context.metrics().clone(),
     ));
+    if let Some(interval) = context.runtime.config.audit_interval {
+        tasks.push(audit_periodically(context.clone(), interval));
+    }
     let config = timeouts::watcher_config(context.runtime.api_timeout);
     let metrics = context.metrics().clone();
     let Sources {
@@ -385,6 +388,57 @@ fn run(
     async move {
         try_join_all(tasks).await?;
         Ok(())
+    }
+    .boxed()
+}
+
+/// `--audit-interval`: the Lease holder audits every Harvester the Footprints use (from the
+/// cache) and exports the orphans it finds; a failure is counted and logged, the last figures
+/// stand, and the next audit is one interval later.
+fn audit_periodically(context: Arc<Context>, interval: Duration) -> BoxFuture<'static, Result<()>> {
+    async move {
+        let mut leader = context.runtime.leader.clone();
+        loop {
+            // Audit only from a whole cache: an empty one would report no Harvester at all.
+            if leader.wait_for(|leading| *leading).await.is_err()
+                || context.caches.footprints.wait_until_ready().await.is_err()
+            {
+                return Ok(());
+            }
+            let footprints: Vec<Footprint> = context
+                .caches
+                .footprints
+                .state()
+                .iter()
+                .map(|footprint| footprint.as_ref().clone())
+                .collect();
+            let credentials = crate::inspect::audit::credentials_of(&footprints);
+            match crate::inspect::audit::audit_with(&context.harvesters, &footprints, &credentials)
+                .await
+            {
+                Ok(report) => {
+                    tracing::info!(orphans = report.totals.orphans, "audited");
+                    context
+                        .metrics()
+                        .audited(report.harvesters.iter().map(|audited| {
+                            let name = audited.credentials[0].clone();
+                            let orphans = report.findings.iter().filter(|found| {
+                                found.harvester == name
+                                    && found.finding.verdict == gleaner_core::audit::Verdict::Orphan
+                            });
+                            let (count, bytes) = orphans.fold((0, 0), |(count, bytes), found| {
+                                (count + 1, bytes + found.finding.bytes.unwrap_or(0))
+                            });
+                            (name, count, bytes)
+                        }));
+                }
+                Err(error) => {
+                    tracing::warn!(%error, "the periodic audit failed");
+                    context.metrics().audit_failed();
+                }
+            }
+            tokio::time::sleep(interval).await;
+        }
     }
     .boxed()
 }
