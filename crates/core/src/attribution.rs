@@ -86,6 +86,12 @@ pub enum Evidence {
         /// The guest Service's UID.
         service_uid: String,
     },
+    /// An operator adopted it (`gleaner adopt --confirm`) while `gleaner audit` found it an
+    /// orphan: the one way an object is attributed without evidence from a cluster.
+    Adopted {
+        /// Who adopted it.
+        by: String,
+    },
 }
 
 impl From<Evidence> for String {
@@ -97,6 +103,7 @@ impl From<Evidence> for String {
             Evidence::GuestVolume { pv_uid } => format!("GuestVolume:{pv_uid}"),
             Evidence::GuestSnapshot { content_uid } => format!("GuestSnapshot:{content_uid}"),
             Evidence::GuestService { service_uid } => format!("GuestService:{service_uid}"),
+            Evidence::Adopted { by } => format!("Adopted:{by}"),
         }
     }
 }
@@ -118,6 +125,7 @@ impl TryFrom<String> for Evidence {
             "GuestVolume" => Ok(Self::GuestVolume { pv_uid: uid }),
             "GuestSnapshot" => Ok(Self::GuestSnapshot { content_uid: uid }),
             "GuestService" => Ok(Self::GuestService { service_uid: uid }),
+            "Adopted" => Ok(Self::Adopted { by: uid }),
             _ => Err(EvidenceError(written)),
         }
     }

@@ -119,6 +119,9 @@ pub enum KeepReason {
     OptedOut,
     /// Harvester's admission webhook denied its deletion.
     Denied,
+    /// Adopted as an orphan, but a live audit just before its delete no longer finds it one
+    /// (attached to a VM since, recorded by a cluster, marked).
+    NoLongerOrphan,
     /// A snapshot or NetworkFilesystem of a kept volume.
     VolumeKept,
     /// A volume whose snapshot is kept.
@@ -141,6 +144,7 @@ impl KeepReason {
             Self::OtherFootprint => "OtherFootprint",
             Self::OptedOut => "OptedOut",
             Self::Denied => "Denied",
+            Self::NoLongerOrphan => "NoLongerOrphan",
             Self::VolumeKept => "VolumeKept",
             Self::SnapshotKept => "SnapshotKept",
         }
@@ -293,6 +297,8 @@ pub struct ReclaimFacts<'a> {
     pub other_footprints: &'a BTreeSet<String>,
     /// The UIDs whose deletion Harvester's webhook denied.
     pub denied: &'a BTreeSet<String>,
+    /// Of an adopted Footprint's objects, the UIDs a live audit no longer finds orphans.
+    pub unorphaned: &'a BTreeSet<String>,
     /// Now, and how old a guest policy may be.
     pub now: Timestamp,
     /// `--policy-max-age`.
@@ -414,6 +420,8 @@ fn own_verdict(facts: &ReclaimFacts<'_>, record: &HostObjectRecord) -> Verdict {
         Some(reason)
     } else if facts.denied.contains(&record.uid) {
         Some(KeepReason::Denied)
+    } else if facts.unorphaned.contains(&record.uid) {
+        Some(KeepReason::NoLongerOrphan)
     } else {
         guest_policy(facts, record)
     };
@@ -441,8 +449,12 @@ fn retained(live: &LiveObject) -> Option<KeepReason> {
     }
 }
 
-/// Volumes and snapshots go only when their guest policy, recently seen, says `Delete`.
+/// Volumes and snapshots go only when their guest policy, recently seen, says `Delete`; an
+/// adopted orphan's guest is gone, and the operator's confirmation stands in for it.
 fn guest_policy(facts: &ReclaimFacts<'_>, record: &HostObjectRecord) -> Option<KeepReason> {
+    if adopted(record) {
+        return None;
+    }
     if !matches!(
         record.class,
         ObjectClass::Volume | ObjectClass::RwxVolume | ObjectClass::Snapshot
@@ -455,6 +467,13 @@ fn guest_policy(facts: &ReclaimFacts<'_>, record: &HostObjectRecord) -> Option<K
         PolicyAt::NeverSeen => Some(KeepReason::PolicyNeverSeen),
         PolicyAt::Stale { .. } => Some(KeepReason::PolicyStale),
     }
+}
+
+fn adopted(record: &HostObjectRecord) -> bool {
+    record
+        .evidence
+        .iter()
+        .any(|evidence| matches!(evidence, crate::attribution::Evidence::Adopted { .. }))
 }
 
 /// A kept volume keeps its snapshots and NetworkFilesystem; a kept snapshot keeps its source
@@ -590,6 +609,7 @@ mod tests {
             live,
             other_footprints: none,
             denied: none,
+            unorphaned: none,
             now: now(),
             policy_max_age: WEEK,
         }
@@ -784,6 +804,39 @@ mod tests {
     }
 
     #[test]
+    fn an_adopted_orphan_goes_without_a_guest_policy_unless_a_live_audit_unorphans_it() {
+        let adopted = |uid: &str| HostObjectRecord {
+            guest_policy: None,
+            ..record(
+                uid,
+                ObjectClass::Volume,
+                vec![Evidence::Adopted { by: "ops".into() }],
+            )
+        };
+        let never_seen = HostObjectRecord {
+            guest_policy: None,
+            ..volume("never-seen")
+        };
+        let records = vec![adopted("orphan"), adopted("taken"), never_seen];
+        let live = live_as_recorded(&records);
+        let none = BTreeSet::new();
+        let taken = BTreeSet::from(["taken".to_owned()]);
+        let vms = vms(VmState::Gone);
+        let got: BTreeMap<String, Verdict> = verdicts(plan(&ReclaimFacts {
+            unorphaned: &taken,
+            ..facts(&vms, &records, &live, &none)
+        }))
+        .into_iter()
+        .collect();
+        assert_eq!(got["orphan"], Verdict::Delete);
+        assert_eq!(got["taken"], Verdict::Keep(KeepReason::NoLongerOrphan));
+        assert_eq!(
+            got["never-seen"],
+            Verdict::Keep(KeepReason::PolicyNeverSeen)
+        );
+    }
+
+    #[test]
     fn each_keep_has_its_reason() {
         let stale = HostObjectRecord {
             guest_policy: seen(GuestPolicy::Delete, 8),
@@ -921,6 +974,7 @@ mod tests {
                     "u[0-7]".prop_map(|pvc_uid| Evidence::VolumeOf { pvc_uid }),
                     "u[0-7]".prop_map(|pvc_uid| Evidence::SnapshotOf { pvc_uid }),
                     "pv[0-3]".prop_map(|pv_uid| Evidence::GuestVolume { pv_uid }),
+                    Just(Evidence::Adopted { by: "ops".into() }),
                 ],
                 0..3,
             ),
@@ -988,7 +1042,7 @@ mod tests {
             Vec<Option<LiveObject>>,
             Vec<RecordedVm>,
             BTreeSet<String>,
-            BTreeSet<String>,
+            (BTreeSet<String>, BTreeSet<String>),
             [bool; 7],
         ),
     > {
@@ -997,9 +1051,10 @@ mod tests {
             proptest::collection::vec(vm_state(), 0..3),
             proptest::collection::btree_set("u[0-7]", 0..2),
             proptest::collection::btree_set("u[0-7]", 0..2),
+            proptest::collection::btree_set("u[0-7]", 0..2),
             any::<[bool; 7]>(),
         )
-            .prop_map(|(pairs, states, others, denied, flags)| {
+            .prop_map(|(pairs, states, others, denied, unorphaned, flags)| {
                 let mut seen_uids = BTreeSet::new();
                 let (records, live): (Vec<_>, Vec<_>) = pairs
                     .into_iter()
@@ -1014,7 +1069,7 @@ mod tests {
                         state,
                     })
                     .collect();
-                (records, live, vms, others, denied, flags)
+                (records, live, vms, others, (denied, unorphaned), flags)
             })
     }
 
@@ -1027,7 +1082,7 @@ mod tests {
         /// cluster's deletion is confirmed and its VMs deleting.
         #[test]
         fn the_plan_of_a_living_cluster_is_the_reclaimers_once_it_is_deleted(world in world()) {
-            let (records, live, vms, others, denied, flags) = world;
+            let (records, live, vms, others, (denied, unorphaned), flags) = world;
             let [_, _, frozen, opted_out, footprint_retained, vms_gone_by_operator, _] = flags;
             let live: BTreeMap<String, LiveObject> = records
                 .iter()
@@ -1047,6 +1102,7 @@ mod tests {
                 live: &live,
                 other_footprints: &others,
                 denied: &denied,
+                unorphaned: &unorphaned,
                 now: now(),
                 policy_max_age: WEEK,
             };
@@ -1069,7 +1125,7 @@ mod tests {
         /// Safety rules 1 to 4, for every Delete the plan gives.
         #[test]
         fn a_deletion_breaks_no_safety_rule(world in world()) {
-            let (records, live, vms, others, denied, flags) = world;
+            let (records, live, vms, others, (denied, unorphaned), flags) = world;
             let [confirmed, identity_changed, frozen, opted_out, footprint_retained, vms_gone_by_operator, grace_ended] = flags;
             let live: BTreeMap<String, LiveObject> = records
                 .iter()
@@ -1095,6 +1151,7 @@ mod tests {
                 live: &live,
                 other_footprints: &others,
                 denied: &denied,
+                unorphaned: &unorphaned,
                 now: now(),
                 policy_max_age: WEEK,
             };
@@ -1120,12 +1177,15 @@ mod tests {
                 prop_assert_eq!(&object.uid, &record.uid);
                 prop_assert!(record.conflicts.is_empty() && !record.evidence.is_empty());
                 prop_assert!(!others.contains(&record.uid) && !denied.contains(&record.uid));
+                // An adopted object goes only while a live audit still finds it an orphan.
+                prop_assert!(!unorphaned.contains(&record.uid));
                 // Rule 2: nothing of a VM outside the Footprint.
                 let ours = |uid: &String| vms.iter().any(|vm| vm.uid == *uid);
                 prop_assert!(object.attached_to.iter().all(ours) && object.owned_by.iter().all(ours));
                 // Rule 3: no retain, and a volume's or snapshot's recent guest policy is Delete.
                 prop_assert!(matches!(object.retention, None | Some(Retention::NotRetained)));
-                if matches!(record.class, ObjectClass::Volume | ObjectClass::RwxVolume | ObjectClass::Snapshot) {
+                // An operator's adoption stands in for the guest policy of a guest that is gone.
+                if !adopted(record) && matches!(record.class, ObjectClass::Volume | ObjectClass::RwxVolume | ObjectClass::Snapshot) {
                     prop_assert_eq!(policy_at(record.guest_policy, now(), WEEK), PolicyAt::Delete);
                 }
                 // What hangs on a kept volume stays; a kept snapshot keeps its source.

@@ -392,6 +392,7 @@ impl Model {
             live: &live,
             other_footprints: &others,
             denied: &none,
+            unorphaned: &none,
             now: Timestamp::from_second(1_800_000_000).unwrap(),
             policy_max_age: WEEK,
         };

@@ -43,7 +43,23 @@ pub enum Command {
     /// living cluster accounts for, each `orphan`, `in use` or `unknown` with why. Read-only.
     #[command(after_help = AUDIT_EXAMPLES)]
     Audit(AuditArgs),
+    /// Hands orphans an audit finds to the reclaimer: without --confirm it only shows what it
+    /// would adopt; with it, it makes an adopted Footprint the reclaimer deletes them from,
+    /// under its rules (each orphan verdict read again live just before its delete).
+    #[command(after_help = ADOPT_EXAMPLES)]
+    Adopt(AdoptArgs),
 }
+
+const ADOPT_EXAMPLES: &str = "\
+Examples:
+  # What adopting every orphan would take in
+  gleaner adopt --all
+
+  # Adopt two volumes for real
+  gleaner adopt pvc/pvc-0b4c2a1e-9f7d-4c3e-8a51-2f6d7e9b0c13 pvc/pvc-7fb7ed29-6540-49b0-8e9f-1355954528bf --confirm
+
+Exit status: 0 when done (or shown), 1 when an object named is not an orphan now (nothing is
+adopted then) or the audit cannot be done.";
 
 const AUDIT_EXAMPLES: &str = "\
 Examples:
@@ -142,6 +158,29 @@ pub struct AuditArgs {
 
     #[command(flatten)]
     pub inspect: InspectArgs,
+}
+
+/// `gleaner adopt`.
+#[derive(Debug, Args)]
+pub struct AdoptArgs {
+    /// The objects to adopt, as KIND/NAME or NAME, each an orphan of the audit.
+    #[arg(
+        value_name = "OBJECT",
+        required_unless_present = "all",
+        conflicts_with = "all"
+    )]
+    pub objects: Vec<String>,
+
+    /// Every orphan the audit finds.
+    #[arg(long, env = "GLEANER_ADOPT_ALL", value_parser = clap::builder::BoolishValueParser::new())]
+    pub all: bool,
+
+    /// Really adopt (make the adopted Footprint); without it nothing is written.
+    #[arg(long, env = "GLEANER_CONFIRM", value_parser = clap::builder::BoolishValueParser::new())]
+    pub confirm: bool,
+
+    #[command(flatten)]
+    pub audit: AuditArgs,
 }
 
 /// `gleaner plan`.

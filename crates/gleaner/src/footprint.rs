@@ -40,6 +40,22 @@ pub struct FootprintSpec {
     pub identity: Identity,
     #[serde(default)]
     pub pools: Vec<Pool>,
+    /// Set on a Footprint `gleaner adopt --confirm` made for orphans an audit found: it stands
+    /// for no cluster, and each object's deletion is confirmed by its orphan verdict, read live
+    /// just before.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub adopted: Option<Adoption>,
+}
+
+/// Who adopted a Footprint's objects, when, and from which audit.
+#[derive(Clone, Debug, Deserialize, Serialize, JsonSchema, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct Adoption {
+    /// The user the apiserver says ran `gleaner adopt --confirm`.
+    pub by: String,
+    pub at: Time,
+    /// What the audit found, in a line.
+    pub audit: String,
 }
 
 /// `<install uuid>/<namespace>/<name>` plus both Cluster UIDs: a re-created cluster with the

@@ -20,7 +20,7 @@ async fn main() -> ExitCode {
     // RUST_LOG asks.
     let quiet = matches!(
         cli.command,
-        Command::Plan(_) | Command::Explain(_) | Command::Audit(_)
+        Command::Plan(_) | Command::Explain(_) | Command::Audit(_) | Command::Adopt(_)
     );
     let level = if quiet {
         LevelFilter::OFF
@@ -52,6 +52,11 @@ async fn main() -> ExitCode {
         Command::Explain(args) => inspect::explain::report(&args).await.and_then(|report| {
             inspect::print(args.inspect.output, &report, |_| {
                 inspect::explain::table(&report)
+            })
+        }),
+        Command::Adopt(args) => inspect::adopt::report(&args).await.and_then(|report| {
+            inspect::print(args.audit.inspect.output, &report, |_| {
+                inspect::adopt::table(&report)
             })
         }),
         Command::Audit(args) => {

@@ -256,3 +256,174 @@ async fn a_second_installations_vm_or_an_unseen_guest_makes_a_left_volume_unknow
     );
     world.start_apiserver(&guest).await.unwrap();
 }
+
+/// `gleaner <args> -o json` as Rancher's admin: its exit status, answer and stderr.
+async fn gleaner_json(world: &World, args: &[&str]) -> (Option<i32>, Value, String) {
+    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_gleaner"))
+        .args(args)
+        .args(["-o", "json", "--kubeconfig"])
+        .arg(world.kubeconfig(ClusterName::RANCHER).unwrap())
+        .env_remove("RUST_LOG")
+        .output()
+        .await
+        .unwrap();
+    (
+        output.status.code(),
+        serde_json::from_slice(&output.stdout).unwrap_or(Value::Null),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+#[tokio::test]
+async fn adopted_orphans_are_reclaimed_and_one_taken_during_the_grace_period_is_kept() {
+    let world = world().await;
+    let prefix = "u-adopt";
+    let mut scenario = ScenarioBuilder::new(prefix)
+        .clock(Clock::new(TIME_SCALE))
+        .cluster(
+            ClusterPlan::new("old", 1)
+                .volume(VolumePlan::new("scratch").unattached().snapshots(1))
+                .volume(VolumePlan::new("spare"))
+                .volume(VolumePlan::new("keep").annotated_retain()),
+        )
+        .cluster(ClusterPlan::new("living", 1).volume(VolumePlan::new("app").hotplugged()))
+        .start(world)
+        .await
+        .unwrap();
+    let report = leaked_by_upstream(&mut scenario).await;
+    let _gleaner = gleaner_for(world, prefix, &scenario, &["--grace-period", "20s"]).await;
+    living_seen(world, prefix, &scenario).await;
+    let gleaner_namespace = format!("gleaner-{prefix}");
+    let ours = ["--gleaner-namespace", gleaner_namespace.as_str()];
+    let old = scenario.key("old");
+    let pvc_of = |volume: &str| {
+        scenario
+            .guest_volume(&old, volume)
+            .unwrap()
+            .host_pvc
+            .name
+            .clone()
+    };
+
+    // Only orphans are adopted, and nothing is when one named is not.
+    let kept = format!("pvc/{}", pvc_of("keep"));
+    let (status, _, error) = gleaner_json(world, &[&["adopt", &kept], &ours[..]].concat()).await;
+    assert_eq!(status, Some(1), "{error}");
+    assert!(error.contains("gleaner.io/retain"), "{error}");
+    let footprints = footprints(world, prefix).await;
+    let before = footprints
+        .list(&Default::default())
+        .await
+        .unwrap()
+        .items
+        .len();
+    let (status, shown, error) =
+        gleaner_json(world, &[&["adopt", "--all"], &ours[..]].concat()).await;
+    assert_eq!(status, Some(0), "{error}");
+    assert!(shown["footprint"].is_null(), "{shown:#}");
+    assert_eq!(
+        footprints
+            .list(&Default::default())
+            .await
+            .unwrap()
+            .items
+            .len(),
+        before,
+        "without --confirm nothing is written"
+    );
+
+    let (status, adopted, error) = gleaner_json(
+        world,
+        &[&["adopt", "--all", "--confirm"], &ours[..]].concat(),
+    )
+    .await;
+    assert_eq!(status, Some(0), "{error}");
+    let name = adopted["footprint"].as_str().unwrap().to_owned();
+    let adopted_uids: BTreeSet<String> = adopted["objects"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|object| object["uid"].as_str().unwrap().to_owned())
+        .collect();
+    let leaked: BTreeSet<String> = report
+        .objects
+        .iter()
+        .filter(|object| !object.must_survive && object.exists_at_end)
+        .map(|object| object.uid.clone())
+        .collect();
+    assert!(leaked.is_subset(&adopted_uids), "{adopted:#}\n{report}");
+
+    // During the grace period the living cluster's VM takes one of them.
+    let spare = pvc_of("spare");
+    let harvester = world.client(ClusterName::HARVESTER).await.unwrap();
+    let vms = gleaner_sim::kinds::namespaced(
+        &harvester,
+        scenario.vm_namespace(),
+        &gleaner_sim::kinds::virtual_machine(),
+    );
+    let theirs = scenario.cluster("living").unwrap().machines[0].vm.clone();
+    let vm = vms.get(&theirs).await.unwrap();
+    let mut volumes = vm.data["spec"]["template"]["spec"]["volumes"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    volumes.push(
+        serde_json::json!({"name": "spare", "persistentVolumeClaim": {
+            "claimName": spare, "hotpluggable": true
+        }}),
+    );
+    let plug = serde_json::json!({"spec": {"template": {"spec": {"volumes": volumes}}}});
+    vms.patch(
+        &theirs,
+        &kube::api::PatchParams::default(),
+        &kube::api::Patch::Merge(&plug),
+    )
+    .await
+    .unwrap();
+
+    eventually("the adopted Footprint is reclaimed", || async {
+        footprints
+            .get_opt(&name)
+            .await
+            .unwrap()
+            .and_then(|footprint| footprint.status)
+            .and_then(|status| status.phase)
+            == Some(gleaner::footprint::Phase::Reclaimed)
+    })
+    .await;
+    let ledger = footprints
+        .get(&name)
+        .await
+        .unwrap()
+        .status
+        .unwrap()
+        .ledger
+        .unwrap_or_default();
+    let claims = gleaner_sim::kinds::namespaced(
+        &harvester,
+        scenario.vm_namespace(),
+        &gleaner_sim::kinds::persistent_volume_claim(),
+    );
+    let taken = claims.get(&spare).await.unwrap();
+    let taken_uid = taken.metadata.uid.clone().unwrap();
+    let entry = ledger
+        .entries
+        .iter()
+        .find(|entry| entry.object.contains(&taken_uid))
+        .unwrap();
+    assert_eq!(
+        entry.action,
+        gleaner::footprint::LedgerAction::Kept,
+        "{ledger:?}"
+    );
+    let after = scenario.measure(Duration::from_secs(60)).await.unwrap();
+    for object in &after.objects {
+        if object.uid == taken_uid {
+            continue;
+        }
+        assert!(
+            object.must_survive == object.exists_at_end,
+            "{object:?}\n{after}"
+        );
+    }
+}

@@ -225,7 +225,12 @@ fn parse_object(object: &str) -> Result<(HostKind, String)> {
         .ok_or_else(|| {
             Error::Unanswerable(format!("{object:?} is not KIND/NAME (e.g. pvc/pvc-0b4c…)"))
         })?;
-    let kind = match kind.to_ascii_lowercase().as_str() {
+    Ok((kind_of(kind)?, name.to_owned()))
+}
+
+/// A kind as kubectl names it, with its short names.
+pub(crate) fn kind_of(kind: &str) -> Result<HostKind> {
+    Ok(match kind.to_ascii_lowercase().as_str() {
         "pvc" | "pvcs" | "persistentvolumeclaim" | "persistentvolumeclaims" => {
             HostKind::PersistentVolumeClaim
         }
@@ -234,12 +239,11 @@ fn parse_object(object: &str) -> Result<(HostKind, String)> {
         "lb" | "loadbalancer" | "loadbalancers" => HostKind::LoadBalancer,
         other => {
             return Err(Error::Unanswerable(format!(
-                "gleaner explains PVCs, VolumeSnapshots, NetworkFilesystems and LoadBalancers, \
+                "gleaner knows PVCs, VolumeSnapshots, NetworkFilesystems and LoadBalancers, \
                  not {other:?} (kinds: pvc, vs, nfs, lb)"
             )));
         }
-    };
-    Ok((kind, name.to_owned()))
+    })
 }
 
 fn records_of(footprint: &Footprint) -> Vec<HostObjectRecord> {
@@ -421,6 +425,7 @@ fn evidence_says(evidence: &Evidence) -> String {
         Evidence::GuestService { service_uid } => {
             format!("made for the guest's LoadBalancer Service {service_uid}")
         }
+        Evidence::Adopted { by } => format!("adopted as an orphan by {by}"),
     }
 }
 

@@ -3,6 +3,7 @@
 //! (`plan`, `plan_if_deleted`), so they can never tell a story the reclaimer would not. Nothing
 //! here writes; an answer that cannot be worked out whole is an error, never a partial table.
 
+pub mod adopt;
 pub mod audit;
 pub mod explain;
 mod output;

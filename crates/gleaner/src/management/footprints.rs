@@ -114,6 +114,7 @@ pub async fn track(cluster: Arc<DynamicObject>, context: Arc<Context>) -> Result
             capi_cluster_uid: capi_uid,
         },
         pools: pools(&cluster, &about, &context).await,
+        adopted: None,
     };
     if existing
         .as_ref()
@@ -210,6 +211,9 @@ pub async fn phase(footprint: Arc<Footprint>, context: Arc<Context>) -> Result<A
     let status = footprint.status.clone().unwrap_or_default();
     if status.phase == Some(Phase::Reclaimed) {
         return reclaimed(&footprint, &context).await;
+    }
+    if footprint.spec.adopted.is_some() {
+        return adopted(&footprint, &context, status).await;
     }
     let name = footprint.name_any();
     context.harvesters.follow_footprint(
@@ -337,6 +341,28 @@ pub async fn phase(footprint: Arc<Footprint>, context: Arc<Context>) -> Result<A
         return reclaim(&context, &footprint, version.as_deref(), &recorded, next).await;
     }
     Ok(Action::await_change())
+}
+
+/// An adopted Footprint stands for no cluster: nothing to track, watch, inventory or attribute.
+/// It is reclaimed from the moment it exists, under the reclaimer's rules.
+async fn adopted(
+    footprint: &Footprint,
+    context: &Context,
+    mut status: FootprintStatus,
+) -> Result<Action> {
+    if !context.may_write() {
+        return Ok(Action::await_change());
+    }
+    let version = footprint.resource_version();
+    if footprint.metadata.deletion_timestamp.is_none()
+        && !footprint.finalizers().iter().any(|f| f == FINALIZER)
+    {
+        set_finalizer(context, footprint, version.as_deref(), true).await?;
+        return Ok(Action::await_change());
+    }
+    let recorded = ClusterIdentity::try_from(&footprint.spec.identity)?;
+    status.phase = Some(Phase::Reclaiming);
+    reclaim(context, footprint, version.as_deref(), &recorded, status).await
 }
 
 /// Held on a Footprint while it is reclaimed and while it records kept objects, so a

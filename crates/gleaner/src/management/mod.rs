@@ -16,7 +16,7 @@ pub(crate) mod live;
 pub(crate) mod observe;
 pub(crate) mod reclaimer;
 mod secrets;
-mod status;
+pub(crate) mod status;
 
 use std::{
     collections::HashMap,

@@ -149,11 +149,25 @@ pub async fn prepare(
     context: &Context,
     next: &mut FootprintStatus,
 ) -> Result<Prepared> {
+    // An adopted Footprint stands for no cluster: each object's orphan verdict, read live below,
+    // is its confirmation, and it records no VM.
+    let adopted = footprint.spec.adopted.is_some();
     let Confirmation {
         confirmed,
         identity_changed,
-    } = Confirmation::read(&context.client, &context.capi, recorded).await?;
-    let vms = live::recorded_vms(&context.harvesters, next).await?;
+    } = if adopted {
+        Confirmation {
+            confirmed: true,
+            identity_changed: false,
+        }
+    } else {
+        Confirmation::read(&context.client, &context.capi, recorded).await?
+    };
+    let vms = if adopted {
+        Vec::new()
+    } else {
+        live::recorded_vms(&context.harvesters, next).await?
+    };
     let records = next.records();
     let marks = Marks::of(footprint, next);
     let cluster_wide = ReclaimFacts {
@@ -182,10 +196,16 @@ pub async fn prepare(
         mut bytes,
     } = live::objects(&context.harvesters, &records).await?;
     let others = live::other_footprints(&context.footprints(), &footprint.name_any()).await?;
+    let unorphaned = if adopted {
+        no_longer_orphans(context, footprint, &records, &objects).await?
+    } else {
+        BTreeSet::new()
+    };
     let facts = ReclaimFacts {
         records: &records,
         live: &objects,
         other_footprints: &others,
+        unorphaned: &unorphaned,
         ..cluster_wide
     };
     let steps = match plan(&facts) {
@@ -317,6 +337,47 @@ pub async fn execute(
     }))
 }
 
+/// Of an adopted Footprint's objects found live, those a live audit (against every other
+/// Footprint) no longer finds orphans.
+async fn no_longer_orphans(
+    context: &Context,
+    footprint: &Footprint,
+    records: &[HostObjectRecord],
+    objects: &BTreeMap<String, LiveObject>,
+) -> Result<BTreeSet<String>> {
+    let others: Vec<Footprint> = context
+        .footprints()
+        .list(&kube::api::ListParams::default())
+        .await
+        .map_err(|source| Error::Kube {
+            context: "cannot list the Footprints".to_owned(),
+            source,
+        })?
+        .items
+        .into_iter()
+        .filter(|other| other.name_any() != footprint.name_any())
+        .collect();
+    let credentials = records
+        .iter()
+        .map(|record| record.cloud_credential.clone())
+        .collect();
+    let report =
+        crate::inspect::audit::audit_with(&context.harvesters, &others, &credentials).await?;
+    let orphans: BTreeSet<&str> = report
+        .findings
+        .iter()
+        .filter(|found| found.finding.verdict == gleaner_core::audit::Verdict::Orphan)
+        .map(|found| found.finding.uid.as_str())
+        .collect();
+    Ok(records
+        .iter()
+        .filter(|record| {
+            objects.contains_key(&record.uid) && !orphans.contains(record.uid.as_str())
+        })
+        .map(|record| record.uid.clone())
+        .collect())
+}
+
 /// What a live read of both Cluster objects says of the recorded cluster.
 pub struct Confirmation {
     /// The deletion is confirmed (design.md §5).
@@ -366,8 +427,10 @@ impl Marks {
             frozen: is_true(&status.conditions, ConditionType::Frozen),
             opted_out: is_true(&status.conditions, ConditionType::OptedOut),
             footprint_retention: retention(annotation(keys::RETAIN_ANNOTATION)),
-            vms_gone_by_operator: annotation(keys::VMS_GONE_ANNOTATION)
-                .is_some_and(|value| parse_bool(value) == Ok(true)),
+            // An operator's adoption says as much: its objects belong to no VM.
+            vms_gone_by_operator: footprint.spec.adopted.is_some()
+                || annotation(keys::VMS_GONE_ANNOTATION)
+                    .is_some_and(|value| parse_bool(value) == Ok(true)),
             denied: ledger_kept(status, KeepReason::Denied),
         }
     }
@@ -392,6 +455,7 @@ impl Marks {
             live: &NOTHING_LIVE,
             other_footprints: &NO_UIDS,
             denied: &self.denied,
+            unorphaned: &NO_UIDS,
             now: Timestamp::now(),
             policy_max_age,
         }

@@ -21,7 +21,7 @@ use crate::{
     metrics::WriteKind,
 };
 
-const STATUS_MANAGER: &str = "gleaner/footprint-status";
+pub(crate) const STATUS_MANAGER: &str = "gleaner/footprint-status";
 const HOOKS_MANAGER: &str = "gleaner/hooks";
 /// How many dry-run entries a Footprint keeps.
 const WOULD_KEPT: usize = 100;
