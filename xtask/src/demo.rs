@@ -280,7 +280,7 @@ fn side_by_side(upstream: &Run, gleaner: &Run) -> String {
 }
 
 /// gleaner's binary, built by cargo in this workspace.
-fn build_gleaner() -> Result<PathBuf> {
+pub fn build_gleaner() -> Result<PathBuf> {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let output = Command::new(cargo)
         .current_dir(crate::workspace_root())

@@ -1,5 +1,6 @@
 //! gleaner's development tasks (the cargo-xtask convention): `cargo xtask <task>`.
 
+mod bench;
 mod demo;
 mod tools;
 mod world;
@@ -39,6 +40,8 @@ enum Task {
     Demo(demo::DemoArgs),
     /// Start a world and keep it running until interrupted, for kubectl.
     World(world::WorldArgs),
+    /// Time `gleaner audit` against a Harvester holding many host PVCs; prints figures.
+    BenchAudit(bench::BenchArgs),
 }
 
 fn main() -> Result<()> {
@@ -58,6 +61,7 @@ fn main() -> Result<()> {
         Task::Pin => tools::pin(),
         Task::Demo(args) => demo::run(args),
         Task::World(args) => world::run(args),
+        Task::BenchAudit(args) => bench::run(args),
     }
 }
 
