@@ -15,7 +15,7 @@ use k8s_openapi::{
 };
 use kube::{
     Api, Resource,
-    api::{DynamicObject, ObjectMeta, Patch, PatchParams, PostParams},
+    api::{ObjectMeta, Patch, PatchParams, PostParams},
 };
 use serde::Serialize;
 
@@ -30,7 +30,7 @@ use crate::{
     cli::AdoptArgs,
     footprint::{Adoption, Footprint, FootprintSpec, FootprintStatus, Identity, Phase, Pool},
     management::{
-        observe::{INSTALL_UUID_SETTING, install_uuid_of, setting},
+        observe::live_install_uuid,
         status::{STATUS_MANAGER, StatusWriter, owned},
     },
 };
@@ -118,14 +118,9 @@ fn chosen(args: &AdoptArgs, findings: Vec<Found>) -> Result<Vec<Found>> {
 /// Makes the adopted Footprint: its spec, then its status (`Reclaiming`, the records), written
 /// as the Footprint controller's own so the reclaimer owns it from there.
 async fn adopt(session: &Session, chosen: &[Found], orphans: &usize) -> Result<String> {
-    let setting = Api::<DynamicObject>::all_with(session.client.clone(), &setting())
-        .get_opt(INSTALL_UUID_SETTING)
-        .await
-        .map_err(|source| Error::Kube {
-            context: "cannot read the install-uuid Setting".into(),
-            source,
-        })?;
-    let install_uuid = install_uuid_of(setting.as_ref()).ok_or(Error::InstallUuidMissing)?;
+    let install_uuid = live_install_uuid(&session.client)
+        .await?
+        .ok_or(Error::InstallUuidMissing)?;
     let by = Api::<SelfSubjectReview>::all(session.client.clone())
         .create(&PostParams::default(), &SelfSubjectReview::default())
         .await

@@ -54,6 +54,18 @@ pub fn install_uuid_of(setting: Option<&DynamicObject>) -> Option<String> {
         .map(str::to_owned)
 }
 
+/// The installation UUID, read live from the `install-uuid` Setting.
+pub async fn live_install_uuid(client: &Client) -> Result<Option<String>> {
+    let setting = Api::<DynamicObject>::all_with(client.clone(), &setting())
+        .get_opt(INSTALL_UUID_SETTING)
+        .await
+        .map_err(|source| Error::Kube {
+            context: "cannot read the install-uuid Setting".into(),
+            source,
+        })?;
+    Ok(install_uuid_of(setting.as_ref()))
+}
+
 /// Both Cluster objects of one cluster and the installation, as read at one time.
 #[derive(Debug, Clone, Default)]
 pub struct Clusters {
@@ -77,14 +89,7 @@ impl Clusters {
 
     /// Both Cluster objects of `namespace/name` and the installation, read now.
     pub async fn live(client: &Client, capi: &Capi, namespace: &str, name: &str) -> Result<Self> {
-        let settings: Api<DynamicObject> = Api::all_with(client.clone(), &setting());
-        let setting = settings
-            .get_opt(INSTALL_UUID_SETTING)
-            .await
-            .map_err(|source| Error::Kube {
-                context: "cannot read the install-uuid Setting".into(),
-                source,
-            })?;
+        let install_uuid = live_install_uuid(client).await?;
         let read = |api: Api<DynamicObject>| async move {
             api.get_opt(name).await.map_err(|source| Error::Kube {
                 context: format!("cannot read Cluster {namespace}/{name}"),
@@ -92,7 +97,7 @@ impl Clusters {
             })
         };
         Ok(Self {
-            install_uuid: install_uuid_of(setting.as_ref()),
+            install_uuid,
             provisioning: read(Api::namespaced_with(
                 client.clone(),
                 namespace,
