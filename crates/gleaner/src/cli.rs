@@ -55,6 +55,9 @@ Examples:
   # What adopting every orphan would take in
   gleaner adopt --all
 
+  # The orphans labelled app=old-data
+  gleaner adopt -l app=old-data
+
   # Adopt two volumes for real
   gleaner adopt pvc/pvc-0b4c2a1e-9f7d-4c3e-8a51-2f6d7e9b0c13 pvc/pvc-7fb7ed29-6540-49b0-8e9f-1355954528bf --confirm
 
@@ -166,10 +169,21 @@ pub struct AdoptArgs {
     /// The objects to adopt, as KIND/NAME or NAME, each an orphan of the audit.
     #[arg(
         value_name = "OBJECT",
-        required_unless_present = "all",
-        conflicts_with = "all"
+        required_unless_present_any = ["all", "selector"],
+        conflicts_with_all = ["all", "selector"]
     )]
     pub objects: Vec<String>,
+
+    /// The objects whose labels match this label selector (e.g. `app=old-data`), each an orphan
+    /// of the audit.
+    #[arg(
+        short = 'l',
+        long,
+        env = "GLEANER_SELECTOR",
+        value_name = "SELECTOR",
+        conflicts_with = "all"
+    )]
+    pub selector: Option<String>,
 
     /// Every orphan the audit finds.
     #[arg(long, env = "GLEANER_ADOPT_ALL", value_parser = clap::builder::BoolishValueParser::new())]

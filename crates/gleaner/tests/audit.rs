@@ -310,6 +310,39 @@ async fn adopted_orphans_are_reclaimed_and_one_taken_during_the_grace_period_is_
     let (status, _, error) = gleaner_json(world, &[&["adopt", &kept], &ours[..]].concat()).await;
     assert_eq!(status, Some(1), "{error}");
     assert!(error.contains("gleaner.io/retain"), "{error}");
+    // By label: refused whole when one selected is not an orphan.
+    let claims = gleaner_sim::kinds::namespaced(
+        &world.client(ClusterName::HARVESTER).await.unwrap(),
+        scenario.vm_namespace(),
+        &gleaner_sim::kinds::persistent_volume_claim(),
+    );
+    for (volume, label) in [("scratch", "old-data"), ("keep", "kept-data")] {
+        let patch = serde_json::json!({"metadata": {"labels": {"app": label}}});
+        claims
+            .patch(
+                &pvc_of(volume),
+                &kube::api::PatchParams::default(),
+                &kube::api::Patch::Merge(&patch),
+            )
+            .await
+            .unwrap();
+    }
+    let (status, _, error) = gleaner_json(
+        world,
+        &[&["adopt", "-l", "app=kept-data"], &ours[..]].concat(),
+    )
+    .await;
+    assert_eq!(status, Some(1), "{error}");
+    let (status, shown, error) = gleaner_json(
+        world,
+        &[&["adopt", "-l", "app=old-data"], &ours[..]].concat(),
+    )
+    .await;
+    assert_eq!(status, Some(0), "{error}");
+    let scratch_uid = claims.get(&pvc_of("scratch")).await.unwrap().metadata.uid;
+    assert_eq!(shown["objects"].as_array().unwrap().len(), 1, "{shown:#}");
+    assert_eq!(shown["objects"][0]["uid"].as_str(), scratch_uid.as_deref());
+
     let footprints = footprints(world, prefix).await;
     let before = footprints
         .list(&Default::default())

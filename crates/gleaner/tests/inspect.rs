@@ -17,7 +17,7 @@ use common::{
 };
 use gleaner::footprint::LedgerAction;
 use gleaner_sim::{
-    Clock, demo, kinds,
+    Clock, kinds,
     scenario::{Class, ClusterPlan, ScenarioBuilder, VolumePlan},
 };
 use gleaner_world::{ClusterName, World, testing::eventually};
@@ -88,15 +88,8 @@ fn uid_in(object: &str) -> String {
 async fn a_plan_of_a_living_cluster_is_what_the_reclaimer_then_does_object_for_object() {
     let world = world().await;
     let prefix = "i-plan";
-    let mut scenario = demo::clusters(prefix, Clock::new(TIME_SCALE))
-        .start(world)
-        .await
-        .unwrap();
-    let _gleaner = gleaner_for(world, prefix, &scenario, &[]).await;
-    let footprints = footprints(world, prefix).await;
-    let prod = scenario.key("prod");
-    recorded_all(&footprints, &scenario, &prod).await;
-    wait_for_hooks(&scenario, "prod").await;
+    let (mut scenario, _gleaner, footprints, prod) =
+        common::prod_recorded(world, prefix, |builder| builder).await;
     let gleaner_namespace = format!("gleaner-{prefix}");
     let args = [
         "plan",

@@ -9,12 +9,9 @@ mod common;
 
 use std::time::Duration;
 
-use common::{
-    TIME_SCALE, demo_world, footprints, gleaner_for, judged_clean, recorded_all, until_reclaimed,
-    wait_for_hooks,
-};
+use common::{demo_world, judged_clean, until_reclaimed};
 use gleaner_sim::{
-    Clock, demo,
+    demo,
     rancher::{DriverVersion, RancherSettings},
     scenario::{Class, ScenarioBuilder},
 };
@@ -33,15 +30,8 @@ async fn prod_is_reclaimed_cleanly_in(
     prefix: &str,
     configure: fn(ScenarioBuilder) -> ScenarioBuilder,
 ) {
-    let mut scenario = configure(demo::clusters(prefix, Clock::new(TIME_SCALE)))
-        .start(world)
-        .await
-        .unwrap();
-    let footprints = footprints(world, prefix).await;
-    let _gleaner = gleaner_for(world, prefix, &scenario, &[]).await;
-    let prod = scenario.key("prod");
-    recorded_all(&footprints, &scenario, &prod).await;
-    wait_for_hooks(&scenario, "prod").await;
+    let (mut scenario, _gleaner, footprints, prod) =
+        common::prod_recorded(world, prefix, configure).await;
     scenario.delete_cluster(&prod).await.unwrap();
     until_reclaimed(&footprints, &prod).await;
     let report = scenario.measure(Duration::from_secs(120)).await.unwrap();

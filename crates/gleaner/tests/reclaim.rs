@@ -12,7 +12,7 @@ use common::{
 };
 use gleaner::footprint::{Footprint, LedgerAction, Phase};
 use gleaner_sim::{
-    Clock, demo, kinds,
+    Clock, kinds,
     scenario::{Class, ClusterKey, ClusterPlan, Scenario, ScenarioBuilder, VolumePlan},
 };
 use gleaner_world::{ClusterName, testing::eventually};
@@ -22,16 +22,9 @@ use kube::{Api, ResourceExt};
 async fn a_deleted_cluster_leaves_nothing_unprotected_and_nothing_else_is_touched() {
     let world = world().await;
     let prefix = "r-demo";
-    let mut scenario = demo::clusters(prefix, Clock::new(TIME_SCALE))
-        .start(world)
-        .await
-        .unwrap();
-    let _gleaner = gleaner_for(world, prefix, &scenario, &[]).await;
-    let footprints = footprints(world, prefix).await;
-    let prod = scenario.key("prod");
+    let (mut scenario, _gleaner, footprints, prod) =
+        common::prod_recorded(world, prefix, |builder| builder).await;
     let expected = made(&scenario, &prod);
-    recorded_all(&footprints, &scenario, &prod).await;
-    wait_for_hooks(&scenario, "prod").await;
     scenario.delete_cluster(&prod).await.unwrap();
     until_reclaimed(&footprints, &prod).await;
     let report = scenario.measure(Duration::from_secs(120)).await.unwrap();

@@ -30,6 +30,7 @@ use crate::{
     cli::AdoptArgs,
     footprint::{Adoption, Footprint, FootprintSpec, FootprintStatus, Identity, Phase, Pool},
     management::{
+        host_objects,
         observe::live_install_uuid,
         status::{STATUS_MANAGER, StatusWriter, owned},
     },
@@ -54,7 +55,11 @@ pub async fn report(args: &AdoptArgs) -> Result<AdoptReport> {
         args.audit.harvesters.iter().cloned().collect()
     };
     let audit = audit_with(&session.harvesters, &footprints, &credentials).await?;
-    let chosen = chosen(args, audit.findings)?;
+    let selected = match &args.selector {
+        Some(selector) => Some(labelled(&session, &audit.harvesters, selector).await?),
+        None => None,
+    };
+    let chosen = chosen(args, selected.as_ref(), audit.findings)?;
     if chosen.is_empty() || !args.confirm {
         return Ok(AdoptReport {
             footprint: None,
@@ -68,14 +73,69 @@ pub async fn report(args: &AdoptArgs) -> Result<AdoptReport> {
     })
 }
 
-/// The findings `args` names (or every orphan with `--all`); an error naming each one that is
-/// not an orphan, or not found.
-fn chosen(args: &AdoptArgs, findings: Vec<Found>) -> Result<Vec<Found>> {
+/// The UIDs of the objects of every kind gleaner audits whose labels match `selector`, on the
+/// audited Harvesters (one labelled LIST per kind and Harvester).
+async fn labelled(
+    session: &Session,
+    harvesters: &[super::audit::Audited],
+    selector: &str,
+) -> Result<BTreeSet<String>> {
+    let mut uids = BTreeSet::new();
+    for audited in harvesters {
+        let client = session.harvesters.client(&audited.credentials[0]).await?;
+        for kind in [
+            HostKind::PersistentVolumeClaim,
+            HostKind::VolumeSnapshot,
+            HostKind::NetworkFilesystem,
+            HostKind::LoadBalancer,
+        ] {
+            let resource = host_objects::resource(kind);
+            let found = Api::<kube::api::DynamicObject>::all_with(client.clone(), &resource)
+                .list(&kube::api::ListParams::default().labels(selector))
+                .await
+                .map_err(|source| Error::Kube {
+                    context: format!("cannot list {}s labelled {selector}", resource.kind),
+                    source,
+                })?;
+            uids.extend(found.items.iter().filter_map(kube::ResourceExt::uid));
+        }
+    }
+    Ok(uids)
+}
+
+/// The findings `args` names (or every orphan with `--all`, or every finding `selected` holds);
+/// an error naming each one that is not an orphan, or not found.
+fn chosen(
+    args: &AdoptArgs,
+    selected: Option<&BTreeSet<String>>,
+    findings: Vec<Found>,
+) -> Result<Vec<Found>> {
     if args.all {
         return Ok(findings
             .into_iter()
             .filter(|found| found.finding.verdict == Verdict::Orphan)
             .collect());
+    }
+    if let Some(selected) = selected {
+        let (orphans, refused): (Vec<Found>, Vec<Found>) = findings
+            .into_iter()
+            .filter(|found| selected.contains(&found.finding.uid))
+            .partition(|found| found.finding.verdict == Verdict::Orphan);
+        if refused.is_empty() {
+            return Ok(orphans);
+        }
+        return Err(Error::Unanswerable(format!(
+            "nothing adopted; selected but not orphans now: {}",
+            refused
+                .iter()
+                .map(|found| format!(
+                    "{}: {}",
+                    found.finding.name,
+                    not_orphan(&found.finding.verdict)
+                ))
+                .collect::<Vec<_>>()
+                .join("; ")
+        )));
     }
     let mut refused = Vec::new();
     let mut chosen = Vec::new();
@@ -95,12 +155,7 @@ fn chosen(args: &AdoptArgs, findings: Vec<Found>) -> Result<Vec<Found>> {
                 "{wanted}: the audit finds no such guest-made object"
             )),
             Some(found) if found.finding.verdict != Verdict::Orphan => {
-                let why = match &found.finding.verdict {
-                    Verdict::InUse(why) => format!("in use, {why}"),
-                    Verdict::Unknown(why) => format!("unknown, {why}"),
-                    Verdict::Orphan => unreachable!("filtered above"),
-                };
-                refused.push(format!("{wanted}: {why}"));
+                refused.push(format!("{wanted}: {}", not_orphan(&found.finding.verdict)));
             }
             Some(found) => chosen.push(found),
         }
@@ -112,6 +167,15 @@ fn chosen(args: &AdoptArgs, findings: Vec<Found>) -> Result<Vec<Found>> {
             "nothing adopted; not orphans now: {}",
             refused.join("; ")
         )))
+    }
+}
+
+/// Why a verdict is not an orphan's, in words.
+fn not_orphan(verdict: &Verdict) -> String {
+    match verdict {
+        Verdict::InUse(why) => format!("in use, {why}"),
+        Verdict::Unknown(why) => format!("unknown, {why}"),
+        Verdict::Orphan => "an orphan".to_owned(),
     }
 }
 

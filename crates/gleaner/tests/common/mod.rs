@@ -429,3 +429,30 @@ pub async fn until_reclaimed(footprints: &Api<Footprint>, key: &gleaner_sim::sce
     })
     .await;
 }
+
+/// The demo's clusters (as `configure` makes them) under a gleaner watching them, once `prod`'s
+/// Footprint records everything it made and its Machines carry the hook.
+pub async fn prod_recorded(
+    world: &World,
+    prefix: &str,
+    configure: fn(gleaner_sim::scenario::ScenarioBuilder) -> gleaner_sim::scenario::ScenarioBuilder,
+) -> (
+    Scenario,
+    Gleaner,
+    Api<Footprint>,
+    gleaner_sim::scenario::ClusterKey,
+) {
+    let scenario = configure(gleaner_sim::demo::clusters(
+        prefix,
+        gleaner_sim::Clock::new(TIME_SCALE),
+    ))
+    .start(world)
+    .await
+    .unwrap();
+    let gleaner = gleaner_for(world, prefix, &scenario, &[]).await;
+    let footprints = footprints(world, prefix).await;
+    let prod = scenario.key("prod");
+    recorded_all(&footprints, &scenario, &prod).await;
+    wait_for_hooks(&scenario, "prod").await;
+    (scenario, gleaner, footprints, prod)
+}
