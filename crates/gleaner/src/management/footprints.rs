@@ -477,6 +477,24 @@ async fn reclaim(
     if let Some(wait) = context.reclaim_pauses.remaining(&name) {
         return Ok(Action::requeue(wait));
     }
+    // The ledger is what stops a pass from doing again, differently, what the last one did (a
+    // keep marked on the object under another reason): never act on a Footprint older than the
+    // one the apiserver holds. One live read per pass.
+    let current = context
+        .footprints()
+        .get_opt(&name)
+        .await
+        .map_err(|source| Error::Kube {
+            context: format!("cannot read Footprint {name}"),
+            source,
+        })?;
+    if current
+        .and_then(|current| current.resource_version())
+        .as_deref()
+        != version
+    {
+        return Ok(Action::requeue(RECLAIM_AGAIN));
+    }
     let mut next = applied.clone();
     let mut applied = applied;
     // The grace period starts with the first pass that may act (in a real run).
