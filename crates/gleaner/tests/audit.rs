@@ -413,6 +413,39 @@ async fn adopted_orphans_are_reclaimed_and_one_taken_during_the_grace_period_is_
     )
     .await
     .unwrap();
+    // And a Pod mounts another: only a live audit can see that (no VM lists it). The plan
+    // says so during the grace period, and the reclaimer keeps it.
+    let mounted = pvc_of("scratch");
+    let pod: k8s_openapi::api::core::v1::Pod = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": "reader"},
+        "spec": {
+            "containers": [{"name": "reader", "image": "busybox"}],
+            "volumes": [{"name": "data", "persistentVolumeClaim": {"claimName": mounted}}],
+        },
+    }))
+    .unwrap();
+    Api::<k8s_openapi::api::core::v1::Pod>::namespaced(harvester.clone(), scenario.vm_namespace())
+        .create(&Default::default(), &pod)
+        .await
+        .unwrap();
+    let mounted_uid = claims.get(&mounted).await.unwrap().metadata.uid.unwrap();
+    let (status, plan, error) = gleaner_json(
+        world,
+        &[&["plan", &name, "-n", &gleaner_namespace], &ours[..]].concat(),
+    )
+    .await;
+    assert_eq!(status, Some(0), "{error}");
+    let planned = plan["objects"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|object| object["uid"] == mounted_uid.as_str())
+        .unwrap();
+    assert_eq!(
+        (&planned["action"], &planned["reason"]),
+        (&Value::from("Keep"), &Value::from("NoLongerOrphan")),
+        "{plan:#}"
+    );
 
     eventually("the adopted Footprint is reclaimed", || async {
         footprints
@@ -450,8 +483,25 @@ async fn adopted_orphans_are_reclaimed_and_one_taken_during_the_grace_period_is_
         "{ledger:?}"
     );
     let after = scenario.measure(Duration::from_secs(60)).await.unwrap();
+    let mounted_entry = ledger
+        .entries
+        .iter()
+        .find(|entry| entry.object.contains(&mounted_uid))
+        .unwrap();
+    assert_eq!(
+        (mounted_entry.action, mounted_entry.reason.as_str()),
+        (gleaner::footprint::LedgerAction::Kept, "NoLongerOrphan"),
+        "{ledger:?}"
+    );
+    // The mounted volume's snapshot (old's only one) stays with it.
+    let kept_with_it: BTreeSet<String> = scenario
+        .made_by(&old)
+        .into_iter()
+        .filter(|(object, traits)| object.uid == mounted_uid || traits.snapshot)
+        .map(|(object, _)| object.uid)
+        .collect();
     for object in &after.objects {
-        if object.uid == taken_uid {
+        if object.uid == taken_uid || kept_with_it.contains(&object.uid) {
             continue;
         }
         assert!(

@@ -9,7 +9,7 @@ pub mod explain;
 mod output;
 pub mod plan;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use gleaner_core::{
     ClusterIdentity,
@@ -32,7 +32,7 @@ use crate::{
         harvesters::Harvesters,
         live,
         observe::provisioning_cluster,
-        reclaimer::{Confirmation, Marks},
+        reclaimer::{self, Confirmation, Marks},
     },
     metrics::Metrics,
 };
@@ -162,10 +162,24 @@ impl Session {
         let marks = Marks::of(footprint, &status);
         let reads = live::objects(&self.harvesters, &records).await?;
         let others = live::other_footprints(&self.footprints, &footprint.name_any()).await?;
+        // An adopted Footprint's objects are confirmed one by one, by a live audit.
+        let unorphaned = if footprint.spec.adopted.is_some() {
+            reclaimer::no_longer_orphans(
+                &self.harvesters,
+                &self.footprints,
+                footprint,
+                &records,
+                &reads.objects,
+            )
+            .await?
+        } else {
+            BTreeSet::new()
+        };
         let facts = ReclaimFacts {
             records: &records,
             live: &reads.objects,
             other_footprints: &others,
+            unorphaned: &unorphaned,
             ..marks.facts(&vms, self.policy_max_age)
         };
         let question = match status.phase {
@@ -179,7 +193,7 @@ impl Session {
                 let Confirmation {
                     confirmed,
                     identity_changed,
-                } = Confirmation::read(&self.client, &self.capi, &recorded).await?;
+                } = Confirmation::of(&self.client, &self.capi, footprint, &recorded).await?;
                 reclaim::plan(&ReclaimFacts {
                     confirmed,
                     identity_changed,

@@ -155,14 +155,7 @@ pub async fn prepare(
     let Confirmation {
         confirmed,
         identity_changed,
-    } = if adopted {
-        Confirmation {
-            confirmed: true,
-            identity_changed: false,
-        }
-    } else {
-        Confirmation::read(&context.client, &context.capi, recorded).await?
-    };
+    } = Confirmation::of(&context.client, &context.capi, footprint, recorded).await?;
     let vms = if adopted {
         Vec::new()
     } else {
@@ -197,7 +190,14 @@ pub async fn prepare(
     } = live::objects(&context.harvesters, &records).await?;
     let others = live::other_footprints(&context.footprints(), &footprint.name_any()).await?;
     let unorphaned = if adopted {
-        no_longer_orphans(context, footprint, &records, &objects).await?
+        no_longer_orphans(
+            &context.harvesters,
+            &context.footprints(),
+            footprint,
+            &records,
+            &objects,
+        )
+        .await?
     } else {
         BTreeSet::new()
     };
@@ -339,14 +339,14 @@ pub async fn execute(
 
 /// Of an adopted Footprint's objects found live, those a live audit (against every other
 /// Footprint) no longer finds orphans.
-async fn no_longer_orphans(
-    context: &Context,
+pub async fn no_longer_orphans(
+    harvesters: &crate::management::harvesters::Harvesters,
+    footprints: &Api<Footprint>,
     footprint: &Footprint,
     records: &[HostObjectRecord],
     objects: &BTreeMap<String, LiveObject>,
 ) -> Result<BTreeSet<String>> {
-    let others: Vec<Footprint> = context
-        .footprints()
+    let others: Vec<Footprint> = footprints
         .list(&kube::api::ListParams::default())
         .await
         .map_err(|source| Error::Kube {
@@ -361,8 +361,7 @@ async fn no_longer_orphans(
         .iter()
         .map(|record| record.cloud_credential.clone())
         .collect();
-    let report =
-        crate::inspect::audit::audit_with(&context.harvesters, &others, &credentials).await?;
+    let report = crate::inspect::audit::audit_with(harvesters, &others, &credentials).await?;
     let orphans: BTreeSet<&str> = report
         .findings
         .iter()
@@ -387,6 +386,23 @@ pub struct Confirmation {
 }
 
 impl Confirmation {
+    /// The live read of [`Confirmation::read`]; for an adopted Footprint, which stands for no
+    /// cluster, the adoption itself (its objects are confirmed one by one, by a live audit).
+    pub async fn of(
+        client: &kube::Client,
+        capi: &Capi,
+        footprint: &Footprint,
+        recorded: &ClusterIdentity,
+    ) -> Result<Self> {
+        if footprint.spec.adopted.is_some() {
+            return Ok(Self {
+                confirmed: true,
+                identity_changed: false,
+            });
+        }
+        Self::read(client, capi, recorded).await
+    }
+
     pub async fn read(
         client: &kube::Client,
         capi: &Capi,
