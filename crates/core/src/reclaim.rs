@@ -1039,7 +1039,7 @@ mod tests {
     fn world() -> impl Strategy<
         Value = (
             Vec<HostObjectRecord>,
-            Vec<Option<LiveObject>>,
+            BTreeMap<String, LiveObject>,
             Vec<RecordedVm>,
             BTreeSet<String>,
             (BTreeSet<String>, BTreeSet<String>),
@@ -1060,6 +1060,17 @@ mod tests {
                     .into_iter()
                     .filter(|(record, _)| seen_uids.insert(record.uid.clone()))
                     .unzip();
+                let live = records
+                    .iter()
+                    .zip(live)
+                    .filter_map(|(record, live): (&HostObjectRecord, Option<LiveObject>)| {
+                        let mut live = live?;
+                        if live.uid.is_empty() {
+                            live.uid.clone_from(&record.uid);
+                        }
+                        Some((record.uid.clone(), live))
+                    })
+                    .collect();
                 let vms = states
                     .into_iter()
                     .enumerate()
@@ -1073,6 +1084,49 @@ mod tests {
             })
     }
 
+    /// The facts of a random world, its flags read in the order of [`world`]'s.
+    #[allow(clippy::too_many_arguments)]
+    fn facts_of<'a>(
+        records: &'a [HostObjectRecord],
+        live: &'a BTreeMap<String, LiveObject>,
+        vms: &'a [RecordedVm],
+        others: &'a BTreeSet<String>,
+        denied: &'a BTreeSet<String>,
+        unorphaned: &'a BTreeSet<String>,
+        flags: [bool; 7],
+    ) -> ReclaimFacts<'a> {
+        let [
+            confirmed,
+            identity_changed,
+            frozen,
+            opted_out,
+            retained,
+            vms_gone_by_operator,
+            grace_ended,
+        ] = flags;
+        ReclaimFacts {
+            confirmed,
+            identity_changed,
+            frozen,
+            opted_out,
+            footprint_retention: if retained {
+                Retention::Retained
+            } else {
+                Retention::NotRetained
+            },
+            vms_gone_by_operator,
+            deletions_begin: grace_ended.then_some(now()),
+            vms,
+            records,
+            live,
+            other_footprints: others,
+            denied,
+            unorphaned,
+            now: now(),
+            policy_max_age: WEEK,
+        }
+    }
+
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(
             std::env::var("GLEANER_PLAN_CASES").ok().and_then(|cases| cases.parse().ok()).unwrap_or(4_000)
@@ -1083,28 +1137,11 @@ mod tests {
         #[test]
         fn the_plan_of_a_living_cluster_is_the_reclaimers_once_it_is_deleted(world in world()) {
             let (records, live, vms, others, (denied, unorphaned), flags) = world;
-            let [_, _, frozen, opted_out, footprint_retained, vms_gone_by_operator, _] = flags;
-            let live: BTreeMap<String, LiveObject> = records
-                .iter()
-                .zip(live)
-                .filter_map(|(record, live)| Some((record.uid.clone(), live?)))
-                .collect();
             let living = ReclaimFacts {
                 confirmed: false,
                 identity_changed: false,
-                frozen,
-                opted_out,
-                footprint_retention: if footprint_retained { Retention::Retained } else { Retention::NotRetained },
-                vms_gone_by_operator,
                 deletions_begin: None,
-                vms: &vms,
-                records: &records,
-                live: &live,
-                other_footprints: &others,
-                denied: &denied,
-                unorphaned: &unorphaned,
-                now: now(),
-                policy_max_age: WEEK,
+                ..facts_of(&records, &live, &vms, &others, &denied, &unorphaned, flags)
             };
             let deleting: Vec<RecordedVm> = vms
                 .iter()
@@ -1126,35 +1163,8 @@ mod tests {
         #[test]
         fn a_deletion_breaks_no_safety_rule(world in world()) {
             let (records, live, vms, others, (denied, unorphaned), flags) = world;
-            let [confirmed, identity_changed, frozen, opted_out, footprint_retained, vms_gone_by_operator, grace_ended] = flags;
-            let live: BTreeMap<String, LiveObject> = records
-                .iter()
-                .zip(live)
-                .filter_map(|(record, live)| {
-                    let mut live = live?;
-                    if live.uid.is_empty() {
-                        live.uid.clone_from(&record.uid);
-                    }
-                    Some((record.uid.clone(), live))
-                })
-                .collect();
-            let facts = ReclaimFacts {
-                confirmed,
-                identity_changed,
-                frozen,
-                opted_out,
-                footprint_retention: if footprint_retained { Retention::Retained } else { Retention::NotRetained },
-                vms_gone_by_operator,
-                deletions_begin: grace_ended.then_some(now()),
-                vms: &vms,
-                records: &records,
-                live: &live,
-                other_footprints: &others,
-                denied: &denied,
-                unorphaned: &unorphaned,
-                now: now(),
-                policy_max_age: WEEK,
-            };
+            let [confirmed, _, frozen, opted_out, footprint_retained, vms_gone_by_operator, grace_ended] = flags;
+            let facts = facts_of(&records, &live, &vms, &others, &denied, &unorphaned, flags);
             let Plan::Act(steps) = plan(&facts) else {
                 return Ok(());
             };
