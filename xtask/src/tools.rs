@@ -9,7 +9,9 @@ use std::{
 };
 
 use anyhow::{Context, Result, bail, ensure};
-use gleaner_world::{Binaries, ETCD_VERSION, KUBERNETES_VERSION};
+use gleaner_world::{
+    Binaries, CRANE_VERSION, ETCD_VERSION, HELM_VERSION, KUBERNETES_VERSION, Packaging,
+};
 
 use crate::workspace_root;
 
@@ -45,8 +47,26 @@ const ETCD: Tool = Tool {
     cache_dir: Binaries::etcd_dir,
 };
 
+const HELM: Tool = Tool {
+    module_dir: "tools/helm",
+    module: "helm.sh/helm/v4",
+    version: HELM_VERSION,
+    packages: &["helm.sh/helm/v4/cmd/helm"],
+    binaries: &["helm"],
+    cache_dir: Packaging::helm_dir,
+};
+
+const CRANE: Tool = Tool {
+    module_dir: "tools/crane",
+    module: "github.com/google/go-containerregistry",
+    version: CRANE_VERSION,
+    packages: &["github.com/google/go-containerregistry/cmd/crane"],
+    binaries: &["crane"],
+    cache_dir: Packaging::crane_dir,
+};
+
 pub fn ensure_built() -> Result<()> {
-    for tool in [&KUBERNETES, &ETCD] {
+    for tool in [&KUBERNETES, &ETCD, &HELM, &CRANE] {
         check_pin(tool)?;
         let dir = (tool.cache_dir)();
         if tool
@@ -59,6 +79,7 @@ pub fn ensure_built() -> Result<()> {
         build(tool, &dir)?;
     }
     Binaries::cached().check()?;
+    Packaging::cached().check()?;
     Ok(())
 }
 
@@ -140,6 +161,12 @@ fn output_path(tool: &Tool, staging: &Path) -> PathBuf {
 
 /// The version stamps `make` would set, so `/version` and `kubectl version` report the release.
 fn ldflags(tool: &Tool) -> String {
+    if tool.module == HELM.module {
+        return format!(
+            "-X helm.sh/helm/v4/internal/version.version={}",
+            tool.version
+        );
+    }
     if tool.module != KUBERNETES.module {
         return String::new();
     }
@@ -240,13 +267,18 @@ pub fn pin() -> Result<()> {
         go().current_dir(path.parent().expect("go.mod has a folder"))
             .args(["mod", "tidy"]),
     )?;
-    let etcd_dir = workspace_root().join(ETCD.module_dir);
-    crate::run(
-        go().current_dir(&etcd_dir)
-            .args(["get", &format!("{}@{}", ETCD.module, ETCD.version)]),
-    )?;
-    crate::run(go().current_dir(&etcd_dir).args(["mod", "tidy"]))?;
-    eprintln!("xtask: pinned {} and {}", KUBERNETES.version, ETCD.version);
+    for tool in [&ETCD, &HELM, &CRANE] {
+        let dir = workspace_root().join(tool.module_dir);
+        crate::run(
+            go().current_dir(&dir)
+                .args(["get", &format!("{}@{}", tool.module, tool.version)]),
+        )?;
+        crate::run(go().current_dir(&dir).args(["mod", "tidy"]))?;
+    }
+    eprintln!(
+        "xtask: pinned {}, {}, {} and {}",
+        KUBERNETES.version, ETCD.version, HELM.version, CRANE.version
+    );
     Ok(())
 }
 
@@ -312,6 +344,8 @@ mod tests {
     fn the_go_mods_pin_the_versions_the_world_expects() {
         check_pin(&KUBERNETES).unwrap();
         check_pin(&ETCD).unwrap();
+        check_pin(&HELM).unwrap();
+        check_pin(&CRANE).unwrap();
     }
 
     #[test]

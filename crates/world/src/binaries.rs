@@ -7,6 +7,10 @@ use crate::{Error, Result};
 pub const KUBERNETES_VERSION: &str = "v1.34.4";
 /// The etcd release the world runs; `tools/etcd/go.mod` pins the same one.
 pub const ETCD_VERSION: &str = "v3.6.16";
+/// The helm release the chart's tests run (`tools/helm/go.mod` pins the same one).
+pub const HELM_VERSION: &str = "v4.3.2";
+/// The go-containerregistry release whose `crane` assembles gleaner's image (`tools/crane/go.mod`).
+pub const CRANE_VERSION: &str = "v0.22.1";
 
 /// Where the control-plane binaries are. Built once per machine into a cache outside any clone,
 /// keyed by the pinned versions, so a fresh clone (and CI right after a session) reuses them.
@@ -86,5 +90,43 @@ impl Binaries {
             ("kube-controller-manager", &self.kube_controller_manager),
             ("kubectl", &self.kubectl),
         ]
+    }
+}
+
+/// The tools that package gleaner rather than run the world: helm for the chart, crane for the
+/// image. Built by `cargo xtask tools` into the same cache as the control plane.
+#[derive(Clone, Debug)]
+pub struct Packaging {
+    pub helm: PathBuf,
+    pub crane: PathBuf,
+}
+
+impl Packaging {
+    pub fn cached() -> Self {
+        Self {
+            helm: Self::helm_dir().join("helm"),
+            crane: Self::crane_dir().join("crane"),
+        }
+    }
+
+    pub fn helm_dir() -> PathBuf {
+        Binaries::cache_root().join(format!("helm-{HELM_VERSION}"))
+    }
+
+    pub fn crane_dir() -> PathBuf {
+        Binaries::cache_root().join(format!("crane-{CRANE_VERSION}"))
+    }
+
+    /// Fails with the first missing tool and the command that builds it.
+    pub fn check(&self) -> Result<()> {
+        for (binary, path) in [("helm", &self.helm), ("crane", &self.crane)] {
+            if !path.is_file() {
+                return Err(Error::MissingBinary {
+                    binary,
+                    path: path.clone(),
+                });
+            }
+        }
+        Ok(())
     }
 }

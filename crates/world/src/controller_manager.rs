@@ -7,9 +7,13 @@ use crate::{
 
 /// The controllers whose real behaviour gleaner's world depends on: owner references
 /// (garbage collector), namespace deletion, the PVC and PV protection finalizers, and what pods
-/// and RBAC need (default ServiceAccounts, the root CA ConfigMap, aggregated ClusterRoles).
+/// and RBAC need (default ServiceAccounts, the root CA ConfigMap, aggregated ClusterRoles), and
+/// what turns the chart's Deployment and uninstall Job into Pods for the world's stand-in kubelet.
 const CONTROLLERS: &[&str] = &[
     "garbage-collector-controller",
+    "deployment-controller",
+    "replicaset-controller",
+    "job-controller",
     "namespace-controller",
     "persistentvolumeclaim-protection-controller",
     "persistentvolume-protection-controller",

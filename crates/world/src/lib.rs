@@ -22,7 +22,9 @@ mod process;
 pub mod testing;
 mod world;
 
-pub use binaries::{Binaries, ETCD_VERSION, KUBERNETES_VERSION};
+pub use binaries::{
+    Binaries, CRANE_VERSION, ETCD_VERSION, HELM_VERSION, KUBERNETES_VERSION, Packaging,
+};
 pub use cluster::{ClusterName, Role};
 pub use crds::{CapiVersion, CrdSource};
 pub use error::{Error, Result};
