@@ -72,15 +72,7 @@ impl Binaries {
 
     /// Fails with the first missing binary and the command that builds it.
     pub fn check(&self) -> Result<()> {
-        for (binary, path) in self.all() {
-            if !path.is_file() {
-                return Err(Error::MissingBinary {
-                    binary,
-                    path: path.clone(),
-                });
-            }
-        }
-        Ok(())
+        all_present(self.all())
     }
 
     pub fn all(&self) -> [(&'static str, &PathBuf); 4] {
@@ -119,14 +111,16 @@ impl Packaging {
 
     /// Fails with the first missing tool and the command that builds it.
     pub fn check(&self) -> Result<()> {
-        for (binary, path) in [("helm", &self.helm), ("crane", &self.crane)] {
-            if !path.is_file() {
-                return Err(Error::MissingBinary {
-                    binary,
-                    path: path.clone(),
-                });
-            }
-        }
-        Ok(())
+        all_present([("helm", &self.helm), ("crane", &self.crane)])
+    }
+}
+
+fn all_present<'a>(binaries: impl IntoIterator<Item = (&'static str, &'a PathBuf)>) -> Result<()> {
+    match binaries.into_iter().find(|(_, path)| !path.is_file()) {
+        Some((binary, path)) => Err(Error::MissingBinary {
+            binary,
+            path: path.clone(),
+        }),
+        None => Ok(()),
     }
 }
