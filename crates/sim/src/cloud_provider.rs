@@ -226,21 +226,22 @@ impl CloudProvider {
     }
 
     /// EnsureLoadBalancerDeleted: deletes the Service's LoadBalancer if it exists.
+    ///
+    /// The request is journaled before it is sent: Harvester's controller reacts to the
+    /// deletion on its own task, and a record made after the response could land after its.
     async fn ensure_load_balancer_deleted(&self, service: &Service) -> Result<()> {
         let name = self.load_balancer_name(service)?;
         let lb_path = format!("{}/{name}", self.host_namespace);
+        self.record(format!(
+            "deleting LoadBalancer {lb_path} of guest Service {}",
+            service_path(service)
+        ));
         match self
             .load_balancers()
             .delete(&name, &DeleteParams::default())
             .await
         {
-            Ok(_) => {
-                self.record(format!(
-                    "deleted LoadBalancer {lb_path} of guest Service {}",
-                    service_path(service)
-                ));
-                Ok(())
-            }
+            Ok(_) => Ok(()),
             Err(kube::Error::Api(status)) if status.is_not_found() => Ok(()),
             Err(error) => Err(error).context(|| format!("cannot delete LoadBalancer {lb_path}")),
         }

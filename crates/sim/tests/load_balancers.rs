@@ -282,7 +282,7 @@ async fn a_guest_load_balancer_service_makes_a_harvester_load_balancer_that_goes
             .is_none()
     );
     let journal = site.journal();
-    let deleted = journal.position(CLOUD_PROVIDER, "deleted LoadBalancer");
+    let deleted = journal.position(CLOUD_PROVIDER, "deleting LoadBalancer");
     let released = journal.position(
         LB_CONTROLLER,
         &format!(
