@@ -255,6 +255,31 @@ pub struct UnhookArgs {
 
     #[command(flatten)]
     pub watch: WatchArgs,
+
+    /// First scales this Deployment (gleaner's own, in --namespace) to 0 and waits for its
+    /// Pods to go, so no replica hooks a Machine again: what the chart's uninstall Job does.
+    #[arg(long, env = "GLEANER_STOP_DEPLOYMENT", value_name = "NAME")]
+    pub stop_deployment: Option<String>,
+
+    /// How long to wait for the Deployment's Pods to go; past it the hooks are removed all the
+    /// same and gleaner exits non-zero, naming the Pods left.
+    #[arg(
+        long,
+        env = "GLEANER_STOP_TIMEOUT",
+        default_value = "2m",
+        value_name = "DURATION",
+        value_parser = humantime::parse_duration
+    )]
+    pub stop_timeout: Duration,
+
+    /// The namespace of --stop-deployment.
+    #[arg(
+        long,
+        env = "GLEANER_NAMESPACE",
+        value_name = "NAMESPACE",
+        default_value_t = own_namespace_default()
+    )]
+    pub namespace: String,
 }
 
 /// Which namespaces of the management cluster gleaner looks at.

@@ -101,6 +101,15 @@ pub enum Error {
     #[error("the admin server failed: {0}")]
     AdminServe(#[source] std::io::Error),
 
+    #[error(
+        "Deployment {deployment} still has Pod(s) {pods:?} after {waited}: gleaner's hooks were removed, but a replica still running may add them again"
+    )]
+    ReplicasLingered {
+        deployment: String,
+        pods: Vec<String>,
+        waited: String,
+    },
+
     #[error("cannot install the SIGTERM handler: {0}")]
     Signal(#[source] std::io::Error),
 }
@@ -128,6 +137,7 @@ impl Error {
             Error::Conflict(_) => "conflict",
             Error::Lease { .. } => "lease",
             Error::AdminBind { .. } | Error::AdminServe(_) => "admin",
+            Error::ReplicasLingered { .. } => "replicas_lingered",
             Error::Signal(_) => "signal",
         }
     }

@@ -15,6 +15,7 @@ mod installation;
 pub mod leadership;
 pub mod management;
 pub mod metrics;
+pub mod stop;
 pub mod telemetry;
 pub mod timeouts;
 

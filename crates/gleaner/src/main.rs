@@ -7,7 +7,7 @@ use tracing_subscriber::filter::LevelFilter;
 
 use gleaner::{
     cli::{Cli, Command, UnhookArgs},
-    footprint, inspect, management, telemetry,
+    footprint, inspect, management, stop, telemetry,
 };
 
 /// `gleaner audit`'s exit status when it finds orphans, so a CronJob can alert on it.
@@ -90,7 +90,20 @@ async fn main() -> ExitCode {
 
 async fn unhook(args: UnhookArgs) -> gleaner::Result<()> {
     let client = args.kube.client().await?;
+    let lingering = match &args.stop_deployment {
+        Some(deployment) => {
+            stop::stop(&client, &args.namespace, deployment, args.stop_timeout).await?
+        }
+        None => Vec::new(),
+    };
     let unhooked = management::unhook(&client, &args.watch).await?;
     println!("removed gleaner's hook from {unhooked} Machine(s)");
-    Ok(())
+    match (&args.stop_deployment, lingering.is_empty()) {
+        (Some(deployment), false) => Err(gleaner::Error::ReplicasLingered {
+            deployment: format!("{}/{deployment}", args.namespace),
+            pods: lingering,
+            waited: humantime::format_duration(args.stop_timeout).to_string(),
+        }),
+        _ => Ok(()),
+    }
 }

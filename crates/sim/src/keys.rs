@@ -38,6 +38,10 @@ pub const FINALIZER_CAPI_CLUSTER: &str = "cluster.cluster.x-k8s.io";
 pub const GUEST_KUBECONFIG_KEY: &str = "value";
 
 pub const CLOUD_CREDENTIAL_KUBECONFIG: &str = "harvestercredentialConfig-kubeconfigContent";
+/// A test-only key of a cloud credential: the kubeconfig the simulated Rancher actors (node
+/// driver, remove job, cleanup handler) use instead of the credential's own, so a test can give
+/// gleaner a narrower Harvester identity than the driver's (in real Rancher both share one).
+pub const SIMULATED_RANCHER_KUBECONFIG: &str = "gleaner-sim.rancher-kubeconfig";
 pub const CLOUD_CREDENTIAL_NAMESPACE: &str = "cattle-global-data";
 /// Rancher's machine-provision controller holds a HarvesterMachine until its remove job is done.
 pub const FINALIZER_RANCHER_MACHINE: &str = "wrangler.cattle.io/machine-provision-remove";

@@ -82,6 +82,19 @@ impl Gleaner {
         watch: &str,
         extra: &[&str],
     ) -> Self {
+        let kubeconfig = world.kubeconfig(ClusterName::RANCHER).unwrap();
+        Self::start_as(world, name, instance, watch, &kubeconfig, extra).await
+    }
+
+    /// As [`Gleaner::start_with`], reaching Rancher's apiserver with `kubeconfig`.
+    pub async fn start_as(
+        world: &World,
+        name: &str,
+        instance: &str,
+        watch: &str,
+        kubeconfig: &std::path::Path,
+        extra: &[&str],
+    ) -> Self {
         let client = world.client(ClusterName::RANCHER).await.unwrap();
         let namespace = format!("gleaner-{name}");
         ensure_namespace(&client, &namespace).await.unwrap();
@@ -100,7 +113,7 @@ impl Gleaner {
         let child = Command::new("setpriv")
             .args(["--pdeathsig", "KILL", "--", env!("CARGO_BIN_EXE_gleaner")])
             .args(["run", "--kubeconfig"])
-            .arg(world.kubeconfig(ClusterName::RANCHER).unwrap())
+            .arg(kubeconfig)
             .args(["--namespace", &namespace, "--watch-namespace", watch])
             .args([
                 "--lease-duration",

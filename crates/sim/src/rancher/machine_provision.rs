@@ -24,7 +24,8 @@ use crate::{
     keys::{
         CLOUD_CREDENTIAL_KUBECONFIG, CREATOR_DRIVER, FINALIZER_RANCHER_MACHINE,
         LABEL_CAPI_CLUSTER_NAME, LABEL_CREATOR, LABEL_GUEST_CLUSTER, LABEL_MACHINE_SET_NAME,
-        LABEL_NODE_POOL, LABEL_RKE_CAPI_MACHINE_NAME, LABEL_VM_NAME, VOLUME_CLAIM_TEMPLATES,
+        LABEL_NODE_POOL, LABEL_RKE_CAPI_MACHINE_NAME, LABEL_VM_NAME, SIMULATED_RANCHER_KUBECONFIG,
+        VOLUME_CLAIM_TEMPLATES,
     },
     kinds, naming,
     rancher::{
@@ -321,7 +322,10 @@ pub(crate) async fn harvester_client(management: &Client, credential: &str) -> R
     let kubeconfig = secret
         .data
         .as_ref()
-        .and_then(|data| data.get(CLOUD_CREDENTIAL_KUBECONFIG))
+        .and_then(|data| {
+            data.get(SIMULATED_RANCHER_KUBECONFIG)
+                .or_else(|| data.get(CLOUD_CREDENTIAL_KUBECONFIG))
+        })
         .map(|bytes| String::from_utf8_lossy(&bytes.0).into_owned())
         .ok_or_else(|| {
             Error::Invalid(format!(
