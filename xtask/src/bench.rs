@@ -30,7 +30,7 @@ const CREATING: usize = 64;
 
 pub fn run(args: BenchArgs) -> Result<()> {
     crate::tools::ensure_built()?;
-    let binary = crate::demo::build_gleaner()?;
+    let binary = crate::demo::build_gleaner(&[])?;
     let runtime = tokio::runtime::Runtime::new().context("cannot start tokio")?;
     runtime.block_on(async {
         let world = World::builder()

@@ -57,7 +57,7 @@ pub fn run(args: DemoArgs) -> Result<()> {
         args.time_scale.is_finite() && args.time_scale > 0.0,
         "--time-scale must be a positive number"
     );
-    let binary = build_gleaner()?;
+    let binary = build_gleaner(&[])?;
     let runtime = tokio::runtime::Runtime::new().context("cannot start tokio")?;
     let (upstream, gleaner) = runtime.block_on(both(&binary, Clock::new(args.time_scale)))?;
     match args.output {
@@ -279,8 +279,9 @@ fn side_by_side(upstream: &Run, gleaner: &Run) -> String {
     table
 }
 
-/// gleaner's binary, built by cargo in this workspace.
-pub fn build_gleaner() -> Result<PathBuf> {
+/// gleaner's binary, built by cargo in this workspace with the extra `cargo build` arguments
+/// (`--release`).
+pub fn build_gleaner(extra: &[&str]) -> Result<PathBuf> {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let output = Command::new(cargo)
         .current_dir(crate::workspace_root())
@@ -292,6 +293,7 @@ pub fn build_gleaner() -> Result<PathBuf> {
             "gleaner",
             "--message-format=json",
         ])
+        .args(extra)
         .stderr(Stdio::inherit())
         .output()
         .context("cannot run cargo build")?;

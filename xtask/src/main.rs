@@ -2,6 +2,7 @@
 
 mod bench;
 mod demo;
+mod image;
 mod tools;
 mod world;
 
@@ -42,6 +43,9 @@ enum Task {
     World(world::WorldArgs),
     /// Time `gleaner audit` against a Harvester holding many host PVCs; prints figures.
     BenchAudit(bench::BenchArgs),
+    /// Build gleaner's OCI image with crane, without a Docker daemon, into target/image: an OCI
+    /// layout and a tarball for `docker load` or `podman load`.
+    Image(image::ImageArgs),
 }
 
 fn main() -> Result<()> {
@@ -62,6 +66,7 @@ fn main() -> Result<()> {
         Task::Demo(args) => demo::run(args),
         Task::World(args) => world::run(args),
         Task::BenchAudit(args) => bench::run(args),
+        Task::Image(args) => image::run(args),
     }
 }
 

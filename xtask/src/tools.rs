@@ -11,6 +11,7 @@ use std::{
 use anyhow::{Context, Result, bail, ensure};
 use gleaner_world::{
     Binaries, CRANE_VERSION, ETCD_VERSION, HELM_VERSION, KUBERNETES_VERSION, Packaging,
+    image::Crane,
 };
 
 use crate::workspace_root;
@@ -67,20 +68,30 @@ const CRANE: Tool = Tool {
 
 pub fn ensure_built() -> Result<()> {
     for tool in [&KUBERNETES, &ETCD, &HELM, &CRANE] {
-        check_pin(tool)?;
-        let dir = (tool.cache_dir)();
-        if tool
-            .binaries
-            .iter()
-            .all(|binary| dir.join(binary).is_file())
-        {
-            continue;
-        }
-        build(tool, &dir)?;
+        ensure(tool)?;
     }
     Binaries::cached().check()?;
     Packaging::cached().check()?;
     Ok(())
+}
+
+/// crane alone, for `cargo xtask image`.
+pub fn ensure_crane() -> Result<Crane> {
+    ensure(&CRANE)?;
+    Ok(Crane::cached()?)
+}
+
+fn ensure(tool: &Tool) -> Result<()> {
+    check_pin(tool)?;
+    let dir = (tool.cache_dir)();
+    if tool
+        .binaries
+        .iter()
+        .all(|binary| dir.join(binary).is_file())
+    {
+        return Ok(());
+    }
+    build(tool, &dir)
 }
 
 fn build(tool: &Tool, dir: &Path) -> Result<()> {

@@ -220,7 +220,7 @@ fn the_default_image_is_the_documented_one() {
         .to_owned();
     assert_eq!(
         image,
-        format!("ghcr.io/gleaner-dev/gleaner:{}", env!("CARGO_PKG_VERSION"))
+        gleaner_world::image::default_reference(env!("CARGO_PKG_VERSION"))
     );
     let readme =
         std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../../README.md"))

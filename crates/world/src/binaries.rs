@@ -115,7 +115,9 @@ impl Packaging {
     }
 }
 
-fn all_present<'a>(binaries: impl IntoIterator<Item = (&'static str, &'a PathBuf)>) -> Result<()> {
+pub(crate) fn all_present<'a>(
+    binaries: impl IntoIterator<Item = (&'static str, &'a PathBuf)>,
+) -> Result<()> {
     match binaries.into_iter().find(|(_, path)| !path.is_file()) {
         Some((binary, path)) => Err(Error::MissingBinary {
             binary,

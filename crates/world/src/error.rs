@@ -70,6 +70,22 @@ pub enum Error {
 
     #[error("the world's supervisor thread is gone")]
     SupervisorGone,
+
+    #[error("`{command}` failed ({status}): {stderr}")]
+    CommandFailed {
+        command: String,
+        status: String,
+        stderr: String,
+    },
+
+    #[error("{binary} needs {library}, which the dynamic linker cannot find on this machine")]
+    MissingLibrary { binary: PathBuf, library: String },
+
+    #[error("{context}: no answer within {seconds}s")]
+    Timeout { context: String, seconds: u64 },
+
+    #[error("the stand-in kubelet is stopped")]
+    KubeletStopped,
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;

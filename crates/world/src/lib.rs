@@ -7,6 +7,8 @@
 //!
 //! Every child process is started so that the kernel kills it when the world's supervisor thread
 //! ends, so no apiserver outlives the test binary that started it, even on a panic or a kill.
+//!
+//! [`image`] assembles gleaner's OCI image with crane, for `cargo xtask image` and its test.
 
 mod binaries;
 mod cluster;
@@ -14,7 +16,9 @@ mod controller_manager;
 mod crds;
 mod error;
 mod etcd;
+pub mod image;
 mod kubeconfig;
+pub mod kubelet;
 mod layout;
 mod pki;
 mod ports;

@@ -142,13 +142,36 @@ impl Process {
                 return Ok(());
             }
             if started.elapsed() > timeout {
-                return Err(Error::NotReady {
-                    component: self.spec.component.clone(),
-                    seconds: timeout.as_secs(),
-                    log: self.spec.log.clone(),
-                });
+                return Err(self.not_ready(timeout));
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// [`Process::wait_ready`] for a probe that blocks, outside any runtime.
+    pub(crate) fn wait_ready_blocking(
+        &self,
+        timeout: Duration,
+        mut probe: impl FnMut() -> bool,
+    ) -> Result<()> {
+        let started = Instant::now();
+        loop {
+            self.fail_if_exited()?;
+            if probe() {
+                return Ok(());
+            }
+            if started.elapsed() > timeout {
+                return Err(self.not_ready(timeout));
+            }
+            thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn not_ready(&self, timeout: Duration) -> Error {
+        Error::NotReady {
+            component: self.spec.component.clone(),
+            seconds: timeout.as_secs(),
+            log: self.spec.log.clone(),
         }
     }
 
