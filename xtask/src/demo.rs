@@ -195,7 +195,7 @@ async fn hooked_machines(
 }
 
 /// Polls `check` once a second until it holds, failing after `deadline`.
-async fn until<F, Fut>(deadline: Duration, what: &str, mut check: F) -> Result<()>
+pub(crate) async fn until<F, Fut>(deadline: Duration, what: &str, mut check: F) -> Result<()>
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<bool>>,
@@ -307,7 +307,7 @@ pub fn build_gleaner(extra: &[&str]) -> Result<PathBuf> {
 }
 
 /// A child process killed when dropped.
-struct Running(Child);
+pub(crate) struct Running(pub(crate) Child);
 
 impl Drop for Running {
     fn drop(&mut self) {
@@ -317,12 +317,12 @@ impl Drop for Running {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     /// The gleaner binary `cargo test --workspace` builds beside this test's executable
     /// (`target/<profile>/deps/xtask-…` → `target/<profile>/gleaner`).
-    fn built_gleaner() -> PathBuf {
+    pub(crate) fn built_gleaner() -> PathBuf {
         let test = std::env::current_exe().unwrap();
         let binary = test
             .parent()

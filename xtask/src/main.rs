@@ -1,6 +1,7 @@
 //! gleaner's development tasks (the cargo-xtask convention): `cargo xtask <task>`.
 
 mod bench;
+mod bench_reclaim;
 mod demo;
 mod image;
 mod tools;
@@ -20,6 +21,13 @@ use clap::{Parser, Subcommand};
 struct Cli {
     #[command(subcommand)]
     task: Task,
+}
+
+#[derive(Subcommand)]
+enum Bench {
+    /// Many guest clusters deleted at once, upstream alone then with gleaner, side by side:
+    /// requests and writes per reclaimed object, latency, leaks and wrong deletions.
+    Reclaim(bench_reclaim::ReclaimArgs),
 }
 
 #[derive(Subcommand)]
@@ -43,6 +51,9 @@ enum Task {
     World(world::WorldArgs),
     /// Time `gleaner audit` against a Harvester holding many host PVCs; prints figures.
     BenchAudit(bench::BenchArgs),
+    /// Benchmarks that print figures (never judge them).
+    #[command(subcommand)]
+    Bench(Bench),
     /// Build gleaner's OCI image with crane, without a Docker daemon, into target/image: an OCI
     /// layout and a tarball for `docker load` or `podman load`.
     Image(image::ImageArgs),
@@ -66,6 +77,7 @@ fn main() -> Result<()> {
         Task::Demo(args) => demo::run(args),
         Task::World(args) => world::run(args),
         Task::BenchAudit(args) => bench::run(args),
+        Task::Bench(Bench::Reclaim(args)) => bench_reclaim::run(args),
         Task::Image(args) => image::run(args),
     }
 }
