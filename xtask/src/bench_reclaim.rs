@@ -539,6 +539,7 @@ impl System {
             "attribution_writes_per_object": (objects > 0 && !self.attribution.0.is_empty())
                 .then(|| self.attribution.writes() as f64 / objects as f64),
             "latency_seconds": self.latency(),
+            "classes": self.report.summary,
             "requests": {
                 "rancher": self.rancher.by_verb(),
                 "harvester": self.harvester.by_verb(),
@@ -676,6 +677,13 @@ mod tests {
             }
         }
         assert!(figures.table().contains("upstream + gleaner"));
+        let classes = json["systems"]["upstream"]["classes"].as_object().unwrap();
+        assert!(
+            classes
+                .values()
+                .any(|class| class["leaked"].as_u64() > Some(0)),
+            "upstream leaks some class: {json:#}"
+        );
     }
 
     #[test]
