@@ -11,7 +11,7 @@ use std::{
 use anyhow::{Context, Result, bail, ensure};
 use gleaner_world::{
     Binaries, CRANE_VERSION, ETCD_VERSION, HELM_VERSION, KUBERNETES_VERSION, Packaging,
-    image::Crane,
+    SNAPSHOTTER_VERSION, image::Crane,
 };
 
 use crate::workspace_root;
@@ -48,6 +48,15 @@ const ETCD: Tool = Tool {
     cache_dir: Binaries::etcd_dir,
 };
 
+const SNAPSHOT_CONTROLLER: Tool = Tool {
+    module_dir: "tools/snapshot-controller",
+    module: "github.com/kubernetes-csi/external-snapshotter/v8",
+    version: SNAPSHOTTER_VERSION,
+    packages: &["github.com/kubernetes-csi/external-snapshotter/v8/cmd/snapshot-controller"],
+    binaries: &["snapshot-controller"],
+    cache_dir: Binaries::snapshot_controller_dir,
+};
+
 const HELM: Tool = Tool {
     module_dir: "tools/helm",
     module: "helm.sh/helm/v4",
@@ -67,7 +76,7 @@ const CRANE: Tool = Tool {
 };
 
 pub fn ensure_built() -> Result<()> {
-    for tool in [&KUBERNETES, &ETCD, &HELM, &CRANE] {
+    for tool in [&KUBERNETES, &ETCD, &SNAPSHOT_CONTROLLER, &HELM, &CRANE] {
         ensure(tool)?;
     }
     Binaries::cached().check()?;
@@ -177,6 +186,9 @@ fn ldflags(tool: &Tool) -> String {
             "-X helm.sh/helm/v4/internal/version.version={}",
             tool.version
         );
+    }
+    if tool.module == SNAPSHOT_CONTROLLER.module {
+        return format!("-X main.version={}", tool.version);
     }
     if tool.module != KUBERNETES.module {
         return String::new();
@@ -355,6 +367,7 @@ mod tests {
     fn the_go_mods_pin_the_versions_the_world_expects() {
         check_pin(&KUBERNETES).unwrap();
         check_pin(&ETCD).unwrap();
+        check_pin(&SNAPSHOT_CONTROLLER).unwrap();
         check_pin(&HELM).unwrap();
         check_pin(&CRANE).unwrap();
     }

@@ -8,8 +8,9 @@ use gleaner_sim::{
     Clock, Env, Journal,
     harvester::{Harvester, HarvesterVersion},
     rancher::{GuestClusterSpec, PoolSpec, Rancher, RancherSettings},
+    snapshots, snapshotter,
 };
-use gleaner_world::{CapiVersion, ClusterName, World};
+use gleaner_world::{CapiVersion, ClusterName, Snapshots, World};
 
 #[derive(Args)]
 pub struct WorldArgs {
@@ -19,6 +20,10 @@ pub struct WorldArgs {
     /// The Cluster API version the management cluster serves.
     #[arg(long, value_enum, default_value_t = Capi::V1beta1)]
     capi: Capi,
+    /// Who plays the snapshot-controller on the Harvester: the real one (built by `cargo xtask
+    /// tools`) or the simulators' stand-in.
+    #[arg(long, value_enum, default_value_t = SnapshotsArg::Real)]
+    snapshots: SnapshotsArg,
     /// Where to write one kubeconfig per cluster.
     #[arg(long, default_value = "target/world")]
     kubeconfigs: PathBuf,
@@ -33,6 +38,12 @@ pub struct WorldArgs {
 /// Where the simulators act when a person drives the world.
 const RANCHER_NAMESPACE: &str = "fleet-default";
 const HARVESTER_NAMESPACE: &str = "default";
+
+#[derive(Clone, Copy, ValueEnum)]
+enum SnapshotsArg {
+    Real,
+    Sim,
+}
 
 #[derive(Clone, Copy, ValueEnum)]
 enum Capi {
@@ -51,6 +62,10 @@ pub fn run(args: WorldArgs) -> Result<()> {
         let world = World::builder()
             .guests(args.guests)
             .capi(capi)
+            .snapshots(match args.snapshots {
+                SnapshotsArg::Real => Snapshots::Real,
+                SnapshotsArg::Sim => Snapshots::Sim,
+            })
             .start()
             .await?;
         let folder = crate::workspace_root().join(&args.kubeconfigs);
@@ -129,7 +144,7 @@ async fn start_simulators(world: &World) -> Result<(Rancher, Harvester)> {
         env.clone(),
     )
     .await?;
-    let harvester = Harvester::start(
+    let mut harvester = Harvester::start(
         world,
         ClusterName::HARVESTER,
         HARVESTER_NAMESPACE,
@@ -137,9 +152,30 @@ async fn start_simulators(world: &World) -> Result<(Rancher, Harvester)> {
         &env,
     )
     .await?;
+    let harvester_client = world.client(ClusterName::HARVESTER).await?;
+    let snapshot_actor = match world.snapshots() {
+        Snapshots::Real => {
+            snapshotter::spawn(
+                harvester_client,
+                HARVESTER_NAMESPACE,
+                env.clone(),
+                &mut harvester.tasks,
+            );
+            "the csi-snapshotter sidecar (beside the real snapshot-controller)"
+        }
+        Snapshots::Sim => {
+            snapshots::spawn(
+                harvester_client,
+                HARVESTER_NAMESPACE,
+                env.clone(),
+                &mut harvester.tasks,
+            );
+            "the snapshot-controller stand-in"
+        }
+    };
     println!(
         "Simulators: Rancher, Cluster API and node driver {} (cleanup handler {}, remove job after {}s) in rancher/{RANCHER_NAMESPACE}; \
-         Harvester's VM controller, PVC controller and PVC webhook in harvester/{HARVESTER_NAMESPACE} (the Harvester namespace of the guest VMs)",
+         Harvester's VM controller, PVC controller, PVC webhook and {snapshot_actor} in harvester/{HARVESTER_NAMESPACE} (the Harvester namespace of the guest VMs)",
         settings.driver,
         if settings.cleanup_handler {
             "on"

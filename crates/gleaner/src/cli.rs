@@ -471,6 +471,18 @@ pub struct ControllerArgs {
     )]
     pub grace_period: Duration,
 
+    /// How long an asked deletion may wait on finalizers (a snapshot still being cut, a
+    /// protection controller that never lets go) before `DeletionStuck` names it and its
+    /// finalizers. gleaner never asks twice; this only makes the wait visible.
+    #[arg(
+        long,
+        env = "GLEANER_DELETION_STUCK_AFTER",
+        default_value = "5m",
+        value_name = "DURATION",
+        value_parser = humantime::parse_duration
+    )]
+    pub deletion_stuck_after: Duration,
+
     /// How long a `Reclaimed` Footprint with no kept object stays before gleaner deletes it.
     #[arg(
         long,

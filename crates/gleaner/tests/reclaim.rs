@@ -694,3 +694,104 @@ async fn a_delete_the_webhook_denies_is_kept_and_reported_once_without_a_retry_l
         .collect();
     assert_eq!(leaked, [spare.host_pvc.name.as_str()]);
 }
+
+/// The real snapshot-controller protects a PVC with `pvc-as-source-protection` while a snapshot
+/// of it is being cut. A cluster deleted meanwhile: the reclaimer deletes the snapshot first,
+/// which lets the controller release the PVC (no other snapshot of it is being cut), and the
+/// PVC goes; the snapshot itself waits on `volumesnapshot-bound-protection` until its content
+/// is cut. The reclaimer asks once, names what waits and on which finalizer (`DeletionStuck`),
+/// never asks again, and finishes once the storage answers.
+#[tokio::test]
+async fn a_snapshot_still_being_cut_is_reported_stuck_and_asked_once_until_it_is_cut() {
+    let world = world().await;
+    if world.snapshots() != gleaner_world::Snapshots::Real {
+        eprintln!("skipped: needs the real snapshot-controller (GLEANER_WORLD_SNAPSHOTS=real)");
+        return;
+    }
+    let prefix = "r-cutting";
+    let mut scenario = ScenarioBuilder::new(prefix)
+        .clock(Clock::new(TIME_SCALE))
+        .cluster(ClusterPlan::new("c1", 1).volume(VolumePlan::new("data").hotplugged()))
+        .start(world)
+        .await
+        .unwrap();
+    let key = scenario.key("c1");
+    let footprints = footprints(world, prefix).await;
+    let gleaner = gleaner_for(world, prefix, &scenario, &["--deletion-stuck-after", "2s"]).await;
+    scenario.hold_snapshots(true).unwrap();
+    scenario
+        .add_volume(&key, VolumePlan::new("cutting").snapshots(1))
+        .await
+        .unwrap();
+    let cutting = scenario.guest_volume(&key, "cutting").unwrap().clone();
+    let harvester = world.client(ClusterName::HARVESTER).await.unwrap();
+    let claims = kinds::namespaced(
+        &harvester,
+        &cutting.host_namespace,
+        &kinds::persistent_volume_claim(),
+    );
+    eventually(
+        "the snapshot-controller protects the source PVC",
+        || async {
+            claims.get(&cutting.host_pvc.name).await.is_ok_and(|claim| {
+                claim
+                    .finalizers()
+                    .iter()
+                    .any(|f| f == "snapshot.storage.kubernetes.io/pvc-as-source-protection")
+            })
+        },
+    )
+    .await;
+    recorded_all(&footprints, &scenario, &key).await;
+    wait_for_hooks(&scenario, "c1").await;
+    scenario.delete_cluster(&key).await.unwrap();
+
+    let stuck_message = || async {
+        status_of(&footprints, &key)
+            .await
+            .conditions
+            .iter()
+            .find(|condition| condition.type_ == "DeletionStuck" && condition.status == "True")
+            .map(|condition| condition.message.clone())
+    };
+    let names_the_snapshot = || async {
+        stuck_message().await.is_some_and(|message| {
+            message.split("; ").any(|stuck| {
+                stuck.starts_with("VolumeSnapshot ")
+                    && stuck.ends_with(
+                        "waits for snapshot.storage.kubernetes.io/volumesnapshot-bound-protection",
+                    )
+            })
+        })
+    };
+    eventually(
+        "DeletionStuck names the snapshot and the finalizer it waits for",
+        names_the_snapshot,
+    )
+    .await;
+    eventually("the released source PVC is gone", || async {
+        claims
+            .get_opt(&cutting.host_pvc.name)
+            .await
+            .unwrap()
+            .is_none()
+    })
+    .await;
+    let asked = r#"gleaner_writes_total{kind="HostObjectDelete",result="ok"}"#;
+    let before = counter(&gleaner.metrics().await, asked);
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    assert_eq!(
+        counter(&gleaner.metrics().await, asked),
+        before,
+        "a deletion waiting on finalizers is never asked again"
+    );
+    assert_ne!(
+        status_of(&footprints, &key).await.phase,
+        Some(Phase::Reclaimed)
+    );
+
+    scenario.hold_snapshots(false).unwrap();
+    until_reclaimed(&footprints, &key).await;
+    assert!(stuck_message().await.is_none(), "DeletionStuck clears");
+    judged_clean(&scenario.measure(Duration::from_secs(60)).await.unwrap());
+}

@@ -17,6 +17,7 @@ pub mod naming;
 pub mod rancher;
 pub mod scenario;
 pub mod snapshots;
+pub mod snapshotter;
 pub mod tasks;
 
 pub use clock::Clock;

@@ -1,5 +1,6 @@
-//! Guest snapshots and the snapshot-controller stand-in against real apiservers: a Harvester and
-//! one guest cluster.
+//! Guest snapshots against real apiservers, a Harvester and one guest cluster, with the world's
+//! snapshot-controller on the Harvester (the real one, or the stand-in) and the stand-in on the
+//! guest.
 
 mod common;
 
@@ -16,8 +17,9 @@ use gleaner_sim::{
         LABEL_SNAP_HOST_SC, LABEL_SNAP_HOST_VOLUME_MODE,
     },
     kinds,
+    snapshotter::SNAPSHOTTER,
 };
-use gleaner_world::testing::eventually;
+use gleaner_world::{Snapshots, testing::eventually};
 use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim};
 use kube::{Api, api::DynamicObject};
 
@@ -249,10 +251,18 @@ async fn deleting_a_guest_snapshot_completes_on_both_clusters() {
     .await;
     let journal = &fixture.journal;
     let deleted = journal.position("harvester-csi", "DeleteSnapshot");
-    let released = journal.position(
-        "snapshot-controller",
-        &format!("from VolumeSnapshot snap-delete/{}", snapshot.host.name),
-    );
+    // The stand-in journals its release of the host snapshot; with the real snapshot-controller
+    // the sidecar journals the storage's DeleteSnapshot of its content.
+    let released = match world().await.snapshots() {
+        Snapshots::Sim => journal.position(
+            "snapshot-controller",
+            &format!("from VolumeSnapshot snap-delete/{}", snapshot.host.name),
+        ),
+        Snapshots::Real => journal.position(
+            SNAPSHOTTER,
+            &format!("deleted the snapshot of VolumeSnapshotContent {content}"),
+        ),
+    };
     assert!(
         deleted.is_some() && deleted < released,
         "{:?}",

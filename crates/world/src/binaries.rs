@@ -11,6 +11,10 @@ pub const ETCD_VERSION: &str = "v3.6.16";
 pub const HELM_VERSION: &str = "v4.3.2";
 /// The go-containerregistry release whose `crane` assembles gleaner's image (`tools/crane/go.mod`).
 pub const CRANE_VERSION: &str = "v0.22.1";
+/// The external-snapshotter release whose snapshot-controller the world runs
+/// (`tools/snapshot-controller/go.mod`): the one whose CRDs Harvester v1.7 ships, as in
+/// `../shared/upstream/crds/original/external-snapshotter-v8.3.0`.
+pub const SNAPSHOTTER_VERSION: &str = "v8.3.0";
 
 /// Where the control-plane binaries are. Built once per machine into a cache outside any clone,
 /// keyed by the pinned versions, so a fresh clone (and CI right after a session) reuses them.
@@ -20,10 +24,11 @@ pub struct Binaries {
     pub kube_apiserver: PathBuf,
     pub kube_controller_manager: PathBuf,
     pub kubectl: PathBuf,
+    pub snapshot_controller: PathBuf,
 }
 
 impl Binaries {
-    /// `$GLEANER_BIN_DIR` when set (all four binaries in one folder), else the version-keyed cache.
+    /// `$GLEANER_BIN_DIR` when set (all five binaries in one folder), else the version-keyed cache.
     pub fn from_env() -> Self {
         match std::env::var_os("GLEANER_BIN_DIR") {
             Some(dir) => Self::in_dir(Path::new(&dir)),
@@ -40,16 +45,18 @@ impl Binaries {
             kube_apiserver: kubernetes.join("kube-apiserver"),
             kube_controller_manager: kubernetes.join("kube-controller-manager"),
             kubectl: kubernetes.join("kubectl"),
+            snapshot_controller: Self::snapshot_controller_dir().join("snapshot-controller"),
         }
     }
 
-    /// All four binaries in one folder.
+    /// All five binaries in one folder.
     pub fn in_dir(dir: &Path) -> Self {
         Self {
             etcd: dir.join("etcd"),
             kube_apiserver: dir.join("kube-apiserver"),
             kube_controller_manager: dir.join("kube-controller-manager"),
             kubectl: dir.join("kubectl"),
+            snapshot_controller: dir.join("snapshot-controller"),
         }
     }
 
@@ -70,17 +77,22 @@ impl Binaries {
         Self::cache_root().join(format!("etcd-{ETCD_VERSION}"))
     }
 
+    pub fn snapshot_controller_dir() -> PathBuf {
+        Self::cache_root().join(format!("snapshot-controller-{SNAPSHOTTER_VERSION}"))
+    }
+
     /// Fails with the first missing binary and the command that builds it.
     pub fn check(&self) -> Result<()> {
         all_present(self.all())
     }
 
-    pub fn all(&self) -> [(&'static str, &PathBuf); 4] {
+    pub fn all(&self) -> [(&'static str, &PathBuf); 5] {
         [
             ("etcd", &self.etcd),
             ("kube-apiserver", &self.kube_apiserver),
             ("kube-controller-manager", &self.kube_controller_manager),
             ("kubectl", &self.kubectl),
+            ("snapshot-controller", &self.snapshot_controller),
         ]
     }
 }

@@ -11,6 +11,7 @@ use crate::{
     pki::{Pki, SigningKey, random_token},
     ports,
     process::{Process, ProcessSpec, Supervisor},
+    snapshot_controller::{SnapshotController, Snapshots},
 };
 
 const READY_TIMEOUT: Duration = Duration::from_secs(90);
@@ -53,6 +54,7 @@ pub(crate) struct ControlPlane {
     pub(crate) kubeconfig: PathBuf,
     apiserver: Process,
     controller_manager: Option<ControllerManager>,
+    snapshot_controller: Option<SnapshotController>,
 }
 
 impl ControlPlane {
@@ -70,12 +72,17 @@ impl ControlPlane {
         etcd_url: &str,
         pki: &Pki,
         binaries: &Binaries,
+        snapshots: Snapshots,
         layout: &Layout,
         supervisor: &Supervisor,
     ) -> Result<Self> {
         let mut attempt = 1;
         loop {
-            match Self::start_once(name, role, etcd_url, pki, binaries, layout, supervisor).await {
+            match Self::start_once(
+                name, role, etcd_url, pki, binaries, snapshots, layout, supervisor,
+            )
+            .await
+            {
                 Err(error) if error.is_port_race() && attempt < PORT_ATTEMPTS => {
                     tracing::warn!(%error, attempt, "the apiserver's port was taken: trying another");
                     attempt += 1;
@@ -92,6 +99,7 @@ impl ControlPlane {
         etcd_url: &str,
         pki: &Pki,
         binaries: &Binaries,
+        snapshots: Snapshots,
         layout: &Layout,
         supervisor: &Supervisor,
     ) -> Result<Self> {
@@ -137,6 +145,16 @@ impl ControlPlane {
         } else {
             None
         };
+        let snapshot_controller = if role == Role::Harvester && snapshots == Snapshots::Real {
+            Some(SnapshotController::new(
+                name,
+                &binaries.snapshot_controller,
+                &kubeconfig,
+                &layout.log(&format!("snapshot-controller-{name}")),
+            )?)
+        } else {
+            None
+        };
         let plane = Self {
             name: name.to_owned(),
             role,
@@ -144,6 +162,7 @@ impl ControlPlane {
             kubeconfig,
             apiserver,
             controller_manager,
+            snapshot_controller,
         };
         plane.start_apiserver(supervisor).await?;
         Ok(plane)
@@ -169,10 +188,37 @@ impl ControlPlane {
         if let Some(controller_manager) = &self.controller_manager {
             controller_manager.process.stop();
         }
+        if let Some(snapshot_controller) = &self.snapshot_controller {
+            snapshot_controller.process.stop();
+        }
         self.apiserver.stop();
     }
 
-    pub(crate) async fn start_controller_manager(&self, supervisor: &Supervisor) -> Result<()> {
+    /// Starts the controllers that run against this cluster, once its CRDs are in.
+    pub(crate) async fn start_controllers(&self, supervisor: &Supervisor) -> Result<()> {
+        self.start_controller_manager(supervisor).await?;
+        self.start_snapshot_controller(supervisor).await
+    }
+
+    /// Ready once its diagnostics server listens: it starts after the informers are built, and
+    /// the snapshot CRDs it waits for are installed before it starts.
+    async fn start_snapshot_controller(&self, supervisor: &Supervisor) -> Result<()> {
+        let Some(SnapshotController { process, port }) = &self.snapshot_controller else {
+            return Ok(());
+        };
+        ports::ensure_free(process.component(), *port)?;
+        process.start(supervisor)?;
+        let port = *port;
+        process
+            .wait_ready(READY_TIMEOUT, || async move {
+                tokio::net::TcpStream::connect(("127.0.0.1", port))
+                    .await
+                    .is_ok()
+            })
+            .await
+    }
+
+    async fn start_controller_manager(&self, supervisor: &Supervisor) -> Result<()> {
         let Some(ControllerManager { process, port }) = &self.controller_manager else {
             return Ok(());
         };

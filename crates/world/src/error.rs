@@ -29,6 +29,13 @@ pub enum Error {
         log: PathBuf,
     },
 
+    #[error("world option {option}: {value:?} is not {expected}")]
+    InvalidOption {
+        option: &'static str,
+        value: String,
+        expected: &'static str,
+    },
+
     #[error("no cluster named {0:?} in this world")]
     UnknownCluster(String),
 

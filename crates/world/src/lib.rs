@@ -23,15 +23,18 @@ mod layout;
 mod pki;
 mod ports;
 mod process;
+mod snapshot_controller;
 pub mod testing;
 mod world;
 
 pub use binaries::{
     Binaries, CRANE_VERSION, ETCD_VERSION, HELM_VERSION, KUBERNETES_VERSION, Packaging,
+    SNAPSHOTTER_VERSION,
 };
 pub use cluster::{ClusterName, Role};
 pub use crds::{CapiVersion, CrdSource};
 pub use error::{Error, Result};
 pub use kubeconfig::render as render_kubeconfig;
 pub use pki::ServingCert;
+pub use snapshot_controller::Snapshots;
 pub use world::{World, WorldBuilder};

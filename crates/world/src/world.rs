@@ -30,6 +30,7 @@ use crate::{
     layout::{Layout, write_file},
     pki::{Pki, ServingCert},
     process::Supervisor,
+    snapshot_controller::Snapshots,
 };
 
 /// How long a minted ServiceAccount token lives; longer than any test.
@@ -40,6 +41,7 @@ const SERVICE_ACCOUNT_TOKEN_SECONDS: i64 = 3600;
 pub struct WorldBuilder {
     clusters: Vec<(String, Role)>,
     capi: CapiVersion,
+    snapshots: Option<Snapshots>,
     crd_source: Option<CrdSource>,
     binaries: Option<Binaries>,
     extra_crds: Vec<(Role, CustomResourceDefinition)>,
@@ -53,6 +55,7 @@ impl Default for WorldBuilder {
                 (ClusterName::HARVESTER.to_owned(), Role::Harvester),
             ],
             capi: CapiVersion::default(),
+            snapshots: None,
             crd_source: None,
             binaries: None,
             extra_crds: Vec::new(),
@@ -88,6 +91,13 @@ impl WorldBuilder {
         self
     }
 
+    /// Real or simulated snapshot-controller on the Harvester clusters; unset, it is
+    /// [`Snapshots::from_env`].
+    pub fn snapshots(mut self, snapshots: Snapshots) -> Self {
+        self.snapshots = Some(snapshots);
+        self
+    }
+
     pub fn crd_source(mut self, source: CrdSource) -> Self {
         self.crd_source = Some(source);
         self
@@ -111,6 +121,10 @@ impl WorldBuilder {
         let started = Instant::now();
         let binaries = self.binaries.unwrap_or_else(Binaries::from_env);
         binaries.check()?;
+        let snapshots = match self.snapshots {
+            Some(snapshots) => snapshots,
+            None => Snapshots::from_env()?,
+        };
         let crd_source = self.crd_source.unwrap_or_else(CrdSource::detect);
         let crd_files = self
             .clusters
@@ -128,6 +142,7 @@ impl WorldBuilder {
                 &etcd.url,
                 &pki,
                 &binaries,
+                snapshots,
                 &layout,
                 &supervisor,
             )
@@ -150,6 +165,7 @@ impl WorldBuilder {
             etcd,
             pki,
             capi: self.capi,
+            snapshots,
             crd_source,
             binaries,
             layout,
@@ -166,7 +182,7 @@ impl WorldBuilder {
 }
 
 /// Installs a freshly started cluster's CRDs (from `files`, plus the extra ones for its role),
-/// then starts its controller-manager, if it runs one. Returns the names of the CRDs.
+/// then starts the controllers it runs (controller-manager, snapshot-controller). Returns the names of the CRDs.
 async fn finish_starting(
     plane: &ControlPlane,
     files: &[PathBuf],
@@ -182,7 +198,7 @@ async fn finish_starting(
     );
     let client = kubeconfig::client(&plane.name, &plane.kubeconfig).await?;
     crds::install(&client, &crds).await?;
-    plane.start_controller_manager(supervisor).await?;
+    plane.start_controllers(supervisor).await?;
     Ok(crds
         .iter()
         .filter_map(|crd| crd.metadata.name.clone())
@@ -207,6 +223,7 @@ pub struct World {
     etcd: Etcd,
     pki: Pki,
     capi: CapiVersion,
+    snapshots: Snapshots,
     crd_source: CrdSource,
     binaries: Binaries,
     layout: Layout,
@@ -246,6 +263,7 @@ impl World {
             &self.etcd.url,
             &self.pki,
             &self.binaries,
+            self.snapshots,
             &self.layout,
             &self.supervisor,
         )
@@ -399,6 +417,11 @@ impl World {
 
     pub fn crd_source(&self) -> &CrdSource {
         &self.crd_source
+    }
+
+    /// Whether the Harvester clusters run the real snapshot-controller.
+    pub fn snapshots(&self) -> Snapshots {
+        self.snapshots
     }
 
     /// The world's folder: certificates, kubeconfigs and every component's log.

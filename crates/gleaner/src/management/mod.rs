@@ -119,6 +119,7 @@ pub struct Context {
     policy_max_age: Duration,
     retention: Duration,
     grace_period: Duration,
+    deletion_stuck_after: Duration,
     reclaim_pauses: reclaimer::Pauses,
     caches: Caches,
 }
@@ -312,6 +313,7 @@ pub async fn start(runtime: crate::Context, started: WatchSynced) -> Result<()> 
         policy_max_age: runtime.config.policy_max_age,
         retention: runtime.config.retention,
         grace_period: runtime.config.grace_period,
+        deletion_stuck_after: runtime.config.deletion_stuck_after,
         reclaim_pauses: reclaimer::Pauses::default(),
         client,
         capi,

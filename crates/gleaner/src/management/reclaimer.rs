@@ -34,9 +34,6 @@ use kube::{
 };
 use serde_json::json;
 
-/// How long an asked deletion may wait on finalizers before `DeletionStuck` names it.
-const DELETION_BOUND: std::time::Duration = std::time::Duration::from_secs(300);
-
 use crate::{
     Error, Result,
     error::ApiFailure,
@@ -97,7 +94,7 @@ pub enum Pass {
     /// The plan holds the whole cluster, with why.
     Held(HoldReason),
     /// Some deletions are still to be confirmed gone: look again. The objects whose deletion
-    /// has waited longer than [`DELETION_BOUND`] on finalizers, with those finalizers.
+    /// has waited longer than `--deletion-stuck-after` on finalizers, with those finalizers.
     InProgress { stuck: Vec<String> },
     /// Every deletable object is gone; the rest is kept.
     Done,
@@ -245,7 +242,7 @@ pub async fn prepare(
                     // Asked already; its finalizers decide when it goes. Never asked twice.
                     batch.waiting = true;
                     let waited = Timestamp::now().duration_since(waiting.since);
-                    if waited.unsigned_abs() > DELETION_BOUND {
+                    if waited.unsigned_abs() > context.deletion_stuck_after {
                         batch.stuck.push(format!(
                             "{} waits for {}",
                             described(&record),

@@ -9,7 +9,7 @@ use std::{collections::HashMap, time::Duration};
 
 use futures::future::try_join_all;
 use gleaner_world::testing::ensure_namespace;
-use gleaner_world::{ClusterName, World};
+use gleaner_world::{ClusterName, Snapshots, World};
 use k8s_openapi::api::core::v1::PersistentVolumeClaim;
 use kube::{
     Api, Client,
@@ -31,6 +31,7 @@ use crate::{
     kinds, naming,
     rancher::{GuestCluster, GuestClusterSpec, PoolSpec, Rancher, RancherSettings},
     snapshots,
+    snapshotter::{self, Storage},
 };
 use guest::{ClusterGuest, FIRST_CREDENTIAL};
 
@@ -195,6 +196,8 @@ struct ScenarioCluster {
 struct SimulatedHarvester {
     client: Client,
     simulators: Harvester,
+    /// The storage behind the csi-snapshotter sidecar, with the real snapshot-controller.
+    snapshot_storage: Option<Storage>,
 }
 
 struct SimulatedRancher {
@@ -302,6 +305,20 @@ impl Scenario {
                 traits,
             );
         }
+        Ok(())
+    }
+
+    /// The storage behind Harvester's snapshots stops answering CreateSnapshot (`true`), so new
+    /// host snapshots stay being cut, or answers again. Only with the world's real
+    /// snapshot-controller; an error with the stand-in, which cuts every snapshot at once.
+    pub fn hold_snapshots(&self, held: bool) -> Result<()> {
+        let storage = self.harvesters[ClusterName::HARVESTER]
+            .snapshot_storage
+            .as_ref()
+            .ok_or_else(|| {
+                Error::Invalid("holding snapshots needs the real snapshot-controller".into())
+            })?;
+        storage.hold(held);
         Ok(())
     }
 
@@ -519,12 +536,23 @@ impl Scenario {
         ensure_namespace(&client, &self.vm_namespace).await?;
         let mut simulators =
             Harvester::start(world, name, &self.vm_namespace, version, &self.env).await?;
-        snapshots::spawn(
-            client.clone(),
-            &self.vm_namespace,
-            self.env.clone(),
-            &mut simulators.tasks,
-        );
+        let snapshot_storage = match world.snapshots() {
+            Snapshots::Real => Some(snapshotter::spawn(
+                client.clone(),
+                &self.vm_namespace,
+                self.env.clone(),
+                &mut simulators.tasks,
+            )),
+            Snapshots::Sim => {
+                snapshots::spawn(
+                    client.clone(),
+                    &self.vm_namespace,
+                    self.env.clone(),
+                    &mut simulators.tasks,
+                );
+                None
+            }
+        };
         if load_balancer_controller {
             harvester::load_balancer::spawn(
                 client.clone(),
@@ -533,8 +561,14 @@ impl Scenario {
                 &mut simulators.tasks,
             );
         }
-        self.harvesters
-            .insert(name.to_owned(), SimulatedHarvester { client, simulators });
+        self.harvesters.insert(
+            name.to_owned(),
+            SimulatedHarvester {
+                client,
+                simulators,
+                snapshot_storage,
+            },
+        );
         Ok(())
     }
 

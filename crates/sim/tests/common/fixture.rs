@@ -1,9 +1,15 @@
 //! A Harvester and one guest cluster, with the CSI driver between a guest namespace and a
 //! Harvester namespace named after the test.
 
-use gleaner_sim::{Clock, Env, Journal, csi::Csi, snapshots, tasks::Tasks};
+use gleaner_sim::{
+    Clock, Env, Journal,
+    csi::Csi,
+    snapshots,
+    snapshotter::{self, Storage},
+    tasks::Tasks,
+};
 use gleaner_world::testing::ensure_namespace;
-use gleaner_world::{ClusterName, Role, World, WorldBuilder};
+use gleaner_world::{ClusterName, Role, Snapshots, World, WorldBuilder};
 use kube::Client;
 use tokio::sync::OnceCell;
 
@@ -33,6 +39,9 @@ pub struct Fixture {
     pub journal: Journal,
     /// The stand-ins it runs; they stop when it is dropped.
     pub tasks: Tasks,
+    /// The storage behind the csi-snapshotter sidecar, when the world's snapshot-controller is
+    /// the real one.
+    pub storage: Option<Storage>,
 }
 
 impl Fixture {
@@ -60,8 +69,22 @@ impl Fixture {
         let mut tasks = Tasks::default();
         if snapshot_controller {
             snapshots::spawn(guest.clone(), namespace, env.clone(), &mut tasks);
-            snapshots::spawn(harvester.clone(), namespace, env.clone(), &mut tasks);
         }
+        // The real snapshot-controller watches every namespace of the Harvester, so its sidecar
+        // must run wherever snapshots are made; the stand-in only where the test asks for one.
+        let storage = match world.snapshots() {
+            Snapshots::Real => Some(snapshotter::spawn(
+                harvester.clone(),
+                namespace,
+                env.clone(),
+                &mut tasks,
+            )),
+            Snapshots::Sim if snapshot_controller => {
+                snapshots::spawn(harvester.clone(), namespace, env.clone(), &mut tasks);
+                None
+            }
+            Snapshots::Sim => None,
+        };
         Self {
             csi: Csi::new(guest.clone(), harvester.clone(), namespace, env),
             guest,
@@ -69,6 +92,7 @@ impl Fixture {
             namespace: namespace.to_owned(),
             journal,
             tasks,
+            storage,
         }
     }
 }
