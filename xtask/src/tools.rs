@@ -10,8 +10,8 @@ use std::{
 
 use anyhow::{Context, Result, bail, ensure};
 use gleaner_world::{
-    Binaries, CRANE_VERSION, ETCD_VERSION, HELM_VERSION, KUBERNETES_VERSION, Packaging,
-    SNAPSHOTTER_VERSION, image::Crane,
+    Binaries, CAPI_VERSION, CRANE_VERSION, ETCD_VERSION, HELM_VERSION, KUBERNETES_VERSION,
+    Packaging, SNAPSHOTTER_VERSION, image::Crane,
 };
 
 use crate::workspace_root;
@@ -23,6 +23,9 @@ struct Tool {
     version: &'static str,
     packages: &'static [&'static str],
     binaries: &'static [&'static str],
+    /// Files of the module the world reads beside the binaries, as (path in the module, name
+    /// in the cache): a folder is copied with its YAML files.
+    module_files: &'static [(&'static str, &'static str)],
     cache_dir: fn() -> PathBuf,
 }
 
@@ -36,6 +39,7 @@ const KUBERNETES: Tool = Tool {
         "k8s.io/kubernetes/cmd/kubectl",
     ],
     binaries: &["kube-apiserver", "kube-controller-manager", "kubectl"],
+    module_files: &[],
     cache_dir: Binaries::kubernetes_dir,
 };
 
@@ -45,6 +49,7 @@ const ETCD: Tool = Tool {
     version: ETCD_VERSION,
     packages: &["go.etcd.io/etcd/server/v3"],
     binaries: &["etcd"],
+    module_files: &[],
     cache_dir: Binaries::etcd_dir,
 };
 
@@ -54,7 +59,22 @@ const SNAPSHOT_CONTROLLER: Tool = Tool {
     version: SNAPSHOTTER_VERSION,
     packages: &["github.com/kubernetes-csi/external-snapshotter/v8/cmd/snapshot-controller"],
     binaries: &["snapshot-controller"],
+    module_files: &[],
     cache_dir: Binaries::snapshot_controller_dir,
+};
+
+/// The core manager is the module's root package (`main.go`).
+const CLUSTER_API: Tool = Tool {
+    module_dir: "tools/cluster-api",
+    module: "sigs.k8s.io/cluster-api",
+    version: CAPI_VERSION,
+    packages: &["sigs.k8s.io/cluster-api"],
+    binaries: &["cluster-api"],
+    module_files: &[
+        ("config/crd/bases", "crds"),
+        ("config/webhook/manifests.yaml", "webhooks.yaml"),
+    ],
+    cache_dir: Binaries::cluster_api_dir,
 };
 
 const HELM: Tool = Tool {
@@ -63,6 +83,7 @@ const HELM: Tool = Tool {
     version: HELM_VERSION,
     packages: &["helm.sh/helm/v4/cmd/helm"],
     binaries: &["helm"],
+    module_files: &[],
     cache_dir: Packaging::helm_dir,
 };
 
@@ -72,11 +93,19 @@ const CRANE: Tool = Tool {
     version: CRANE_VERSION,
     packages: &["github.com/google/go-containerregistry/cmd/crane"],
     binaries: &["crane"],
+    module_files: &[],
     cache_dir: Packaging::crane_dir,
 };
 
 pub fn ensure_built() -> Result<()> {
-    for tool in [&KUBERNETES, &ETCD, &SNAPSHOT_CONTROLLER, &HELM, &CRANE] {
+    for tool in [
+        &KUBERNETES,
+        &ETCD,
+        &SNAPSHOT_CONTROLLER,
+        &CLUSTER_API,
+        &HELM,
+        &CRANE,
+    ] {
         ensure(tool)?;
     }
     Binaries::cached().check()?;
@@ -97,6 +126,10 @@ fn ensure(tool: &Tool) -> Result<()> {
         .binaries
         .iter()
         .all(|binary| dir.join(binary).is_file())
+        && tool
+            .module_files
+            .iter()
+            .all(|(_, name)| dir.join(name).exists())
     {
         return Ok(());
     }
@@ -155,6 +188,10 @@ fn build(tool: &Tool, dir: &Path) -> Result<()> {
             tool.version
         );
     }
+    if let Err(error) = copy_module_files(tool, &staging) {
+        let _ = std::fs::remove_dir_all(&staging);
+        return Err(error);
+    }
     if dir.exists() {
         std::fs::remove_dir_all(dir)
             .with_context(|| format!("cannot replace {}", dir.display()))?;
@@ -167,6 +204,47 @@ fn build(tool: &Tool, dir: &Path) -> Result<()> {
         tool.version,
         started.elapsed().as_secs_f64()
     );
+    Ok(())
+}
+
+/// The module's files the world reads, from the module cache into the staging folder.
+fn copy_module_files(tool: &Tool, staging: &Path) -> Result<()> {
+    if tool.module_files.is_empty() {
+        return Ok(());
+    }
+    let output = go()
+        .current_dir(workspace_root().join(tool.module_dir))
+        .args(["list", "-m", "-f", "{{.Dir}}", tool.module])
+        .output()
+        .context("cannot run go list")?;
+    ensure!(
+        output.status.success(),
+        "go list cannot find {}: {}",
+        tool.module,
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let module_dir = PathBuf::from(String::from_utf8_lossy(&output.stdout).trim());
+    for (source, name) in tool.module_files {
+        let source = module_dir.join(source);
+        let target = staging.join(name);
+        if source.is_dir() {
+            std::fs::create_dir_all(&target)
+                .with_context(|| format!("cannot create {}", target.display()))?;
+            for entry in std::fs::read_dir(&source)
+                .with_context(|| format!("cannot read {}", source.display()))?
+            {
+                let path = entry?.path();
+                if path.extension().is_some_and(|ext| ext == "yaml") {
+                    let file = target.join(path.file_name().unwrap_or_default());
+                    std::fs::copy(&path, &file)
+                        .with_context(|| format!("cannot copy {}", path.display()))?;
+                }
+            }
+        } else {
+            std::fs::copy(&source, &target)
+                .with_context(|| format!("cannot copy {}", source.display()))?;
+        }
+    }
     Ok(())
 }
 
@@ -189,6 +267,13 @@ fn ldflags(tool: &Tool) -> String {
     }
     if tool.module == SNAPSHOT_CONTROLLER.module {
         return format!("-X main.version={}", tool.version);
+    }
+    if tool.module == CLUSTER_API.module {
+        let (major, minor) = major_minor(tool.version);
+        return format!(
+            "-X sigs.k8s.io/cluster-api/version.gitVersion={} -X sigs.k8s.io/cluster-api/version.gitMajor={major} -X sigs.k8s.io/cluster-api/version.gitMinor={minor} -X sigs.k8s.io/cluster-api/version.gitTreeState=clean",
+            tool.version
+        );
     }
     if tool.module != KUBERNETES.module {
         return String::new();
@@ -368,6 +453,7 @@ mod tests {
         check_pin(&KUBERNETES).unwrap();
         check_pin(&ETCD).unwrap();
         check_pin(&SNAPSHOT_CONTROLLER).unwrap();
+        check_pin(&CLUSTER_API).unwrap();
         check_pin(&HELM).unwrap();
         check_pin(&CRANE).unwrap();
     }
@@ -396,6 +482,28 @@ mod tests {
             .filter(|line| line.contains("=>"))
             .collect();
         assert_eq!(committed_replaces, expected);
+    }
+
+    /// Needs the module in Go's module cache, where `cargo xtask tools` (run before every test
+    /// run) leaves it.
+    #[test]
+    fn cluster_api_s_crds_and_webhooks_are_copied_from_its_module() {
+        let staging = std::env::temp_dir().join(format!("xtask-capi-{}", std::process::id()));
+        std::fs::create_dir_all(&staging).unwrap();
+        copy_module_files(&CLUSTER_API, &staging).unwrap();
+        assert!(
+            staging
+                .join("crds/cluster.x-k8s.io_machines.yaml")
+                .is_file()
+        );
+        assert!(
+            staging
+                .join("crds/cluster.x-k8s.io_machinedrainrules.yaml")
+                .is_file()
+        );
+        let webhooks = std::fs::read_to_string(staging.join("webhooks.yaml")).unwrap();
+        assert!(webhooks.contains("kind: ValidatingWebhookConfiguration"));
+        std::fs::remove_dir_all(&staging).unwrap();
     }
 
     #[test]

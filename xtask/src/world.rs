@@ -10,7 +10,7 @@ use gleaner_sim::{
     rancher::{GuestClusterSpec, PoolSpec, Rancher, RancherSettings},
     snapshots, snapshotter,
 };
-use gleaner_world::{CapiVersion, ClusterName, Snapshots, World};
+use gleaner_world::{CapiControllers, CapiVersion, ClusterName, Snapshots, World};
 
 #[derive(Args)]
 pub struct WorldArgs {
@@ -24,6 +24,11 @@ pub struct WorldArgs {
     /// tools`) or the simulators' stand-in.
     #[arg(long, value_enum, default_value_t = SnapshotsArg::Real)]
     snapshots: SnapshotsArg,
+    /// Who plays Cluster API's core controllers: the simulators, or the real manager (built by
+    /// `cargo xtask tools`, v1beta1 only). The simulated Rancher does not drive the real one
+    /// yet, so with it no simulator runs.
+    #[arg(long, value_enum, default_value_t = ControllersArg::Sim)]
+    capi_controllers: ControllersArg,
     /// Where to write one kubeconfig per cluster.
     #[arg(long, default_value = "target/world")]
     kubeconfigs: PathBuf,
@@ -41,6 +46,12 @@ const HARVESTER_NAMESPACE: &str = "default";
 
 #[derive(Clone, Copy, ValueEnum)]
 enum SnapshotsArg {
+    Real,
+    Sim,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum ControllersArg {
     Real,
     Sim,
 }
@@ -65,6 +76,10 @@ pub fn run(args: WorldArgs) -> Result<()> {
             .snapshots(match args.snapshots {
                 SnapshotsArg::Real => Snapshots::Real,
                 SnapshotsArg::Sim => Snapshots::Sim,
+            })
+            .capi_controllers(match args.capi_controllers {
+                ControllersArg::Real => CapiControllers::Real,
+                ControllersArg::Sim => CapiControllers::Sim,
             })
             .start()
             .await?;
@@ -92,7 +107,7 @@ pub fn run(args: WorldArgs) -> Result<()> {
                 println!("  {crd}");
             }
         }
-        let _simulators = if args.no_simulators {
+        let _simulators = if args.no_simulators || args.capi_controllers == ControllersArg::Real {
             println!("No simulators run: every actor is yours to play with kubectl.");
             None
         } else {

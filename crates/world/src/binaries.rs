@@ -15,6 +15,10 @@ pub const CRANE_VERSION: &str = "v0.22.1";
 /// (`tools/snapshot-controller/go.mod`): the one whose CRDs Harvester v1.7 ships, as in
 /// `../shared/upstream/crds/original/external-snapshotter-v8.3.0`.
 pub const SNAPSHOTTER_VERSION: &str = "v8.3.0";
+/// The Cluster API release whose core manager the world can run (`tools/cluster-api/go.mod`):
+/// the one Rancher 2.13 builds against (2.12 uses v1.10.2, 2.14 v1.12.2, which serves
+/// `v1beta2`). `cargo xtask tools` copies its CRDs and webhook manifests beside the binary.
+pub const CAPI_VERSION: &str = "v1.10.6";
 
 /// Where the control-plane binaries are. Built once per machine into a cache outside any clone,
 /// keyed by the pinned versions, so a fresh clone (and CI right after a session) reuses them.
@@ -25,10 +29,12 @@ pub struct Binaries {
     pub kube_controller_manager: PathBuf,
     pub kubectl: PathBuf,
     pub snapshot_controller: PathBuf,
+    /// Cluster API's core manager.
+    pub cluster_api: PathBuf,
 }
 
 impl Binaries {
-    /// `$GLEANER_BIN_DIR` when set (all five binaries in one folder), else the version-keyed cache.
+    /// `$GLEANER_BIN_DIR` when set (all six binaries in one folder), else the version-keyed cache.
     pub fn from_env() -> Self {
         match std::env::var_os("GLEANER_BIN_DIR") {
             Some(dir) => Self::in_dir(Path::new(&dir)),
@@ -46,10 +52,11 @@ impl Binaries {
             kube_controller_manager: kubernetes.join("kube-controller-manager"),
             kubectl: kubernetes.join("kubectl"),
             snapshot_controller: Self::snapshot_controller_dir().join("snapshot-controller"),
+            cluster_api: Self::cluster_api_dir().join("cluster-api"),
         }
     }
 
-    /// All five binaries in one folder.
+    /// All six binaries in one folder.
     pub fn in_dir(dir: &Path) -> Self {
         Self {
             etcd: dir.join("etcd"),
@@ -57,6 +64,7 @@ impl Binaries {
             kube_controller_manager: dir.join("kube-controller-manager"),
             kubectl: dir.join("kubectl"),
             snapshot_controller: dir.join("snapshot-controller"),
+            cluster_api: dir.join("cluster-api"),
         }
     }
 
@@ -77,6 +85,10 @@ impl Binaries {
         Self::cache_root().join(format!("etcd-{ETCD_VERSION}"))
     }
 
+    pub fn cluster_api_dir() -> PathBuf {
+        Self::cache_root().join(format!("cluster-api-{CAPI_VERSION}"))
+    }
+
     pub fn snapshot_controller_dir() -> PathBuf {
         Self::cache_root().join(format!("snapshot-controller-{SNAPSHOTTER_VERSION}"))
     }
@@ -86,13 +98,14 @@ impl Binaries {
         all_present(self.all())
     }
 
-    pub fn all(&self) -> [(&'static str, &PathBuf); 5] {
+    pub fn all(&self) -> [(&'static str, &PathBuf); 6] {
         [
             ("etcd", &self.etcd),
             ("kube-apiserver", &self.kube_apiserver),
             ("kube-controller-manager", &self.kube_controller_manager),
             ("kubectl", &self.kubectl),
             ("snapshot-controller", &self.snapshot_controller),
+            ("cluster-api", &self.cluster_api),
         ]
     }
 }

@@ -5,6 +5,7 @@ use std::{
 
 use crate::{
     Binaries, Result,
+    capi_manager::{CapiControllers, CapiManager},
     controller_manager::ControllerManager,
     kubeconfig,
     layout::{Layout, write_file},
@@ -46,6 +47,13 @@ impl Role {
     }
 }
 
+/// Which upstream controllers run for real beside the apiservers (the simulators play the rest).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Controllers {
+    pub(crate) snapshots: Snapshots,
+    pub(crate) capi: CapiControllers,
+}
+
 /// One cluster's control plane: its apiserver, and its controller-manager unless it is a guest.
 pub(crate) struct ControlPlane {
     pub(crate) name: String,
@@ -55,6 +63,7 @@ pub(crate) struct ControlPlane {
     apiserver: Process,
     controller_manager: Option<ControllerManager>,
     snapshot_controller: Option<SnapshotController>,
+    capi_manager: Option<CapiManager>,
 }
 
 impl ControlPlane {
@@ -72,14 +81,21 @@ impl ControlPlane {
         etcd_url: &str,
         pki: &Pki,
         binaries: &Binaries,
-        snapshots: Snapshots,
+        controllers: Controllers,
         layout: &Layout,
         supervisor: &Supervisor,
     ) -> Result<Self> {
         let mut attempt = 1;
         loop {
             match Self::start_once(
-                name, role, etcd_url, pki, binaries, snapshots, layout, supervisor,
+                name,
+                role,
+                etcd_url,
+                pki,
+                binaries,
+                controllers,
+                layout,
+                supervisor,
             )
             .await
             {
@@ -99,7 +115,7 @@ impl ControlPlane {
         etcd_url: &str,
         pki: &Pki,
         binaries: &Binaries,
-        snapshots: Snapshots,
+        controllers: Controllers,
         layout: &Layout,
         supervisor: &Supervisor,
     ) -> Result<Self> {
@@ -145,12 +161,26 @@ impl ControlPlane {
         } else {
             None
         };
-        let snapshot_controller = if role == Role::Harvester && snapshots == Snapshots::Real {
-            Some(SnapshotController::new(
+        let snapshot_controller =
+            if role == Role::Harvester && controllers.snapshots == Snapshots::Real {
+                Some(SnapshotController::new(
+                    name,
+                    &binaries.snapshot_controller,
+                    &kubeconfig,
+                    &layout.log(&format!("snapshot-controller-{name}")),
+                )?)
+            } else {
+                None
+            };
+        let capi_manager = if role == Role::Management && controllers.capi == CapiControllers::Real
+        {
+            Some(CapiManager::new(
                 name,
-                &binaries.snapshot_controller,
+                &binaries.cluster_api,
                 &kubeconfig,
-                &layout.log(&format!("snapshot-controller-{name}")),
+                pki,
+                &dir,
+                &layout.log(&format!("capi-manager-{name}")),
             )?)
         } else {
             None
@@ -163,6 +193,7 @@ impl ControlPlane {
             apiserver,
             controller_manager,
             snapshot_controller,
+            capi_manager,
         };
         plane.start_apiserver(supervisor).await?;
         Ok(plane)
@@ -191,13 +222,45 @@ impl ControlPlane {
         if let Some(snapshot_controller) = &self.snapshot_controller {
             snapshot_controller.process.stop();
         }
+        if let Some(capi_manager) = &self.capi_manager {
+            capi_manager.process.stop();
+        }
         self.apiserver.stop();
     }
 
     /// Starts the controllers that run against this cluster, once its CRDs are in.
     pub(crate) async fn start_controllers(&self, supervisor: &Supervisor) -> Result<()> {
         self.start_controller_manager(supervisor).await?;
-        self.start_snapshot_controller(supervisor).await
+        self.start_snapshot_controller(supervisor).await?;
+        self.start_capi_manager(supervisor).await
+    }
+
+    /// Ready once `/readyz` answers (its webhook server is up); then its webhooks are
+    /// registered, so nothing is refused for want of a server.
+    async fn start_capi_manager(&self, supervisor: &Supervisor) -> Result<()> {
+        let Some(manager) = &self.capi_manager else {
+            return Ok(());
+        };
+        let process = &manager.process;
+        ports::ensure_free(process.component(), manager.health_port)?;
+        process.start(supervisor)?;
+        let config = kube::Config::new(
+            format!("http://127.0.0.1:{}", manager.health_port)
+                .parse()
+                .expect("a valid URI"),
+        );
+        let health = kube::Client::try_from(config).map_err(|source| crate::Error::Kube {
+            context: format!("cannot build a health client for {}", process.component()),
+            source,
+        })?;
+        process
+            .wait_ready(READY_TIMEOUT, || {
+                let health = health.clone();
+                async move { probe(&health, "/readyz").await }
+            })
+            .await?;
+        let client = kubeconfig::client(&self.name, &self.kubeconfig).await?;
+        manager.register_webhooks(&client).await
     }
 
     /// Ready once its diagnostics server listens: it starts after the informers are built, and

@@ -125,7 +125,7 @@ fn fallback_groups(role: Role) -> &'static [&'static str] {
     }
 }
 
-fn yaml_files(dir: &Path) -> Result<Vec<PathBuf>> {
+pub(crate) fn yaml_files(dir: &Path) -> Result<Vec<PathBuf>> {
     let entries = std::fs::read_dir(dir).map_err(|_| Error::NoCrds(dir.to_path_buf()))?;
     let mut files: Vec<PathBuf> = entries
         .flatten()
@@ -137,6 +137,23 @@ fn yaml_files(dir: &Path) -> Result<Vec<PathBuf>> {
     }
     files.sort();
     Ok(files)
+}
+
+/// One CRD per name: a later one replaces an earlier one, in the earlier one's place.
+pub(crate) fn last_of_each_name(
+    crds: Vec<CustomResourceDefinition>,
+) -> Vec<CustomResourceDefinition> {
+    let mut kept: Vec<CustomResourceDefinition> = Vec::with_capacity(crds.len());
+    for crd in crds {
+        match kept
+            .iter_mut()
+            .find(|existing| existing.metadata.name == crd.metadata.name)
+        {
+            Some(existing) => *existing = crd,
+            None => kept.push(crd),
+        }
+    }
+    kept
 }
 
 /// Every CRD in `files` (multi-document files allowed).

@@ -11,6 +11,7 @@
 //! [`image`] assembles gleaner's OCI image with crane, for `cargo xtask image` and its test.
 
 mod binaries;
+mod capi_manager;
 mod cluster;
 mod controller_manager;
 mod crds;
@@ -28,9 +29,10 @@ pub mod testing;
 mod world;
 
 pub use binaries::{
-    Binaries, CRANE_VERSION, ETCD_VERSION, HELM_VERSION, KUBERNETES_VERSION, Packaging,
-    SNAPSHOTTER_VERSION,
+    Binaries, CAPI_VERSION, CRANE_VERSION, ETCD_VERSION, HELM_VERSION, KUBERNETES_VERSION,
+    Packaging, SNAPSHOTTER_VERSION,
 };
+pub use capi_manager::CapiControllers;
 pub use cluster::{ClusterName, Role};
 pub use crds::{CapiVersion, CrdSource};
 pub use error::{Error, Result};

@@ -22,7 +22,9 @@ use tokio::sync::OnceCell;
 
 use crate::{
     Binaries, CapiVersion, ClusterName, CrdSource, Error, Result, Role,
+    capi_manager::{self, CapiControllers},
     cluster::ControlPlane,
+    cluster::Controllers,
     crds,
     error::{IoContext, KubeContext},
     etcd::Etcd,
@@ -42,6 +44,7 @@ pub struct WorldBuilder {
     clusters: Vec<(String, Role)>,
     capi: CapiVersion,
     snapshots: Option<Snapshots>,
+    capi_controllers: Option<CapiControllers>,
     crd_source: Option<CrdSource>,
     binaries: Option<Binaries>,
     extra_crds: Vec<(Role, CustomResourceDefinition)>,
@@ -56,6 +59,7 @@ impl Default for WorldBuilder {
             ],
             capi: CapiVersion::default(),
             snapshots: None,
+            capi_controllers: None,
             crd_source: None,
             binaries: None,
             extra_crds: Vec::new(),
@@ -98,6 +102,13 @@ impl WorldBuilder {
         self
     }
 
+    /// Real or simulated Cluster API controllers on the management clusters; unset, it is
+    /// [`CapiControllers::from_env`].
+    pub fn capi_controllers(mut self, controllers: CapiControllers) -> Self {
+        self.capi_controllers = Some(controllers);
+        self
+    }
+
     pub fn crd_source(mut self, source: CrdSource) -> Self {
         self.crd_source = Some(source);
         self
@@ -125,11 +136,36 @@ impl WorldBuilder {
             Some(snapshots) => snapshots,
             None => Snapshots::from_env()?,
         };
+        let capi_controllers = match self.capi_controllers {
+            Some(controllers) => controllers,
+            None => CapiControllers::from_env()?,
+        };
+        if capi_controllers == CapiControllers::Real && self.capi == CapiVersion::V1beta2 {
+            return Err(Error::InvalidOption {
+                option: "capi",
+                value: "real with v1beta2".into(),
+                expected: "the simulators: the real manager is built for v1beta1 only",
+            });
+        }
+        let controllers = Controllers {
+            snapshots,
+            capi: capi_controllers,
+        };
         let crd_source = self.crd_source.unwrap_or_else(CrdSource::detect);
         let crd_files = self
             .clusters
             .iter()
-            .map(|(_, role)| crd_source.files(*role, self.capi))
+            .map(|(_, role)| {
+                let mut files = crd_source.files(*role, self.capi)?;
+                if *role == Role::Management && capi_controllers == CapiControllers::Real {
+                    // The manager's own CRDs, every kind it watches; they replace the testenv
+                    // ones of the same name.
+                    files.extend(crds::yaml_files(&capi_manager::crd_dir(
+                        &binaries.cluster_api,
+                    ))?);
+                }
+                Ok(files)
+            })
             .collect::<Result<Vec<_>>>()?;
         let supervisor = Supervisor::start()?;
         let layout = Layout::create()?;
@@ -142,7 +178,7 @@ impl WorldBuilder {
                 &etcd.url,
                 &pki,
                 &binaries,
-                snapshots,
+                controllers,
                 &layout,
                 &supervisor,
             )
@@ -165,7 +201,7 @@ impl WorldBuilder {
             etcd,
             pki,
             capi: self.capi,
-            snapshots,
+            controllers,
             crd_source,
             binaries,
             layout,
@@ -196,6 +232,7 @@ async fn finish_starting(
             .filter(|(role, _)| *role == plane.role)
             .map(|(_, crd)| crd.clone()),
     );
+    let crds = crds::last_of_each_name(crds);
     let client = kubeconfig::client(&plane.name, &plane.kubeconfig).await?;
     crds::install(&client, &crds).await?;
     plane.start_controllers(supervisor).await?;
@@ -223,7 +260,7 @@ pub struct World {
     etcd: Etcd,
     pki: Pki,
     capi: CapiVersion,
-    snapshots: Snapshots,
+    controllers: Controllers,
     crd_source: CrdSource,
     binaries: Binaries,
     layout: Layout,
@@ -263,7 +300,7 @@ impl World {
             &self.etcd.url,
             &self.pki,
             &self.binaries,
-            self.snapshots,
+            self.controllers,
             &self.layout,
             &self.supervisor,
         )
@@ -421,7 +458,12 @@ impl World {
 
     /// Whether the Harvester clusters run the real snapshot-controller.
     pub fn snapshots(&self) -> Snapshots {
-        self.snapshots
+        self.controllers.snapshots
+    }
+
+    /// Whether the management clusters run the real Cluster API manager.
+    pub fn capi_controllers(&self) -> CapiControllers {
+        self.controllers.capi
     }
 
     /// The world's folder: certificates, kubeconfigs and every component's log.
