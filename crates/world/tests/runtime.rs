@@ -488,15 +488,15 @@ fn no_control_plane_process_outlives_a_killed_parent() {
         .unwrap();
     let dir = dir.trim().to_owned();
     assert!(!dir.is_empty(), "the holder printed no world folder");
-    // The apiservers and controller-managers name the world's folder; etcd names its data
-    // folder, which carries the holder's pid.
+    // The apiservers, controller-managers and the Harvester's snapshot-controller name the
+    // world's folder; etcd names its data folder, which carries the holder's pid.
     let etcd_data = format!("gleaner-etcd-{}-", holder.id());
     let running = || {
         let mut found = processes_mentioning(&dir);
         found.extend(processes_mentioning(&etcd_data));
         found
     };
-    assert_eq!(running().len(), 5, "{:?}", running());
+    assert_eq!(running().len(), 6, "{:?}", running());
 
     holder.kill().unwrap();
     holder.wait().unwrap();
