@@ -10,7 +10,7 @@ use gleaner_sim::{
     rancher::{GuestClusterSpec, PoolSpec, Rancher, RancherSettings},
     snapshots, snapshotter,
 };
-use gleaner_world::{CapiControllers, CapiVersion, ClusterName, Snapshots, World};
+use gleaner_world::{CapiVersion, ClusterName, Player, World};
 
 #[derive(Args)]
 pub struct WorldArgs {
@@ -22,13 +22,13 @@ pub struct WorldArgs {
     capi: Capi,
     /// Who plays the snapshot-controller on the Harvester: the real one (built by `cargo xtask
     /// tools`) or the simulators' stand-in.
-    #[arg(long, value_enum, default_value_t = SnapshotsArg::Real)]
-    snapshots: SnapshotsArg,
+    #[arg(long, value_enum, default_value_t = PlayerArg::Real)]
+    snapshots: PlayerArg,
     /// Who plays Cluster API's core controllers: the simulators, or the real manager (built by
     /// `cargo xtask tools`, v1beta1 only). The simulated Rancher does not drive the real one
     /// yet, so with it no simulator runs.
-    #[arg(long, value_enum, default_value_t = ControllersArg::Sim)]
-    capi_controllers: ControllersArg,
+    #[arg(long, value_enum, default_value_t = PlayerArg::Sim)]
+    capi_controllers: PlayerArg,
     /// Where to write one kubeconfig per cluster.
     #[arg(long, default_value = "target/world")]
     kubeconfigs: PathBuf,
@@ -44,16 +44,20 @@ pub struct WorldArgs {
 const RANCHER_NAMESPACE: &str = "fleet-default";
 const HARVESTER_NAMESPACE: &str = "default";
 
-#[derive(Clone, Copy, ValueEnum)]
-enum SnapshotsArg {
+/// Who plays an upstream controller: the real one or the simulators.
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum PlayerArg {
     Real,
     Sim,
 }
 
-#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
-enum ControllersArg {
-    Real,
-    Sim,
+impl From<PlayerArg> for Player {
+    fn from(player: PlayerArg) -> Self {
+        match player {
+            PlayerArg::Real => Player::Real,
+            PlayerArg::Sim => Player::Sim,
+        }
+    }
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -73,14 +77,8 @@ pub fn run(args: WorldArgs) -> Result<()> {
         let world = World::builder()
             .guests(args.guests)
             .capi(capi)
-            .snapshots(match args.snapshots {
-                SnapshotsArg::Real => Snapshots::Real,
-                SnapshotsArg::Sim => Snapshots::Sim,
-            })
-            .capi_controllers(match args.capi_controllers {
-                ControllersArg::Real => CapiControllers::Real,
-                ControllersArg::Sim => CapiControllers::Sim,
-            })
+            .snapshots(args.snapshots.into())
+            .capi_controllers(args.capi_controllers.into())
             .start()
             .await?;
         let folder = crate::workspace_root().join(&args.kubeconfigs);
@@ -107,7 +105,7 @@ pub fn run(args: WorldArgs) -> Result<()> {
                 println!("  {crd}");
             }
         }
-        let _simulators = if args.no_simulators || args.capi_controllers == ControllersArg::Real {
+        let _simulators = if args.no_simulators || args.capi_controllers == PlayerArg::Real {
             println!("No simulators run: every actor is yours to play with kubectl.");
             None
         } else {
@@ -169,7 +167,7 @@ async fn start_simulators(world: &World) -> Result<(Rancher, Harvester)> {
     .await?;
     let harvester_client = world.client(ClusterName::HARVESTER).await?;
     let snapshot_actor = match world.snapshots() {
-        Snapshots::Real => {
+        Player::Real => {
             snapshotter::spawn(
                 harvester_client,
                 HARVESTER_NAMESPACE,
@@ -178,7 +176,7 @@ async fn start_simulators(world: &World) -> Result<(Rancher, Harvester)> {
             );
             "the csi-snapshotter sidecar (beside the real snapshot-controller)"
         }
-        Snapshots::Sim => {
+        Player::Sim => {
             snapshots::spawn(
                 harvester_client,
                 HARVESTER_NAMESPACE,

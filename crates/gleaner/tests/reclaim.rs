@@ -704,7 +704,7 @@ async fn a_delete_the_webhook_denies_is_kept_and_reported_once_without_a_retry_l
 #[tokio::test]
 async fn a_snapshot_still_being_cut_is_reported_stuck_and_asked_once_until_it_is_cut() {
     let world = world().await;
-    if world.snapshots() != gleaner_world::Snapshots::Real {
+    if world.snapshots() != gleaner_world::Player::Real {
         eprintln!("skipped: needs the real snapshot-controller (GLEANER_WORLD_SNAPSHOTS=real)");
         return;
     }

@@ -65,6 +65,15 @@ pub(crate) fn label<'a>(object: &'a DynamicObject, key: &str) -> Option<&'a str>
         .map(String::as_str)
 }
 
+pub(crate) fn has_finalizer(object: &DynamicObject, finalizer: &str) -> bool {
+    object
+        .metadata
+        .finalizers
+        .iter()
+        .flatten()
+        .any(|present| present == finalizer)
+}
+
 pub(crate) fn is_deleting(object: &DynamicObject) -> bool {
     object.metadata.deletion_timestamp.is_some()
 }

@@ -68,6 +68,7 @@ pub const FINALIZER_SNAPSHOT_AS_SOURCE: &str =
     "snapshot.storage.kubernetes.io/volumesnapshot-as-source-protection";
 pub const FINALIZER_SNAPSHOT_BOUND: &str =
     "snapshot.storage.kubernetes.io/volumesnapshot-bound-protection";
-/// The external-snapshotter's, on a VolumeSnapshotContent with deletionPolicy Delete.
+/// The external-snapshotter's, on every bound VolumeSnapshotContent (the sidecar takes it off once a
+/// deleted content's snapshot is gone from the storage).
 pub const FINALIZER_SNAPSHOT_CONTENT_BOUND: &str =
     "snapshot.storage.kubernetes.io/volumesnapshotcontent-bound-protection";

@@ -2,8 +2,8 @@
 //! sidecar's share) on one namespace of a cluster, so tests sharing a world stay apart. For what
 //! gleaner sees, it does what upstream does: it protects every VolumeSnapshot with
 //! [`FINALIZER_SNAPSHOT_AS_SOURCE`], binds it to a cluster-scoped VolumeSnapshotContent
-//! `snapcontent-<snapshot UID>` (deletionPolicy from the class; [`FINALIZER_SNAPSHOT_CONTENT_BOUND`]
-//! when that is Delete), marks both ready, then adds [`FINALIZER_SNAPSHOT_BOUND`]. When a
+//! `snapcontent-<snapshot UID>` (deletionPolicy from the class, protected by
+//! [`FINALIZER_SNAPSHOT_CONTENT_BOUND`] whatever the policy), marks both ready, then adds [`FINALIZER_SNAPSHOT_BOUND`]. When a
 //! VolumeSnapshot is deleting, it deletes a Delete content, then removes every finalizer it added.
 //! No physical snapshot is taken; restores (which hold the as-source finalizer) are not simulated.
 
@@ -19,7 +19,7 @@ use serde_json::{Value, json};
 
 use crate::{
     Env, Error, Result,
-    controller::{self, is_deleting, name, remove_finalizer},
+    controller::{self, has_finalizer, is_deleting, name, remove_finalizer},
     csi::api::{create_or_get, delete, get_opt, patch_status},
     error::KubeContext,
     keys::{
@@ -273,19 +273,10 @@ pub(crate) fn content_for(
             "uid": uid,
         },
     }}));
-    if class.deletion_policy == "Delete" {
-        content.metadata.finalizers = Some(vec![FINALIZER_SNAPSHOT_CONTENT_BOUND.to_owned()]);
-    }
+    // Whatever its policy: the snapshot-controller protects every bound content (v8.3.0's
+    // `NeedToAddContentFinalizer`); a Retain content keeps it after its snapshot is gone.
+    content.metadata.finalizers = Some(vec![FINALIZER_SNAPSHOT_CONTENT_BOUND.to_owned()]);
     Ok(content)
-}
-
-fn has_finalizer(object: &DynamicObject, finalizer: &str) -> bool {
-    object
-        .metadata
-        .finalizers
-        .iter()
-        .flatten()
-        .any(|present| present == finalizer)
 }
 
 fn bound_content(snapshot: &DynamicObject) -> Option<&str> {
@@ -315,7 +306,7 @@ mod tests {
     }
 
     #[test]
-    fn a_content_points_back_at_its_snapshot_and_is_protected_only_when_deleted_with_it() {
+    fn a_content_points_back_at_its_snapshot_and_is_protected_whatever_its_policy() {
         let content = content_for(&snapshot(), &class("Delete"), "pvc-1").unwrap();
         assert_eq!(name(&content), "snapcontent-1234");
         assert_eq!(finalizers(&content), [FINALIZER_SNAPSHOT_CONTENT_BOUND]);
@@ -334,7 +325,7 @@ mod tests {
         assert_eq!(spec["deletionPolicy"], "Delete");
 
         let retained = content_for(&snapshot(), &class("Retain"), "pvc-1").unwrap();
-        assert!(retained.metadata.finalizers.is_none());
+        assert_eq!(finalizers(&retained), [FINALIZER_SNAPSHOT_CONTENT_BOUND]);
     }
 
     #[test]

@@ -28,7 +28,7 @@ use serde_json::{Value, json};
 
 use crate::{
     Env, Result,
-    controller::{self, annotation, is_deleting, name, remove_finalizer},
+    controller::{self, annotation, has_finalizer, is_deleting, name, remove_finalizer},
     csi::api::patch_status,
     error::KubeContext,
     keys::FINALIZER_SNAPSHOT_CONTENT_BOUND,
@@ -235,15 +235,6 @@ impl Context {
             .context(|| format!("cannot annotate VolumeSnapshotContent {}", name(content)))?;
         Ok(())
     }
-}
-
-fn has_finalizer(object: &DynamicObject, finalizer: &str) -> bool {
-    object
-        .metadata
-        .finalizers
-        .iter()
-        .flatten()
-        .any(|present| present == finalizer)
 }
 
 fn text<'a>(object: &'a DynamicObject, pointer: &str) -> Option<&'a str> {

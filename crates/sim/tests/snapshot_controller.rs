@@ -14,7 +14,7 @@ use gleaner_sim::{
     kinds,
     snapshotter::{BEING_CREATED, SNAPSHOTTER},
 };
-use gleaner_world::{Snapshots, testing::eventually};
+use gleaner_world::{Player, testing::eventually};
 use k8s_openapi::api::core::v1::PersistentVolumeClaim;
 use kube::{Api, ResourceExt, api::DynamicObject};
 
@@ -22,7 +22,7 @@ const SOURCE_PROTECTION: &str = "snapshot.storage.kubernetes.io/pvc-as-source-pr
 
 /// A fixture on the real snapshot-controller; None (the test says it is skipped) otherwise.
 async fn real(namespace: &str) -> Option<Fixture> {
-    if world().await.snapshots() != Snapshots::Real {
+    if world().await.snapshots() != Player::Real {
         eprintln!("skipped: needs the real snapshot-controller (GLEANER_WORLD_SNAPSHOTS=real)");
         return None;
     }

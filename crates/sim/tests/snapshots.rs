@@ -19,7 +19,7 @@ use gleaner_sim::{
     kinds,
     snapshotter::SNAPSHOTTER,
 };
-use gleaner_world::{Snapshots, testing::eventually};
+use gleaner_world::{Player, testing::eventually};
 use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim};
 use kube::{Api, api::DynamicObject};
 
@@ -254,11 +254,11 @@ async fn deleting_a_guest_snapshot_completes_on_both_clusters() {
     // The stand-in journals its release of the host snapshot; with the real snapshot-controller
     // the sidecar journals the storage's DeleteSnapshot of its content.
     let released = match world().await.snapshots() {
-        Snapshots::Sim => journal.position(
+        Player::Sim => journal.position(
             "snapshot-controller",
             &format!("from VolumeSnapshot snap-delete/{}", snapshot.host.name),
         ),
-        Snapshots::Real => journal.position(
+        Player::Real => journal.position(
             SNAPSHOTTER,
             &format!("deleted the snapshot of VolumeSnapshotContent {content}"),
         ),
@@ -386,7 +386,7 @@ async fn a_retained_guest_snapshot_keeps_its_content_and_host_snapshot_when_dele
         content.data["spec"]["volumeSnapshotClassName"],
         GUEST_RETAINED_SNAPSHOT_CLASS
     );
-    assert!(finalizers(&content).is_empty());
+    assert_eq!(finalizers(&content), [FINALIZER_SNAPSHOT_CONTENT_BOUND]);
 
     fixture.csi.delete_snapshot(&snapshot).await.unwrap();
 

@@ -1,19 +1,12 @@
-use std::{
-    path::{Path, PathBuf},
-    str::FromStr,
-};
+use std::path::{Path, PathBuf};
 
-use k8s_openapi::{
-    ByteString,
-    api::admissionregistration::v1::{
-        MutatingWebhookConfiguration, ValidatingWebhookConfiguration, WebhookClientConfig,
-    },
-};
+use base64::{Engine as _, engine::general_purpose::STANDARD as BASE64};
 use kube::{
     Api, Client,
-    api::{Patch, PatchParams},
+    api::{ApiResource, DynamicObject, GroupVersionKind, Patch, PatchParams},
 };
 use serde::Deserialize;
+use serde_json::{Value, json};
 
 use crate::{
     Error, Result,
@@ -28,45 +21,6 @@ const FIELD_MANAGER: &str = "gleaner-world";
 /// Where the Cluster API's webhook configurations are named in the world, as clusterctl
 /// prefixes them.
 const WEBHOOK_PREFIX: &str = "capi-";
-
-/// Who plays Cluster API's core controllers on the management clusters.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub enum CapiControllers {
-    /// The simulators' Cluster, MachineSet and Machine controllers, per namespace, where a
-    /// test starts them.
-    #[default]
-    Sim,
-    /// The real core manager ([`crate::CAPI_VERSION`], `v1beta1` only), one per management
-    /// cluster, watching every namespace, with its admission webhooks served over TLS from the
-    /// world's CA, and its own CRDs in place of the testenv ones.
-    Real,
-}
-
-impl CapiControllers {
-    /// `$GLEANER_WORLD_CAPI` (`real` or `sim`), else the simulators.
-    pub fn from_env() -> Result<Self> {
-        match std::env::var("GLEANER_WORLD_CAPI") {
-            Ok(value) => value.parse(),
-            Err(_) => Ok(Self::default()),
-        }
-    }
-}
-
-impl FromStr for CapiControllers {
-    type Err = Error;
-
-    fn from_str(value: &str) -> Result<Self> {
-        match value {
-            "real" => Ok(Self::Real),
-            "sim" => Ok(Self::Sim),
-            other => Err(Error::InvalidOption {
-                option: "capi",
-                value: other.to_owned(),
-                expected: "real or sim",
-            }),
-        }
-    }
-}
 
 /// The real Cluster API core manager of one management cluster.
 pub(crate) struct CapiManager {
@@ -132,66 +86,44 @@ impl CapiManager {
         })?;
         let params = PatchParams::apply(FIELD_MANAGER).force();
         for document in serde_norway::Deserializer::from_str(&text) {
-            let value = serde_json::Value::deserialize(document).map_err(|source| Error::Yaml {
+            let mut value = Value::deserialize(document).map_err(|source| Error::Yaml {
                 path: self.webhooks.clone(),
                 source,
             })?;
-            match value["kind"].as_str() {
-                Some("MutatingWebhookConfiguration") => {
-                    let mut configuration: MutatingWebhookConfiguration = self.parse(value)?;
-                    for webhook in configuration.webhooks.iter_mut().flatten() {
-                        self.point_at_manager(&mut webhook.client_config);
-                    }
-                    let name = self.rename(&mut configuration.metadata);
-                    Api::<MutatingWebhookConfiguration>::all(client.clone())
-                        .patch(&name, &params, &Patch::Apply(&configuration))
-                        .await
-                        .context(|| format!("cannot register webhooks {name}"))?;
-                }
-                Some("ValidatingWebhookConfiguration") => {
-                    let mut configuration: ValidatingWebhookConfiguration = self.parse(value)?;
-                    for webhook in configuration.webhooks.iter_mut().flatten() {
-                        self.point_at_manager(&mut webhook.client_config);
-                    }
-                    let name = self.rename(&mut configuration.metadata);
-                    Api::<ValidatingWebhookConfiguration>::all(client.clone())
-                        .patch(&name, &params, &Patch::Apply(&configuration))
-                        .await
-                        .context(|| format!("cannot register webhooks {name}"))?;
-                }
-                _ => {}
+            let Some(kind) = value["kind"].as_str().map(str::to_owned) else {
+                continue;
+            };
+            for webhook in value["webhooks"].as_array_mut().into_iter().flatten() {
+                let path = webhook["clientConfig"]["service"]["path"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_owned();
+                webhook["clientConfig"] = json!({
+                    "url": format!("https://127.0.0.1:{}{path}", self.webhook_port),
+                    "caBundle": BASE64.encode(&self.ca_pem),
+                });
             }
+            let name = format!(
+                "{WEBHOOK_PREFIX}{}",
+                value["metadata"]["name"].as_str().unwrap_or_default()
+            );
+            value["metadata"]["name"] = json!(name);
+            let configuration: DynamicObject =
+                serde_json::from_value(value).map_err(|source| Error::Io {
+                    context: format!("{} holds an invalid {kind}", self.webhooks.display()),
+                    source: source.into(),
+                })?;
+            let resource = ApiResource::from_gvk(&GroupVersionKind::gvk(
+                "admissionregistration.k8s.io",
+                "v1",
+                &kind,
+            ));
+            Api::<DynamicObject>::all_with(client.clone(), &resource)
+                .patch(&name, &params, &Patch::Apply(&configuration))
+                .await
+                .context(|| format!("cannot register the webhooks {name}"))?;
         }
         Ok(())
-    }
-
-    fn parse<K: serde::de::DeserializeOwned>(&self, value: serde_json::Value) -> Result<K> {
-        serde_json::from_value(value).map_err(|source| Error::Io {
-            context: format!(
-                "{} holds an invalid webhook configuration",
-                self.webhooks.display()
-            ),
-            source: source.into(),
-        })
-    }
-
-    fn rename(&self, metadata: &mut kube::api::ObjectMeta) -> String {
-        let name = format!(
-            "{WEBHOOK_PREFIX}{}",
-            metadata.name.as_deref().unwrap_or_default()
-        );
-        metadata.name = Some(name.clone());
-        name
-    }
-
-    fn point_at_manager(&self, config: &mut WebhookClientConfig) {
-        let path = config
-            .service
-            .take()
-            .and_then(|service| service.path)
-            .unwrap_or_default();
-        config.url = Some(format!("https://127.0.0.1:{}{path}", self.webhook_port));
-        config.ca_bundle = Some(ByteString(self.ca_pem.clone().into_bytes()));
     }
 }
 

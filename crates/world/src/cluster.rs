@@ -5,14 +5,15 @@ use std::{
 
 use crate::{
     Binaries, Result,
-    capi_manager::{CapiControllers, CapiManager},
+    capi_manager::CapiManager,
     controller_manager::ControllerManager,
     kubeconfig,
     layout::{Layout, write_file},
     pki::{Pki, SigningKey, random_token},
+    player::Player,
     ports,
     process::{Process, ProcessSpec, Supervisor},
-    snapshot_controller::{SnapshotController, Snapshots},
+    snapshot_controller::SnapshotController,
 };
 
 const READY_TIMEOUT: Duration = Duration::from_secs(90);
@@ -47,11 +48,13 @@ impl Role {
     }
 }
 
-/// Which upstream controllers run for real beside the apiservers (the simulators play the rest).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+/// Who plays the upstream controllers beside the apiservers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct Controllers {
-    pub(crate) snapshots: Snapshots,
-    pub(crate) capi: CapiControllers,
+    /// The external-snapshotter's snapshot-controller, on every Harvester cluster.
+    pub(crate) snapshots: Player,
+    /// Cluster API's core manager, on every management cluster.
+    pub(crate) capi: Player,
 }
 
 /// One cluster's control plane: its apiserver, and its controller-manager unless it is a guest.
@@ -162,7 +165,7 @@ impl ControlPlane {
             None
         };
         let snapshot_controller =
-            if role == Role::Harvester && controllers.snapshots == Snapshots::Real {
+            if role == Role::Harvester && controllers.snapshots == Player::Real {
                 Some(SnapshotController::new(
                     name,
                     &binaries.snapshot_controller,
@@ -172,8 +175,7 @@ impl ControlPlane {
             } else {
                 None
             };
-        let capi_manager = if role == Role::Management && controllers.capi == CapiControllers::Real
-        {
+        let capi_manager = if role == Role::Management && controllers.capi == Player::Real {
             Some(CapiManager::new(
                 name,
                 &binaries.cluster_api,
@@ -244,21 +246,8 @@ impl ControlPlane {
         let process = &manager.process;
         ports::ensure_free(process.component(), manager.health_port)?;
         process.start(supervisor)?;
-        let config = kube::Config::new(
-            format!("http://127.0.0.1:{}", manager.health_port)
-                .parse()
-                .expect("a valid URI"),
-        );
-        let health = kube::Client::try_from(config).map_err(|source| crate::Error::Kube {
-            context: format!("cannot build a health client for {}", process.component()),
-            source,
-        })?;
-        process
-            .wait_ready(READY_TIMEOUT, || {
-                let health = health.clone();
-                async move { probe(&health, "/readyz").await }
-            })
-            .await?;
+        let url = format!("http://127.0.0.1:{}", manager.health_port);
+        wait_healthy(process, &url, "/readyz", false).await?;
         let client = kubeconfig::client(&self.name, &self.kubeconfig).await?;
         manager.register_webhooks(&client).await
     }
@@ -287,23 +276,14 @@ impl ControlPlane {
         };
         ports::ensure_free(process.component(), *port)?;
         process.start(supervisor)?;
-        let mut config = kube::Config::new(
-            format!("https://127.0.0.1:{port}")
-                .parse()
-                .expect("a valid URI"),
-        );
         // The controller-manager serves /healthz with a certificate it made itself.
-        config.accept_invalid_certs = true;
-        let client = kube::Client::try_from(config).map_err(|source| crate::Error::Kube {
-            context: format!("cannot build a health client for {}", process.component()),
-            source,
-        })?;
-        process
-            .wait_ready(READY_TIMEOUT, || {
-                let client = client.clone();
-                async move { probe(&client, "/healthz").await }
-            })
-            .await
+        wait_healthy(
+            process,
+            &format!("https://127.0.0.1:{port}"),
+            "/healthz",
+            true,
+        )
+        .await
     }
 
     pub(crate) fn server(&self) -> String {
@@ -313,6 +293,27 @@ impl ControlPlane {
     pub(crate) fn apiserver_log(&self) -> &Path {
         self.apiserver.log()
     }
+}
+
+/// Waits until `process` answers `ok` on `path` of `url`.
+async fn wait_healthy(
+    process: &Process,
+    url: &str,
+    path: &'static str,
+    accept_invalid_certs: bool,
+) -> Result<()> {
+    let mut config = kube::Config::new(url.parse().expect("a valid URI"));
+    config.accept_invalid_certs = accept_invalid_certs;
+    let client = kube::Client::try_from(config).map_err(|source| crate::Error::Kube {
+        context: format!("cannot build a health client for {}", process.component()),
+        source,
+    })?;
+    process
+        .wait_ready(READY_TIMEOUT, || {
+            let client = client.clone();
+            async move { probe(&client, path).await }
+        })
+        .await
 }
 
 async fn probe(client: &kube::Client, path: &str) -> bool {

@@ -22,6 +22,7 @@ mod kubeconfig;
 pub mod kubelet;
 mod layout;
 mod pki;
+mod player;
 mod ports;
 mod process;
 mod snapshot_controller;
@@ -32,11 +33,10 @@ pub use binaries::{
     Binaries, CAPI_VERSION, CRANE_VERSION, ETCD_VERSION, HELM_VERSION, KUBERNETES_VERSION,
     Packaging, SNAPSHOTTER_VERSION,
 };
-pub use capi_manager::CapiControllers;
 pub use cluster::{ClusterName, Role};
 pub use crds::{CapiVersion, CrdSource};
 pub use error::{Error, Result};
 pub use kubeconfig::render as render_kubeconfig;
 pub use pki::ServingCert;
-pub use snapshot_controller::Snapshots;
+pub use player::Player;
 pub use world::{World, WorldBuilder};

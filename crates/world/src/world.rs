@@ -21,8 +21,7 @@ use kube::{
 use tokio::sync::OnceCell;
 
 use crate::{
-    Binaries, CapiVersion, ClusterName, CrdSource, Error, Result, Role,
-    capi_manager::{self, CapiControllers},
+    Binaries, CapiVersion, ClusterName, CrdSource, Error, Result, Role, capi_manager,
     cluster::ControlPlane,
     cluster::Controllers,
     crds,
@@ -31,8 +30,8 @@ use crate::{
     kubeconfig,
     layout::{Layout, write_file},
     pki::{Pki, ServingCert},
+    player::Player,
     process::Supervisor,
-    snapshot_controller::Snapshots,
 };
 
 /// How long a minted ServiceAccount token lives; longer than any test.
@@ -43,8 +42,8 @@ const SERVICE_ACCOUNT_TOKEN_SECONDS: i64 = 3600;
 pub struct WorldBuilder {
     clusters: Vec<(String, Role)>,
     capi: CapiVersion,
-    snapshots: Option<Snapshots>,
-    capi_controllers: Option<CapiControllers>,
+    snapshots: Option<Player>,
+    capi_controllers: Option<Player>,
     crd_source: Option<CrdSource>,
     binaries: Option<Binaries>,
     extra_crds: Vec<(Role, CustomResourceDefinition)>,
@@ -95,16 +94,22 @@ impl WorldBuilder {
         self
     }
 
-    /// Real or simulated snapshot-controller on the Harvester clusters; unset, it is
-    /// [`Snapshots::from_env`].
-    pub fn snapshots(mut self, snapshots: Snapshots) -> Self {
+    /// Who plays the snapshot-controller on the Harvester clusters. Real: the
+    /// external-snapshotter's ([`crate::SNAPSHOTTER_VERSION`]), one per Harvester, watching
+    /// every namespace, while the simulators play only its csi-snapshotter sidecar and the
+    /// storage behind it. Guests keep the simulators' stand-in: there the simulated CSI driver
+    /// plays the guest's whole external-snapshotter in one step. Unset:
+    /// `$GLEANER_WORLD_SNAPSHOTS` (`real` or `sim`), else real.
+    pub fn snapshots(mut self, snapshots: Player) -> Self {
         self.snapshots = Some(snapshots);
         self
     }
 
-    /// Real or simulated Cluster API controllers on the management clusters; unset, it is
-    /// [`CapiControllers::from_env`].
-    pub fn capi_controllers(mut self, controllers: CapiControllers) -> Self {
+    /// Who plays Cluster API's core controllers on the management clusters. Real: the core
+    /// manager ([`crate::CAPI_VERSION`], `v1beta1` only), watching every namespace, with its
+    /// admission webhooks served over TLS from the world's CA and its own CRDs in place of the
+    /// testenv ones. Unset: `$GLEANER_WORLD_CAPI` (`real` or `sim`), else the simulators.
+    pub fn capi_controllers(mut self, controllers: Player) -> Self {
         self.capi_controllers = Some(controllers);
         self
     }
@@ -134,13 +139,13 @@ impl WorldBuilder {
         binaries.check()?;
         let snapshots = match self.snapshots {
             Some(snapshots) => snapshots,
-            None => Snapshots::from_env()?,
+            None => Player::from_env("GLEANER_WORLD_SNAPSHOTS", Player::Real)?,
         };
         let capi_controllers = match self.capi_controllers {
             Some(controllers) => controllers,
-            None => CapiControllers::from_env()?,
+            None => Player::from_env("GLEANER_WORLD_CAPI", Player::Sim)?,
         };
-        if capi_controllers == CapiControllers::Real && self.capi == CapiVersion::V1beta2 {
+        if capi_controllers == Player::Real && self.capi == CapiVersion::V1beta2 {
             return Err(Error::InvalidOption {
                 option: "capi",
                 value: "real with v1beta2".into(),
@@ -157,7 +162,7 @@ impl WorldBuilder {
             .iter()
             .map(|(_, role)| {
                 let mut files = crd_source.files(*role, self.capi)?;
-                if *role == Role::Management && capi_controllers == CapiControllers::Real {
+                if *role == Role::Management && capi_controllers == Player::Real {
                     // The manager's own CRDs, every kind it watches; they replace the testenv
                     // ones of the same name.
                     files.extend(crds::yaml_files(&capi_manager::crd_dir(
@@ -456,13 +461,13 @@ impl World {
         &self.crd_source
     }
 
-    /// Whether the Harvester clusters run the real snapshot-controller.
-    pub fn snapshots(&self) -> Snapshots {
+    /// Who plays the snapshot-controller on the Harvester clusters.
+    pub fn snapshots(&self) -> Player {
         self.controllers.snapshots
     }
 
-    /// Whether the management clusters run the real Cluster API manager.
-    pub fn capi_controllers(&self) -> CapiControllers {
+    /// Who plays Cluster API's core controllers on the management clusters.
+    pub fn capi_controllers(&self) -> Player {
         self.controllers.capi
     }
 

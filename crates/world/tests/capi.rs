@@ -1,11 +1,11 @@
 //! Cluster API's contract that gleaner builds on (design.md §4), checked against the real core
-//! manager (`CapiControllers::Real`): a pre-terminate hook holds a Machine's infrastructure, a
+//! manager (`Player::Real`): a pre-terminate hook holds a Machine's infrastructure, a
 //! paused Machine or Cluster freezes its deletion, and a deleting Cluster deletes its Machines and
 //! waits for them. The simulators' Cluster API (crates/sim) must behave the same.
 
 use std::time::Duration;
 
-use gleaner_world::{CapiControllers, ClusterName, World, testing::eventually};
+use gleaner_world::{ClusterName, Player, World, testing::eventually};
 use kube::{
     Api, Client, ResourceExt,
     api::{ApiResource, DeleteParams, DynamicObject, GroupVersionKind, Patch, PatchParams},
@@ -25,7 +25,7 @@ async fn world() -> &'static World {
     WORLD
         .get_or_init(|| async {
             World::builder()
-                .capi_controllers(CapiControllers::Real)
+                .capi_controllers(Player::Real)
                 .start()
                 .await
                 .expect("a world with the real Cluster API manager starts")

@@ -9,7 +9,7 @@ use std::{collections::HashMap, time::Duration};
 
 use futures::future::try_join_all;
 use gleaner_world::testing::ensure_namespace;
-use gleaner_world::{ClusterName, Snapshots, World};
+use gleaner_world::{ClusterName, Player, World};
 use k8s_openapi::api::core::v1::PersistentVolumeClaim;
 use kube::{
     Api, Client,
@@ -537,13 +537,13 @@ impl Scenario {
         let mut simulators =
             Harvester::start(world, name, &self.vm_namespace, version, &self.env).await?;
         let snapshot_storage = match world.snapshots() {
-            Snapshots::Real => Some(snapshotter::spawn(
+            Player::Real => Some(snapshotter::spawn(
                 client.clone(),
                 &self.vm_namespace,
                 self.env.clone(),
                 &mut simulators.tasks,
             )),
-            Snapshots::Sim => {
+            Player::Sim => {
                 snapshots::spawn(
                     client.clone(),
                     &self.vm_namespace,

@@ -9,7 +9,7 @@ use gleaner_sim::{
     tasks::Tasks,
 };
 use gleaner_world::testing::ensure_namespace;
-use gleaner_world::{ClusterName, Role, Snapshots, World, WorldBuilder};
+use gleaner_world::{ClusterName, Player, Role, World, WorldBuilder};
 use kube::Client;
 use tokio::sync::OnceCell;
 
@@ -73,17 +73,17 @@ impl Fixture {
         // The real snapshot-controller watches every namespace of the Harvester, so its sidecar
         // must run wherever snapshots are made; the stand-in only where the test asks for one.
         let storage = match world.snapshots() {
-            Snapshots::Real => Some(snapshotter::spawn(
+            Player::Real => Some(snapshotter::spawn(
                 harvester.clone(),
                 namespace,
                 env.clone(),
                 &mut tasks,
             )),
-            Snapshots::Sim if snapshot_controller => {
+            Player::Sim if snapshot_controller => {
                 snapshots::spawn(harvester.clone(), namespace, env.clone(), &mut tasks);
                 None
             }
-            Snapshots::Sim => None,
+            Player::Sim => None,
         };
         Self {
             csi: Csi::new(guest.clone(), harvester.clone(), namespace, env),
