@@ -46,6 +46,29 @@ pub fn harvester_config() -> ApiResource {
     )
 }
 
+/// `rke.cattle.io/v1` kinds Rancher gives Cluster API: the infrastructure cluster, the control
+/// plane, and the bootstrap configs (CRDs in `crates/world/crds/rancher` and upstream's).
+pub fn rke_cluster() -> ApiResource {
+    resource("rke.cattle.io", "v1", "RKECluster", "rkeclusters")
+}
+
+pub fn rke_control_plane() -> ApiResource {
+    resource("rke.cattle.io", "v1", "RKEControlPlane", "rkecontrolplanes")
+}
+
+pub fn rke_bootstrap() -> ApiResource {
+    resource("rke.cattle.io", "v1", "RKEBootstrap", "rkebootstraps")
+}
+
+pub fn rke_bootstrap_template() -> ApiResource {
+    resource(
+        "rke.cattle.io",
+        "v1",
+        "RKEBootstrapTemplate",
+        "rkebootstraptemplates",
+    )
+}
+
 pub fn setting() -> ApiResource {
     resource("management.cattle.io", "v3", "Setting", "settings")
 }

@@ -109,10 +109,23 @@ async fn provisioning_creates_labelled_vms_named_by_the_driver_rule() {
         .await
         .unwrap();
     assert_eq!(cluster.machines.len(), 2);
-    assert_eq!(
-        cluster.vm(dotted),
-        Some("c1-eu-west-example-pool1-7d9f8c6b5x-abcde")
-    );
+    // The simulated MachineSet takes the name as it is; the real one names Machines from a
+    // template, so it keeps the name's form and draws its random tail itself.
+    let (form, _) = dotted.rsplit_once('-').unwrap();
+    let dotted_machines: Vec<_> = cluster
+        .machines
+        .iter()
+        .filter(|machine| machine.name.starts_with(form))
+        .collect();
+    assert!(!dotted_machines.is_empty(), "{:?}", cluster.machines);
+    for machine in dotted_machines {
+        assert_eq!(machine.vm, machine.name.replace('.', "-"));
+        assert!(
+            machine
+                .vm
+                .starts_with("c1-eu-west-example-pool1-7d9f8c6b5x-")
+        );
+    }
     for vm_name in cluster.machines.iter().map(|machine| &machine.vm) {
         let vm = vms(&setup).get(vm_name).await.unwrap();
         let labels = vm.metadata.labels.unwrap();
@@ -188,14 +201,7 @@ async fn a_pre_terminate_hook_holds_the_vm_until_it_is_removed() {
     let cluster = setup.provision("c1", 1).await.unwrap();
     let (machine, vm_name) = (&cluster.machines[0].name, &cluster.machines[0].vm);
     let hook = format!("{PRE_TERMINATE_HOOK_PREFIX}test");
-    let machines = kinds::namespaced(
-        setup.rancher.client(),
-        setup.rancher.namespace(),
-        &kinds::Capi {
-            version: World::shared().await.capi_version(),
-        }
-        .machine(),
-    );
+    let machines = machines(&setup).await;
     let annotate = json!({"metadata": {"annotations": {&hook: "test"}}});
     machines
         .patch(machine, &PatchParams::default(), &Patch::Merge(&annotate))
@@ -296,11 +302,24 @@ async fn a_paused_cluster_holds_its_deleting_machines_until_resumed() {
         setup.journal.position("capi", "deleted HarvesterMachine"),
         None
     );
+    // The real manager resumes too: unpausing changes the MachineSet's `Paused` condition, and
+    // a MachineSet's change wakes its Machines.
     setup.rancher.set_paused("c1", false).await.unwrap();
     eventually("the VM goes once the cluster is resumed", || async {
         vms(&setup).get_opt(vm_name).await.unwrap().is_none()
     })
     .await;
+}
+
+async fn machines(setup: &Setup) -> Api<DynamicObject> {
+    kinds::namespaced(
+        setup.rancher.client(),
+        setup.rancher.namespace(),
+        &kinds::Capi {
+            version: World::shared().await.capi_version(),
+        }
+        .machine(),
+    )
 }
 
 #[tokio::test]

@@ -218,8 +218,7 @@ async fn a_paused_machine_freezes_its_deletion_until_unpaused() {
 }
 
 #[tokio::test]
-async fn a_paused_cluster_freezes_its_machines_deletion_past_the_unpause_until_the_machine_changes()
-{
+async fn a_paused_cluster_freezes_its_machines_deletion_until_unpaused_and_the_machine_changes() {
     let layout = Layout::new("capi-paused-cluster", json!({})).await;
     let patch = json!({"spec": {"paused": true}});
     layout
@@ -227,6 +226,17 @@ async fn a_paused_cluster_freezes_its_machines_deletion_past_the_unpause_until_t
         .patch("c1", &PatchParams::default(), &Patch::Merge(&patch))
         .await
         .unwrap();
+    // Until the manager has seen the pause, its Machine controller may act on a deletion as if
+    // there were none.
+    eventually("the manager says the Cluster is paused", || async {
+        let cluster = layout.cluster.get("c1").await.unwrap();
+        cluster.data["status"]["v1beta2"]["conditions"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|condition| condition["type"] == "Paused" && condition["status"] == "True")
+    })
+    .await;
     layout
         .machine
         .delete("m1", &DeleteParams::default())
@@ -235,18 +245,18 @@ async fn a_paused_cluster_freezes_its_machines_deletion_past_the_unpause_until_t
     tokio::time::sleep(SETTLE).await;
     assert!(layout.infrastructure_untouched().await);
 
-    // Unpausing the Cluster does not wake its Machines: the Machine controller maps Cluster
-    // changes to Machines only when the control plane becomes initialized, so a deletion frozen
-    // by a paused Cluster resumes at the next resync (`--sync-period`, 10 minutes) or when the
-    // Machine itself changes (as when gleaner takes its hook off).
+    // Unpausing the Cluster does not itself wake its Machines: the Machine controller maps
+    // Cluster changes to Machines only when the control plane becomes initialized. A Machine is
+    // woken by its own change, its MachineSet's (whose `Paused` condition the unpause changes:
+    // how Rancher's Machines resume, crates/sim/tests/rancher.rs), a failed probe of the
+    // workload cluster, or the resync (`--sync-period`, 10 minutes). This bare Machine has only
+    // its own change to wait for.
     let patch = json!({"spec": {"paused": false}});
     layout
         .cluster
         .patch("c1", &PatchParams::default(), &Patch::Merge(&patch))
         .await
         .unwrap();
-    tokio::time::sleep(SETTLE).await;
-    assert!(layout.infrastructure_untouched().await);
     layout
         .annotate(&layout.machine, "m1", "example.com/touched", json!("yes"))
         .await;

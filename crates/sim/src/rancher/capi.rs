@@ -4,6 +4,7 @@
 
 use std::{sync::Arc, time::Duration};
 
+use gleaner_world::Player;
 use kube::{
     Api, Client,
     api::{DeleteParams, DynamicObject, ListParams, Patch, PatchParams, PostParams},
@@ -36,6 +37,9 @@ pub(crate) struct CapiContext {
     pub(crate) client: Client,
     pub(crate) namespace: String,
     pub(crate) capi: Capi,
+    /// Who plays Cluster API's controllers: these simulators, or the world's real manager (then
+    /// Rancher only creates what it creates and provides what CAPI waits for).
+    pub(crate) controllers: Player,
     pub(crate) env: Env,
 }
 

@@ -19,7 +19,7 @@ use tokio::time::Instant;
 
 use crate::{
     Env, Error, Result,
-    controller::{self, is_deleting, label, name, remove_finalizer},
+    controller::{self, has_finalizer, is_deleting, label, name, remove_finalizer},
     error::KubeContext,
     keys::{
         CLOUD_CREDENTIAL_KUBECONFIG, CREATOR_DRIVER, FINALIZER_RANCHER_MACHINE,
@@ -82,6 +82,11 @@ async fn reconcile(machine: &DynamicObject, context: &ProvisionContext) -> Resul
     if is_deleting(machine) {
         return remove_job(machine, context).await;
     }
+    if !has_finalizer(machine, FINALIZER_RANCHER_MACHINE) {
+        // Cluster API's MachineSet made it: Rancher takes it (the change wakes this again).
+        adopt(machine, context).await?;
+        return Ok(Action::await_change());
+    }
     if machine.data["status"]["ready"] != Value::Bool(true) {
         create_job(machine, context).await?;
     }
@@ -127,7 +132,30 @@ async fn remove_job(machine: &DynamicObject, context: &ProvisionContext) -> Resu
     Ok(Action::await_change())
 }
 
-/// The create job: the driver's `Create()` makes the VM, then Rancher marks the machine ready.
+/// Rancher's hold on a HarvesterMachine Cluster API created: its remove finalizer, the label
+/// naming its Machine (the same name, as CAPI names them), and its machine-state Secret.
+async fn adopt(machine: &DynamicObject, context: &ProvisionContext) -> Result<()> {
+    let mut finalizers = machine.metadata.finalizers.clone().unwrap_or_default();
+    finalizers.push(FINALIZER_RANCHER_MACHINE.to_owned());
+    let patch = json!({"metadata": {
+        "finalizers": finalizers,
+        "labels": {LABEL_RKE_CAPI_MACHINE_NAME: name(machine)},
+        "resourceVersion": machine.metadata.resource_version,
+    }});
+    let adopted = context
+        .machines()
+        .patch(
+            name(machine),
+            &PatchParams::default(),
+            &Patch::Merge(&patch),
+        )
+        .await
+        .context(|| format!("cannot take HarvesterMachine {}", name(machine)))?;
+    create_machine_state(&context.client, &context.namespace, &adopted).await
+}
+
+/// The create job: the driver's `Create()` makes the VM, then Rancher marks the machine ready
+/// and gives it the VM's provider ID.
 async fn create_job(machine: &DynamicObject, context: &ProvisionContext) -> Result<()> {
     let spec = &machine.data["spec"];
     let credential = spec["common"]["cloudCredentialSecretName"]
@@ -142,15 +170,39 @@ async fn create_job(machine: &DynamicObject, context: &ProvisionContext) -> Resu
         spec,
     );
     let vms = kinds::namespaced(&harvester, vm_namespace, &kinds::virtual_machine());
-    match vms.create(&PostParams::default(), &vm).await {
-        Ok(_) => context.env.journal.record(
-            CREATE_ACTOR,
-            format!("created VM {vm_namespace}/{}", name(&vm)),
-        ),
-        Err(kube::Error::Api(status)) if status.is_already_exists() => {}
+    let created = match vms.create(&PostParams::default(), &vm).await {
+        Ok(created) => {
+            context.env.journal.record(
+                CREATE_ACTOR,
+                format!("created VM {vm_namespace}/{}", name(&vm)),
+            );
+            created
+        }
+        Err(kube::Error::Api(status)) if status.is_already_exists() => vms
+            .get(name(&vm))
+            .await
+            .context(|| format!("cannot read VM {vm_namespace}/{}", name(&vm)))?,
         Err(error) => {
             return Err(error).context(|| format!("cannot create VM {vm_namespace}/{}", name(&vm)));
         }
+    };
+    if spec["providerID"].as_str().unwrap_or_default().is_empty() {
+        // The guest has no Node to take it from: the form Harvester's providers fall back to
+        // (`harvester://<VM UID>`, as cluster-api-provider-harvester writes it).
+        let provider_id = format!(
+            "harvester://{}",
+            created.metadata.uid.as_deref().unwrap_or_default()
+        );
+        let patch = json!({"spec": {"providerID": provider_id}});
+        context
+            .machines()
+            .patch(
+                name(machine),
+                &PatchParams::default(),
+                &Patch::Merge(&patch),
+            )
+            .await
+            .context(|| format!("cannot set the provider ID of {}", name(machine)))?;
     }
     let status = json!({"status": {
         "ready": true,
@@ -284,27 +336,41 @@ pub(crate) async fn create_harvester_machine(
     .create(&PostParams::default(), &harvester_machine)
     .await
     .context(|| format!("cannot create HarvesterMachine {machine_name}"))?;
-    create_machine_state(context, &created).await
+    create_machine_state(&context.client, &context.namespace, &created).await
 }
 
 /// The Secret `<machine>-machine-state` where Rancher keeps the driver's state (there is none in
 /// the HarvesterMachine's status); owned by the HarvesterMachine, so it goes with it.
-async fn create_machine_state(context: &CapiContext, machine: &DynamicObject) -> Result<()> {
+async fn create_machine_state(
+    client: &Client,
+    namespace: &str,
+    machine: &DynamicObject,
+) -> Result<()> {
     let name = format!("{}-machine-state", controller::name(machine));
     let secret: Secret = serde_json::from_value(json!({
         "metadata": {
             "name": name,
-            "ownerReferences": [owner(machine, "HarvesterMachine", context)],
+            "ownerReferences": [{
+                "apiVersion": "rke-machine.cattle.io/v1",
+                "kind": "HarvesterMachine",
+                "name": controller::name(machine),
+                "uid": machine.metadata.uid,
+                "controller": true,
+                "blockOwnerDeletion": true,
+            }],
         },
         "type": "rke.cattle.io/machine-state",
         "data": {},
     }))
     .expect("a Secret is a valid object");
-    Api::<Secret>::namespaced(context.client.clone(), &context.namespace)
+    match Api::<Secret>::namespaced(client.clone(), namespace)
         .create(&PostParams::default(), &secret)
         .await
-        .context(|| format!("cannot create Secret {name}"))?;
-    Ok(())
+    {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(status)) if status.is_already_exists() => Ok(()),
+        Err(error) => Err(error).context(|| format!("cannot create Secret {name}")),
+    }
 }
 
 /// A client for the Harvester a cloud credential (`namespace:name`) points at, built from the

@@ -2,7 +2,9 @@
 //! replace machines, Rancher's machine-provision jobs with the Harvester node driver, and
 //! Rancher's `harvester-machine-provision-cleanup` handler.
 
+mod bootstrap;
 mod capi;
+mod capi_observer;
 mod cleanup_handler;
 mod driver;
 mod machine_provision;

@@ -5,7 +5,7 @@
 use std::{collections::HashMap, sync::Arc, time::Duration};
 
 use gleaner_world::testing::ensure_namespace;
-use gleaner_world::{Role, World};
+use gleaner_world::{Player, Role, World};
 use k8s_openapi::{ByteString, api::core::v1::Secret};
 use kube::{
     Api, Client,
@@ -22,13 +22,15 @@ use crate::{
     keys::{
         CLOUD_CREDENTIAL_KUBECONFIG, CLOUD_CREDENTIAL_NAMESPACE, FINALIZER_CAPI_CLUSTER,
         FINALIZER_RANCHER_CLUSTER, GUEST_KUBECONFIG_KEY, LABEL_CAPI_CLUSTER_NAME,
-        LABEL_CAPI_SET_NAME, LABEL_RKE_POOL_NAME,
+        LABEL_CAPI_DEPLOYMENT_NAME, LABEL_RKE_POOL_NAME,
     },
     kinds::{self, Capi},
     naming,
     rancher::{
         RancherSettings,
+        bootstrap::{self, BootstrapContext},
         capi::{self, CapiContext, DELETE_MACHINE, MACHINE_NAMES, machine_template_labels, owner},
+        capi_observer,
         cleanup_handler::{self, CleanupContext},
         machine_provision::{self, ProvisionContext},
         random_suffix,
@@ -39,6 +41,35 @@ use crate::{
 const ACTOR: &str = "rancher";
 const WAIT: Duration = Duration::from_secs(1);
 const PROVISION_TIMEOUT: Duration = Duration::from_secs(60);
+const KUBERNETES_VERSION: &str = "v1.34.4+rke2r1";
+/// Cluster API skips draining the node of a Machine that carries it.
+const EXCLUDE_NODE_DRAINING: &str = "machine.cluster.x-k8s.io/exclude-node-draining";
+
+/// The real MachineSet controller names Machines only from a template: the first requested
+/// name's form (all but its random tail, after the last `-`) gives every Machine of the pool.
+fn naming_template(names: &[String]) -> Option<String> {
+    let (form, _random) = names.first()?.rsplit_once('-')?;
+    Some(format!("{form}-{{{{ .random }}}}"))
+}
+
+/// Whether Cluster API's `Paused` condition (v1beta2 conditions, which v1beta1 objects carry
+/// under `status.v1beta2`) says `paused` for `generation` or later.
+fn pause_observed(cluster: &DynamicObject, paused: bool, generation: i64) -> bool {
+    let status = &cluster.data["status"];
+    let conditions = status["v1beta2"]["conditions"]
+        .as_array()
+        .or_else(|| status["conditions"].as_array());
+    conditions.into_iter().flatten().any(|condition| {
+        condition["type"] == "Paused"
+            && condition["status"] == if paused { "True" } else { "False" }
+            && condition["observedGeneration"].as_i64().unwrap_or_default() >= generation
+    })
+}
+
+/// Rancher's one RKEBootstrapTemplate per cluster.
+fn bootstrap_template_name(cluster: &str) -> String {
+    naming::safe_concat_name(&[cluster, "bootstrap", "template"])
+}
 
 /// A guest cluster to provision.
 #[derive(Clone, Debug)]
@@ -59,6 +90,8 @@ pub struct PoolSpec {
     pub name: String,
     pub quantity: usize,
     /// Explicit names for the pool's first Machines (e.g. dotted ones); the rest are generated.
+    /// With the real Cluster API manager the first name's form (all but its random tail) names
+    /// every Machine of the pool instead: it names Machines only from a template.
     pub machine_names: Vec<String>,
     /// A Harvester of its own (world cluster name), reached through the pool's own cloud
     /// credential; else the cluster's.
@@ -129,7 +162,20 @@ fn controllers(capi: &Arc<CapiContext>, settings: &RancherSettings) -> Tasks {
     let namespace = capi.namespace.as_str();
     let env = &capi.env;
     let mut controllers = Tasks::default();
-    capi::spawn(capi.clone(), &mut controllers);
+    match capi.controllers {
+        Player::Sim => capi::spawn(capi.clone(), &mut controllers),
+        Player::Real => {
+            capi_observer::spawn(capi, &mut controllers);
+            bootstrap::spawn(
+                Arc::new(BootstrapContext {
+                    client: client.clone(),
+                    namespace: namespace.to_owned(),
+                    env: env.clone(),
+                }),
+                &mut controllers,
+            );
+        }
+    }
     machine_provision::spawn(
         Arc::new(ProvisionContext::new(
             client.clone(),
@@ -206,6 +252,7 @@ impl Rancher {
             capi: Capi {
                 version: world.capi_version(),
             },
+            controllers: world.capi_controllers(),
             env: env.clone(),
         });
         let controllers = controllers(&capi, &settings);
@@ -326,6 +373,7 @@ impl Rancher {
             self.create_guest_kubeconfig_secret(&cluster, credential)
                 .await?;
         }
+        self.create_rke_objects(&cluster).await?;
         let capi_cluster = self.create_capi_cluster(&spec.name, &cluster).await?;
         let mut machines = Vec::new();
         for pool in &spec.pools {
@@ -410,13 +458,36 @@ impl Rancher {
     }
 
     /// Pauses or resumes a cluster (`spec.paused` on the CAPI Cluster).
+    /// With the real Cluster API manager it returns once the manager has seen the change (its
+    /// `Paused` condition at the new generation): until then its Machine controller may still act
+    /// on a Machine as if nothing changed, a race no user can win either.
     pub async fn set_paused(&self, cluster: &str, paused: bool) -> Result<()> {
         let patch = json!({"spec": {"paused": paused}});
-        self.api(&self.capi.capi.cluster())
+        let clusters = self.api(&self.capi.capi.cluster());
+        let patched = clusters
             .patch(cluster, &PatchParams::default(), &Patch::Merge(&patch))
             .await
             .context(|| format!("cannot pause CAPI Cluster {cluster}"))?;
-        Ok(())
+        if self.capi.controllers == Player::Sim {
+            return Ok(());
+        }
+        let generation = patched.metadata.generation.unwrap_or_default();
+        let deadline = tokio::time::Instant::now() + PROVISION_TIMEOUT;
+        loop {
+            let current = clusters
+                .get(cluster)
+                .await
+                .context(|| format!("cannot read CAPI Cluster {cluster}"))?;
+            if pause_observed(&current, paused, generation) {
+                return Ok(());
+            }
+            if tokio::time::Instant::now() > deadline {
+                return Err(Error::Timeout(format!(
+                    "Cluster API never saw CAPI Cluster {cluster} paused={paused}"
+                )));
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
 
     /// The cluster's CAPI Machines, deleting ones included.
@@ -495,7 +566,7 @@ impl Rancher {
             "metadata": {"name": spec.name, "finalizers": [FINALIZER_RANCHER_CLUSTER]},
             "spec": {
                 "cloudCredentialSecretName": credential,
-                "kubernetesVersion": "v1.34.4+rke2r1",
+                "kubernetesVersion": KUBERNETES_VERSION,
                 "rkeConfig": {"machinePools": pools},
             },
         }))
@@ -618,8 +689,72 @@ impl Rancher {
             .context(|| format!("cannot create CAPI Cluster {name}"))
     }
 
-    /// A pool: its HarvesterMachineTemplate, MachineDeployment, MachineSet and Machines (whose
-    /// names it returns).
+    /// What Rancher gives Cluster API beside the Cluster, owned by the provisioning Cluster: the
+    /// RKECluster (infrastructure) and RKEControlPlane, both ready, and the
+    /// RKEBootstrapTemplate every pool's Machines are bootstrapped from.
+    async fn create_rke_objects(&self, cluster: &DynamicObject) -> Result<()> {
+        let cluster_name = name(cluster);
+        // Not the controller: Cluster API makes its Cluster the controller of the two it
+        // references, and refuses to when another controller owns them.
+        let owner = json!([{
+            "apiVersion": "provisioning.cattle.io/v1",
+            "kind": "Cluster",
+            "name": cluster_name,
+            "uid": cluster.metadata.uid,
+        }]);
+        let ready =
+            json!({"status": {"ready": true, "initialized": true, "observedGeneration": 1}});
+        let objects = [
+            (
+                kinds::rke_cluster(),
+                cluster_name.to_owned(),
+                json!({}),
+                Some(json!({"status": {"ready": true}})),
+            ),
+            (
+                kinds::rke_control_plane(),
+                cluster_name.to_owned(),
+                json!({
+                    "clusterName": cluster_name,
+                    "managementClusterName": cluster_name,
+                    "kubernetesVersion": KUBERNETES_VERSION,
+                }),
+                Some(ready),
+            ),
+            (
+                kinds::rke_bootstrap_template(),
+                bootstrap_template_name(cluster_name),
+                json!({"clusterName": cluster_name, "template": {"spec": {"clusterName": cluster_name}}}),
+                None,
+            ),
+        ];
+        for (resource, object_name, spec, status) in objects {
+            let object: DynamicObject = serde_json::from_value(json!({
+                "apiVersion": resource.api_version,
+                "kind": resource.kind,
+                "metadata": {"name": object_name, "ownerReferences": owner},
+                "spec": spec,
+            }))
+            .expect("an rke.cattle.io object is a valid object");
+            let api = self.api(&resource);
+            api.create(&PostParams::default(), &object)
+                .await
+                .context(|| format!("cannot create {} {object_name}", resource.kind))?;
+            if let Some(status) = status {
+                api.patch_status(
+                    &object_name,
+                    &PatchParams::default(),
+                    &Patch::Merge(&status),
+                )
+                .await
+                .context(|| format!("cannot mark {} {object_name} ready", resource.kind))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// A pool: its HarvesterMachineTemplate, MachineDeployment and, when these simulators play
+    /// Cluster API, its MachineSet; then its Machines (whose names it returns).
     async fn create_pool(
         &self,
         spec: &GuestClusterSpec,
@@ -652,16 +787,18 @@ impl Rancher {
             .await
             .context(|| format!("cannot create HarvesterMachineTemplate {template_name}"))?;
         let labels = machine_template_labels(&spec.name, &deployment_name, &pool.name);
+        // Rancher lets Cluster API drain a node only when the pool asks for it
+        // (`drainBeforeDelete`, unset here); it drains through its own plans otherwise.
         let machine_template = json!({
-            "metadata": {"labels": labels},
+            "metadata": {"labels": labels, "annotations": {EXCLUDE_NODE_DRAINING: "true"}},
             "spec": {
                 "clusterName": spec.name,
-                "bootstrap": {"configRef": self.capi.reference("rke.cattle.io/v1", "RKEBootstrapTemplate", &naming::safe_concat_name(&[&spec.name, "bootstrap", "template"]))},
+                "bootstrap": {"configRef": self.capi.reference("rke.cattle.io/v1", "RKEBootstrapTemplate", &bootstrap_template_name(&spec.name))},
                 "infrastructureRef": self.capi.reference("rke-machine.cattle.io/v1", "HarvesterMachineTemplate", &template_name),
             },
         });
         let selector = json!({"matchLabels": {LABEL_CAPI_CLUSTER_NAME: spec.name, LABEL_RKE_POOL_NAME: pool.name}});
-        let deployment: DynamicObject = serde_json::from_value(json!({
+        let mut deployment: DynamicObject = serde_json::from_value(json!({
             "apiVersion": format!("cluster.x-k8s.io/{}", capi.api_version()),
             "kind": "MachineDeployment",
             "metadata": {"name": deployment_name, "labels": {LABEL_CAPI_CLUSTER_NAME: spec.name}},
@@ -673,11 +810,21 @@ impl Rancher {
             },
         }))
         .expect("a MachineDeployment is a valid object");
+        if let (Player::Real, Some(template)) =
+            (self.capi.controllers, naming_template(&pool.machine_names))
+        {
+            deployment.data["spec"]["machineNamingStrategy"] = json!({"template": template});
+        }
         let deployment = self
             .api(&capi.machine_deployment())
             .create(&PostParams::default(), &deployment)
             .await
             .context(|| format!("cannot create MachineDeployment {deployment_name}"))?;
+        if self.capi.controllers == Player::Real {
+            return self
+                .wait_for_machines(&deployment_name, pool.quantity)
+                .await;
+        }
         let set_name = format!("{deployment_name}-{}", random_suffix(5));
         let set: DynamicObject = serde_json::from_value(json!({
             "apiVersion": format!("cluster.x-k8s.io/{}", capi.api_version()),
@@ -700,19 +847,21 @@ impl Rancher {
             .create(&PostParams::default(), &set)
             .await
             .context(|| format!("cannot create MachineSet {set_name}"))?;
-        self.wait_for_machines(&set_name, pool.quantity).await
+        self.wait_for_machines(&deployment_name, pool.quantity)
+            .await
     }
 
     /// Waits until the MachineSet controller has created the pool's Machines; their names.
-    async fn wait_for_machines(&self, set_name: &str, count: usize) -> Result<Vec<String>> {
+    async fn wait_for_machines(&self, deployment: &str, count: usize) -> Result<Vec<String>> {
         let machines = self.api(&self.capi.capi.machine());
-        let selector = ListParams::default().labels(&format!("{LABEL_CAPI_SET_NAME}={set_name}"));
+        let selector =
+            ListParams::default().labels(&format!("{LABEL_CAPI_DEPLOYMENT_NAME}={deployment}"));
         let deadline = tokio::time::Instant::now() + PROVISION_TIMEOUT;
         loop {
             let made = machines
                 .list(&selector)
                 .await
-                .context(|| format!("cannot list Machines of {set_name}"))?
+                .context(|| format!("cannot list Machines of {deployment}"))?
                 .items;
             if made.len() >= count {
                 return Ok(made
@@ -722,7 +871,7 @@ impl Rancher {
             }
             if tokio::time::Instant::now() > deadline {
                 return Err(Error::Timeout(format!(
-                    "MachineSet {set_name} never made {count} Machines"
+                    "MachineDeployment {deployment} never got {count} Machines"
                 )));
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
@@ -832,5 +981,35 @@ async fn ensure_install_uuid(client: &Client) -> Result<String> {
             .unwrap_or_default()
             .to_owned()),
         Err(error) => Err(error).context(|| "cannot create the install-uuid Setting".into()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_requested_name_gives_its_form_to_the_real_machine_set() {
+        let names = ["c1.eu-west.example-pool1-7d9f8c6b5x-abcde".to_owned()];
+        assert_eq!(
+            naming_template(&names).as_deref(),
+            Some("c1.eu-west.example-pool1-7d9f8c6b5x-{{ .random }}")
+        );
+        assert_eq!(naming_template(&[]), None);
+        assert_eq!(naming_template(&["plain".to_owned()]), None);
+    }
+
+    #[test]
+    fn a_pause_counts_as_seen_only_at_the_generation_that_asked_for_it() {
+        let cluster: DynamicObject = serde_json::from_value(json!({
+            "metadata": {"name": "c1"},
+            "status": {"v1beta2": {"conditions": [
+                {"type": "Paused", "status": "True", "observedGeneration": 3},
+            ]}},
+        }))
+        .unwrap();
+        assert!(pause_observed(&cluster, true, 3));
+        assert!(!pause_observed(&cluster, true, 4));
+        assert!(!pause_observed(&cluster, false, 3));
     }
 }
