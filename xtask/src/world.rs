@@ -24,11 +24,10 @@ pub struct WorldArgs {
     /// tools`) or the simulators' stand-in.
     #[arg(long, value_enum, default_value_t = PlayerArg::Real)]
     snapshots: PlayerArg,
-    /// Who plays Cluster API's core controllers: the simulators, or the real manager (built by
-    /// `cargo xtask tools`, v1beta1 only). The simulated Rancher does not drive the real one
-    /// yet, so with it no simulator runs.
-    #[arg(long, value_enum, default_value_t = PlayerArg::Sim)]
-    capi_controllers: PlayerArg,
+    /// Who plays Cluster API's core controllers: the real manager (built by `cargo xtask
+    /// tools`, v1beta1 only; the default there) or the simulators (the default for v1beta2).
+    #[arg(long, value_enum)]
+    capi_controllers: Option<PlayerArg>,
     /// Where to write one kubeconfig per cluster.
     #[arg(long, default_value = "target/world")]
     kubeconfigs: PathBuf,
@@ -74,13 +73,14 @@ pub fn run(args: WorldArgs) -> Result<()> {
             Capi::V1beta1 => CapiVersion::V1beta1,
             Capi::V1beta2 => CapiVersion::V1beta2,
         };
-        let world = World::builder()
+        let mut builder = World::builder()
             .guests(args.guests)
             .capi(capi)
-            .snapshots(args.snapshots.into())
-            .capi_controllers(args.capi_controllers.into())
-            .start()
-            .await?;
+            .snapshots(args.snapshots.into());
+        if let Some(controllers) = args.capi_controllers {
+            builder = builder.capi_controllers(controllers.into());
+        }
+        let world = builder.start().await?;
         let folder = crate::workspace_root().join(&args.kubeconfigs);
         std::fs::create_dir_all(&folder)
             .with_context(|| format!("cannot create {}", folder.display()))?;
@@ -105,7 +105,7 @@ pub fn run(args: WorldArgs) -> Result<()> {
                 println!("  {crd}");
             }
         }
-        let _simulators = if args.no_simulators || args.capi_controllers == PlayerArg::Real {
+        let _simulators = if args.no_simulators {
             println!("No simulators run: every actor is yours to play with kubectl.");
             None
         } else {
@@ -186,8 +186,12 @@ async fn start_simulators(world: &World) -> Result<(Rancher, Harvester)> {
             "the snapshot-controller stand-in"
         }
     };
+    let capi_actor = match world.capi_controllers() {
+        Player::Real => "Rancher's providers around the real Cluster API manager",
+        Player::Sim => "Rancher, Cluster API",
+    };
     println!(
-        "Simulators: Rancher, Cluster API and node driver {} (cleanup handler {}, remove job after {}s) in rancher/{RANCHER_NAMESPACE}; \
+        "Simulators: {capi_actor} and node driver {} (cleanup handler {}, remove job after {}s) in rancher/{RANCHER_NAMESPACE}; \
          Harvester's VM controller, PVC controller, PVC webhook and {snapshot_actor} in harvester/{HARVESTER_NAMESPACE} (the Harvester namespace of the guest VMs)",
         settings.driver,
         if settings.cleanup_handler {

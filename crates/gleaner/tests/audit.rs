@@ -6,7 +6,10 @@ mod common;
 
 use std::{collections::BTreeSet, time::Duration};
 
-use common::{TIME_SCALE, demo_world as world, footprints, gleaner_for, recorded_all, status_of};
+use common::{
+    TIME_SCALE, demo_world as world, footprints, gleaner_for, recorded_all, status_of,
+    until_journal,
+};
 use gleaner::footprint::Footprint;
 use gleaner_sim::scenario::ClusterKey;
 use gleaner_sim::{
@@ -59,11 +62,13 @@ fn about<'a>(answer: &'a Value, report: &Report) -> Vec<&'a Value> {
         .collect()
 }
 
-/// The scenario, with `old` deleted by upstream alone (no gleaner yet) and judged.
+/// The scenario, with `old` deleted by upstream alone (no gleaner yet) and judged once Rancher
+/// has let its provisioning Cluster go (a gleaner started before that would see a deletion).
 async fn leaked_by_upstream(scenario: &mut Scenario) -> Report {
     let old = scenario.key("old");
     scenario.delete_cluster(&old).await.unwrap();
     let report = scenario.measure(Duration::from_secs(120)).await.unwrap();
+    until_journal(scenario, "rancher", "cluster old is gone").await;
     assert!(
         report
             .objects

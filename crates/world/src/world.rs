@@ -108,7 +108,9 @@ impl WorldBuilder {
     /// Who plays Cluster API's core controllers on the management clusters. Real: the core
     /// manager ([`crate::CAPI_VERSION`], `v1beta1` only), watching every namespace, with its
     /// admission webhooks served over TLS from the world's CA and its own CRDs in place of the
-    /// testenv ones. Unset: `$GLEANER_WORLD_CAPI` (`real` or `sim`), else the simulators.
+    /// testenv ones; the simulated Rancher then plays only what Rancher plays around it. Unset:
+    /// for `v1beta1`, `$GLEANER_WORLD_CAPI` (`real` or `sim`), else the real manager; for
+    /// `v1beta2`, the simulators (no real `v1beta2` manager is built).
     pub fn capi_controllers(mut self, controllers: Player) -> Self {
         self.capi_controllers = Some(controllers);
         self
@@ -141,9 +143,11 @@ impl WorldBuilder {
             Some(snapshots) => snapshots,
             None => Player::from_env("GLEANER_WORLD_SNAPSHOTS", Player::Real)?,
         };
-        let capi_controllers = match self.capi_controllers {
-            Some(controllers) => controllers,
-            None => Player::from_env("GLEANER_WORLD_CAPI", Player::Sim)?,
+        let capi_controllers = match (self.capi_controllers, self.capi) {
+            (Some(controllers), _) => controllers,
+            (None, CapiVersion::V1beta1) => Player::from_env("GLEANER_WORLD_CAPI", Player::Real)?,
+            // No real v1beta2 manager is built: the simulators play it.
+            (None, CapiVersion::V1beta2) => Player::Sim,
         };
         if capi_controllers == Player::Real && self.capi == CapiVersion::V1beta2 {
             return Err(Error::InvalidOption {

@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use gleaner_world::testing::eventually;
 use gleaner_world::{
-    Binaries, CapiVersion, ClusterName, CrdSource, Error, KUBERNETES_VERSION, Role, World,
+    Binaries, CapiVersion, ClusterName, CrdSource, Error, KUBERNETES_VERSION, Player, Role, World,
     WorldBuilder,
 };
 use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Pod};
@@ -433,8 +433,11 @@ async fn a_v1beta2_world_serves_cluster_api_v1beta2() {
 
 #[tokio::test]
 async fn the_fallback_crds_serve_what_gleaner_uses() {
+    // The real Cluster API manager brings its release's CRDs, which would stand in for the
+    // fallback ones this test is about.
     let world = World::builder()
         .crd_source(CrdSource::Fallback)
+        .capi_controllers(Player::Sim)
         .start()
         .await
         .unwrap();
@@ -488,15 +491,16 @@ fn no_control_plane_process_outlives_a_killed_parent() {
         .unwrap();
     let dir = dir.trim().to_owned();
     assert!(!dir.is_empty(), "the holder printed no world folder");
-    // The apiservers, controller-managers and the Harvester's snapshot-controller name the
-    // world's folder; etcd names its data folder, which carries the holder's pid.
+    // The apiservers, controller-managers, the Harvester's snapshot-controller and the
+    // management cluster's Cluster API manager name the world's folder; etcd names its data
+    // folder, which carries the holder's pid.
     let etcd_data = format!("gleaner-etcd-{}-", holder.id());
     let running = || {
         let mut found = processes_mentioning(&dir);
         found.extend(processes_mentioning(&etcd_data));
         found
     };
-    assert_eq!(running().len(), 6, "{:?}", running());
+    assert_eq!(running().len(), 7, "{:?}", running());
 
     holder.kill().unwrap();
     holder.wait().unwrap();

@@ -16,7 +16,7 @@ use serde_json::json;
 
 use crate::{
     Env, Error, Result,
-    controller::{self, is_deleting, name, poll_again, remove_finalizer},
+    controller::{self, has_finalizer, is_deleting, name, poll_again, remove_finalizer},
     error::KubeContext,
     guest::GuestCredential,
     keys::{
@@ -42,6 +42,9 @@ const ACTOR: &str = "rancher";
 const WAIT: Duration = Duration::from_secs(1);
 const PROVISION_TIMEOUT: Duration = Duration::from_secs(60);
 const KUBERNETES_VERSION: &str = "v1.34.4+rke2r1";
+/// The garbage collector's finalizer on an object deleted with Orphan propagation, until it has
+/// taken the object off its dependents' owner references.
+const ORPHAN_FINALIZER: &str = "orphan";
 /// Cluster API skips draining the node of a Machine that carries it.
 const EXCLUDE_NODE_DRAINING: &str = "machine.cluster.x-k8s.io/exclude-node-draining";
 
@@ -284,38 +287,55 @@ impl Rancher {
             .get(cluster)
             .await
             .context(|| format!("cannot read CAPI Cluster {cluster}"))?;
+        if self.capi.controllers == Player::Real {
+            // Rancher being down takes the Cluster API it runs with it; the real manager runs on,
+            // so the cluster is paused instead: a deleting Cluster it reconciled would take
+            // its Machines with it. The backup above is of the unpaused cluster.
+            self.set_paused(cluster, true).await?;
+        }
         let orphan = DeleteParams {
             propagation_policy: Some(kube::api::PropagationPolicy::Orphan),
             ..DeleteParams::default()
         };
+        // Deleted with Orphan first, so the garbage collector takes the Cluster off its
+        // dependents; then without its finalizers (a deleting object gets none back).
         for api in [&capi, &provisioning] {
-            let unfinalized = json!({"metadata": {"finalizers": null}});
-            api.patch(
-                cluster,
-                &PatchParams::default(),
-                &Patch::Merge(&unfinalized),
-            )
-            .await
-            .context(|| format!("cannot drop the finalizers of Cluster {cluster}"))?;
             api.delete(cluster, &orphan)
                 .await
                 .context(|| format!("cannot delete Cluster {cluster}"))?;
         }
         for api in [&capi, &provisioning] {
-            let mut waited = Duration::ZERO;
-            while api
+            let deadline = tokio::time::Instant::now() + PROVISION_TIMEOUT;
+            while let Some(found) = api
                 .get_opt(cluster)
                 .await
                 .context(|| format!("cannot read Cluster {cluster}"))?
-                .is_some()
             {
-                if waited > Duration::from_secs(60) {
-                    return Err(Error::Invalid(format!(
+                if tokio::time::Instant::now() > deadline {
+                    return Err(Error::Timeout(format!(
                         "Cluster {cluster} is still there a minute after its delete"
                     )));
                 }
-                tokio::time::sleep(Duration::from_millis(200)).await;
-                waited += Duration::from_millis(200);
+                if !has_finalizer(&found, ORPHAN_FINALIZER) {
+                    let unfinalized = json!({"metadata": {"finalizers": null}});
+                    match api
+                        .patch(
+                            cluster,
+                            &PatchParams::default(),
+                            &Patch::Merge(&unfinalized),
+                        )
+                        .await
+                    {
+                        Ok(_) => {}
+                        Err(kube::Error::Api(status)) if status.is_not_found() => break,
+                        Err(error) => {
+                            return Err(error).context(|| {
+                                format!("cannot drop the finalizers of Cluster {cluster}")
+                            });
+                        }
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
             }
         }
         let restored = provisioning
