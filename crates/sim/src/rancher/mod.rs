@@ -1,6 +1,7 @@
 //! Rancher and Cluster API: provisioning a guest cluster, the CAPI controllers that delete and
-//! replace machines, Rancher's machine-provision jobs with the Harvester node driver, and
-//! Rancher's `harvester-machine-provision-cleanup` handler.
+//! replace machines (or, beside the world's real Cluster API manager, Rancher's bootstrap
+//! provider and a watch that journals what the manager did), Rancher's machine-provision jobs
+//! with the Harvester node driver, and Rancher's `harvester-machine-provision-cleanup` handler.
 
 mod bootstrap;
 mod capi;
