@@ -109,11 +109,64 @@ struct System {
     /// Per deleted cluster with at least one object gone: from its last VM starting to delete
     /// to its last deletable host object gone.
     latencies: Vec<Duration>,
+    /// gleaner's own share of the deletion's requests and of the attribution's (empty for
+    /// upstream), told apart by its User-Agent in the apiservers' audit logs.
+    own: OwnShare,
+}
+
+#[derive(Default)]
+struct OwnShare {
+    rancher: Own,
+    harvester: Own,
+    attribution: Own,
+}
+
+/// One client's requests in an audit log window.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct Own {
+    requests: u64,
+    writes: u64,
+}
+
+impl Own {
+    /// The requests gleaner sent, among the audit log lines of a window.
+    fn of_gleaner(lines: &str) -> Self {
+        let prefix = gleaner::user_agent::NAME;
+        lines
+            .lines()
+            .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+            .filter(|event| event["userAgent"].as_str() == Some(prefix))
+            .fold(Self::default(), |own, event| {
+                let write = matches!(
+                    event["verb"].as_str(),
+                    Some("create" | "update" | "patch" | "delete" | "deletecollection")
+                );
+                Self {
+                    requests: own.requests + 1,
+                    writes: own.writes + u64::from(write),
+                }
+            })
+    }
+}
+
+/// Where a cluster's audit log stands now: the window after it starts there.
+fn audit_mark(world: &World, cluster: &str) -> Result<u64> {
+    let path = world.audit_log(cluster)?;
+    Ok(std::fs::metadata(&path).map(|meta| meta.len()).unwrap_or(0))
+}
+
+/// gleaner's requests to a cluster since `mark`.
+fn own_since(world: &World, cluster: &str, mark: u64) -> Result<Own> {
+    let path = world.audit_log(cluster)?;
+    let text = std::fs::read(&path).with_context(|| format!("cannot read {}", path.display()))?;
+    let start = usize::try_from(mark).unwrap_or(usize::MAX).min(text.len());
+    Ok(Own::of_gleaner(&String::from_utf8_lossy(&text[start..])))
 }
 
 async fn measure_both(binary: &Path, args: &ReclaimArgs) -> Result<Figures> {
     let world = World::builder()
         .with_crds(Role::Management, gleaner::footprint::crds())
+        .audit_log(true)
         .start()
         .await?;
     let upstream = measure(&world, args, None).await?;
@@ -162,12 +215,15 @@ async fn measure(world: &World, args: &ReclaimArgs, gleaner: Option<&Path>) -> R
         .max(Duration::from_secs(120));
     let harvester = world.client(ClusterName::HARVESTER).await?;
     let mut attribution = Requests::default();
+    let mut own = OwnShare::default();
     let _running = match gleaner {
         Some(binary) => {
             let before = Requests::read(&harvester).await?;
+            let mark = audit_mark(world, ClusterName::HARVESTER)?;
             let running = start_gleaner(world, binary, &keys)?;
             until_recorded(world, &scenario, &keys, timeout).await?;
             attribution = Requests::read(&harvester).await?.since(&before);
+            own.attribution = own_since(world, ClusterName::HARVESTER, mark)?;
             Some(running)
         }
         None => None,
@@ -177,6 +233,8 @@ async fn measure(world: &World, args: &ReclaimArgs, gleaner: Option<&Path>) -> R
     let gone = Gone::watch(&harvester, &resources);
     let rancher_before = Requests::read(&rancher).await?;
     let harvester_before = Requests::read(&harvester).await?;
+    let rancher_mark = audit_mark(world, ClusterName::RANCHER)?;
+    let harvester_mark = audit_mark(world, ClusterName::HARVESTER)?;
     tracing::info!(clusters = keys.len(), %prefix, "deleting every cluster");
     for key in &keys {
         scenario.delete_cluster(key).await?;
@@ -187,6 +245,8 @@ async fn measure(world: &World, args: &ReclaimArgs, gleaner: Option<&Path>) -> R
     let report = scenario.measure(timeout).await?;
     let rancher_requests = Requests::read(&rancher).await?.since(&rancher_before);
     let harvester_requests = Requests::read(&harvester).await?.since(&harvester_before);
+    own.rancher = own_since(world, ClusterName::RANCHER, rancher_mark)?;
+    own.harvester = own_since(world, ClusterName::HARVESTER, harvester_mark)?;
     let latencies = latencies(&scenario, &keys, &report, &gone);
     gone.stop();
     Ok(System {
@@ -195,6 +255,7 @@ async fn measure(world: &World, args: &ReclaimArgs, gleaner: Option<&Path>) -> R
         harvester: harvester_requests,
         attribution,
         latencies,
+        own,
     })
 }
 
@@ -539,6 +600,13 @@ impl System {
             "attribution_writes_per_object": (objects > 0 && !self.attribution.0.is_empty())
                 .then(|| self.attribution.writes() as f64 / objects as f64),
             "latency_seconds": self.latency(),
+            "gleaner_own": {
+                "requests_per_reclaimed_object": self.per_reclaimed(self.own.rancher.requests + self.own.harvester.requests),
+                "harvester_writes_per_reclaimed_object": self.per_reclaimed(self.own.harvester.writes),
+                "rancher_writes_per_reclaimed_object": self.per_reclaimed(self.own.rancher.writes),
+                "attribution_writes_per_object": (objects > 0)
+                    .then(|| self.own.attribution.writes as f64 / objects as f64),
+            },
             "classes": self.report.summary,
             "requests": {
                 "rancher": self.rancher.by_verb(),
@@ -602,6 +670,22 @@ impl Figures {
                 "attribution writes per object (life)",
                 &["attribution_writes_per_object"],
             ),
+            (
+                "gleaner's own requests per reclaimed object",
+                &["gleaner_own", "requests_per_reclaimed_object"],
+            ),
+            (
+                "gleaner's own Harvester writes per object",
+                &["gleaner_own", "harvester_writes_per_reclaimed_object"],
+            ),
+            (
+                "gleaner's own Rancher writes per object",
+                &["gleaner_own", "rancher_writes_per_reclaimed_object"],
+            ),
+            (
+                "gleaner's own attribution writes per object",
+                &["gleaner_own", "attribution_writes_per_object"],
+            ),
             ("latency p50 (s)", &["latency_seconds", "p50"]),
             ("latency p99 (s)", &["latency_seconds", "p99"]),
             ("latency max (s)", &["latency_seconds", "max"]),
@@ -654,6 +738,23 @@ mod tests {
         assert_eq!(gleaner["leaked"], 0, "{json:#}");
         assert_eq!(gleaner["wrongly_deleted"], 0, "{json:#}");
         assert!(gleaner["reclaimed"].as_u64().unwrap() > 0, "{json:#}");
+        // The audit logs tell gleaner's own requests apart; upstream sends none of them.
+        let own = &gleaner["gleaner_own"];
+        assert!(
+            own["requests_per_reclaimed_object"].as_f64().unwrap() > 0.0,
+            "{json:#}"
+        );
+        assert!(
+            own["harvester_writes_per_reclaimed_object"]
+                .as_f64()
+                .unwrap()
+                > 0.0,
+            "{json:#}"
+        );
+        assert_eq!(
+            json["systems"]["upstream"]["gleaner_own"]["requests_per_reclaimed_object"], 0.0,
+            "{json:#}"
+        );
         assert_eq!(
             json["systems"]["upstream"]["wrongly_deleted"], 0,
             "{json:#}"
@@ -705,6 +806,29 @@ apiserver_request_total{code="200",component="apiserver",group="",resource="pers
         assert_eq!(
             during.by_verb(),
             BTreeMap::from([("DELETE".to_owned(), 3), ("LIST".to_owned(), 4)])
+        );
+    }
+
+    #[test]
+    fn only_gleaner_s_requests_count_as_its_own_and_its_writes_among_them() {
+        let agent = gleaner::user_agent::NAME;
+        let lines = [
+            json!({"userAgent": agent, "verb": "get"}),
+            json!({"userAgent": agent, "verb": "patch"}),
+            json!({"userAgent": agent, "verb": "delete"}),
+            json!({"userAgent": "kube-controller-manager/v1.34.4", "verb": "delete"}),
+            json!({"verb": "create"}),
+        ]
+        .iter()
+        .map(Value::to_string)
+        .collect::<Vec<_>>()
+        .join("\n");
+        assert_eq!(
+            Own::of_gleaner(&format!("{lines}\n{{not json")),
+            Own {
+                requests: 3,
+                writes: 2
+            }
         );
     }
 

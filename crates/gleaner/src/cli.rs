@@ -8,7 +8,7 @@ use kube::{
     config::{KubeConfigOptions, Kubeconfig},
 };
 
-use crate::{Error, Result, timeouts};
+use crate::{Error, Result, timeouts, user_agent};
 
 /// Reclaims the Harvester storage that deleted Rancher guest clusters leave behind.
 #[derive(Debug, Parser)]
@@ -398,7 +398,7 @@ impl KubeArgs {
             }
             None => Config::infer().await.map_err(Error::InferConfig)?,
         };
-        let config = timeouts::bounded(config, self.api_timeout);
+        let config = user_agent::identified(timeouts::bounded(config, self.api_timeout));
         tracing::info!(server = %config.cluster_url, "management cluster");
         Client::try_from(config).map_err(Error::Client)
     }

@@ -18,6 +18,7 @@ pub mod metrics;
 pub mod stop;
 pub mod telemetry;
 pub mod timeouts;
+pub mod user_agent;
 
 use kube::Client;
 use tokio::{

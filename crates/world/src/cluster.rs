@@ -55,7 +55,18 @@ pub(crate) struct Controllers {
     pub(crate) snapshots: Player,
     /// Cluster API's core manager, on every management cluster.
     pub(crate) capi: Player,
+    /// Whether each apiserver also writes an audit log: one JSON line per request, with its
+    /// user agent (costly: only benchmarks that tell clients apart ask for it).
+    pub(crate) audit: bool,
 }
+
+/// One event per request, when it completes: who, what, and nothing of the bodies.
+const AUDIT_POLICY: &str = "apiVersion: audit.k8s.io/v1
+kind: Policy
+omitStages: [RequestReceived, ResponseStarted]
+rules:
+- level: Metadata
+";
 
 /// One cluster's control plane: its apiserver, and its controller-manager unless it is a guest.
 pub(crate) struct ControlPlane {
@@ -142,10 +153,20 @@ impl ControlPlane {
             &kubeconfig,
             &kubeconfig::render(name, &server, pki.ca_pem(), &admin_token),
         )?;
+        let mut args = apiserver_args(name, port, &server, etcd_url, &files);
+        if controllers.audit {
+            let policy = dir.join("audit-policy.yaml");
+            write_file(&policy, AUDIT_POLICY)?;
+            args.extend([
+                format!("--audit-policy-file={}", policy.display()),
+                format!("--audit-log-path={}", layout.audit_log(name).display()),
+                "--audit-log-format=json".into(),
+            ]);
+        }
         let apiserver = Process::new(ProcessSpec {
             component: format!("kube-apiserver-{name}"),
             program: binaries.kube_apiserver.clone(),
-            args: apiserver_args(name, port, &server, etcd_url, &files),
+            args,
             log: layout.log(&format!("kube-apiserver-{name}")),
         });
         let controller_manager = if role.runs_controller_manager() {

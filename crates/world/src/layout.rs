@@ -55,6 +55,11 @@ impl Layout {
         self.root.join("logs").join(format!("{component}.log"))
     }
 
+    /// Where a cluster's apiserver writes its audit log, when the world asks for one.
+    pub(crate) fn audit_log(&self, cluster: &str) -> PathBuf {
+        self.log(&format!("audit-{cluster}"))
+    }
+
     pub(crate) fn cluster_dir(&self, cluster: &str) -> Result<PathBuf> {
         let dir = self.root.join("clusters").join(cluster);
         std::fs::create_dir_all(&dir).context(|| format!("cannot create {}", dir.display()))?;

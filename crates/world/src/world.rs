@@ -44,6 +44,7 @@ pub struct WorldBuilder {
     capi: CapiVersion,
     snapshots: Option<Player>,
     capi_controllers: Option<Player>,
+    audit: bool,
     crd_source: Option<CrdSource>,
     binaries: Option<Binaries>,
     extra_crds: Vec<(Role, CustomResourceDefinition)>,
@@ -59,6 +60,7 @@ impl Default for WorldBuilder {
             capi: CapiVersion::default(),
             snapshots: None,
             capi_controllers: None,
+            audit: false,
             crd_source: None,
             binaries: None,
             extra_crds: Vec::new(),
@@ -116,6 +118,14 @@ impl WorldBuilder {
         self
     }
 
+    /// Every apiserver also writes an audit log ([`World::audit_log`]): one JSON line per
+    /// request with its user and user agent, so a benchmark can tell one client's requests from
+    /// the rest. Off by default: it costs every request a write.
+    pub fn audit_log(mut self, on: bool) -> Self {
+        self.audit = on;
+        self
+    }
+
     pub fn crd_source(mut self, source: CrdSource) -> Self {
         self.crd_source = Some(source);
         self
@@ -159,6 +169,7 @@ impl WorldBuilder {
         let controllers = Controllers {
             snapshots,
             capi: capi_controllers,
+            audit: self.audit,
         };
         let crd_source = self.crd_source.unwrap_or_else(CrdSource::detect);
         let crd_files = self
@@ -481,6 +492,13 @@ impl World {
     }
 
     /// The log of a cluster's apiserver.
+    /// A cluster's audit log, written when the world was built with
+    /// [`WorldBuilder::audit_log`].
+    pub fn audit_log(&self, cluster: &str) -> Result<PathBuf> {
+        self.started(cluster)?;
+        Ok(self.layout.audit_log(cluster))
+    }
+
     pub fn apiserver_log(&self, cluster: &str) -> Result<PathBuf> {
         Ok(self.started(cluster)?.plane.apiserver_log().to_path_buf())
     }

@@ -16,7 +16,7 @@ use kube::{
 
 use crate::{
     metrics::{Metrics, WatchKind},
-    timeouts,
+    timeouts, user_agent,
 };
 
 /// The Secret's resourceVersion each time the watch shows it; `None` while it does not exist.
@@ -69,6 +69,9 @@ pub async fn client_from(
     let config = kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
         .await
         .map_err(|_| "holds a kubeconfig without a usable cluster, user and context".to_owned())?;
-    Client::try_from(timeouts::bounded(config, api_timeout))
-        .map_err(|_| "holds a kubeconfig kube cannot build a client from".to_owned())
+    Client::try_from(user_agent::identified(timeouts::bounded(
+        config,
+        api_timeout,
+    )))
+    .map_err(|_| "holds a kubeconfig kube cannot build a client from".to_owned())
 }

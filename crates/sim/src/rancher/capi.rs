@@ -234,13 +234,7 @@ async fn reconcile_machine(machine: &DynamicObject, context: &CapiContext) -> Re
     if cluster_paused || annotation(machine, CAPI_PAUSED).is_some() {
         return Ok(poll_again(&context.env.clock, WAIT));
     }
-    let hooks: Vec<&String> = machine
-        .metadata
-        .annotations
-        .iter()
-        .flatten()
-        .filter_map(|(key, _)| key.starts_with(PRE_TERMINATE_HOOK_PREFIX).then_some(key))
-        .collect();
+    let hooks = pre_terminate_hooks(machine);
     if !hooks.is_empty() {
         let what = format!("Machine {} waits on hooks {hooks:?}", name(machine));
         if context.env.journal.position(ACTOR, &what).is_none() {
@@ -289,6 +283,17 @@ async fn reconcile_machine(machine: &DynamicObject, context: &CapiContext) -> Re
             Ok(Action::await_change())
         }
     }
+}
+
+/// The pre-terminate hook annotations on a Machine, as CAPI finds them.
+pub(crate) fn pre_terminate_hooks(machine: &DynamicObject) -> Vec<&String> {
+    machine
+        .metadata
+        .annotations
+        .iter()
+        .flatten()
+        .filter_map(|(key, _)| key.starts_with(PRE_TERMINATE_HOOK_PREFIX).then_some(key))
+        .collect()
 }
 
 /// Creates a Machine of `set` and its HarvesterMachine from the pool's template, as the

@@ -14,9 +14,8 @@ use kube::{
 use crate::{
     Journal,
     controller::{is_deleting, name},
-    keys::PRE_TERMINATE_HOOK_PREFIX,
     kinds,
-    rancher::capi::CapiContext,
+    rancher::capi::{CapiContext, pre_terminate_hooks},
     tasks::Tasks,
 };
 
@@ -100,13 +99,7 @@ fn machine_facts(machine: &DynamicObject, change: Change) -> Vec<String> {
     if change == Change::Gone || !is_deleting(machine) || !waits_on_hooks {
         return Vec::new();
     }
-    let hooks: Vec<&String> = machine
-        .metadata
-        .annotations
-        .iter()
-        .flatten()
-        .filter_map(|(key, _)| key.starts_with(PRE_TERMINATE_HOOK_PREFIX).then_some(key))
-        .collect();
+    let hooks = pre_terminate_hooks(machine);
     vec![format!("Machine {machine_name} waits on hooks {hooks:?}")]
 }
 
@@ -139,6 +132,7 @@ mod tests {
     use serde_json::json;
 
     use super::*;
+    use crate::keys::PRE_TERMINATE_HOOK_PREFIX;
 
     fn object(value: serde_json::Value) -> DynamicObject {
         serde_json::from_value(value).unwrap()
