@@ -5,7 +5,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{MEASURE_TIMEOUT, TIME_SCALE, assert_upstream_outcome, doomed, living, with_driver};
+use common::{MEASURE_TIMEOUT, TIME_SCALE, assert_upstream_outcome, doomed, living, upstream};
 use gleaner_sim::{
     Clock,
     rancher::{DriverVersion, RancherSettings},
@@ -21,7 +21,7 @@ async fn delete_doomed(scenario: ScenarioBuilder) -> Report {
 async fn driver_1_0_6_reclaims_disks_and_hotplugged_volumes_but_leaks_the_rest() {
     let report = delete_doomed(
         ScenarioBuilder::new("upstream-106")
-            .rancher(with_driver(DriverVersion::V1_0_6))
+            .rancher(upstream(DriverVersion::V1_0_6))
             .cluster(doomed())
             .cluster(living()),
     )
@@ -33,7 +33,7 @@ async fn driver_1_0_6_reclaims_disks_and_hotplugged_volumes_but_leaks_the_rest()
 async fn driver_1_0_3_reclaims_disks_and_hotplugged_volumes_but_leaks_the_rest() {
     let report = delete_doomed(
         ScenarioBuilder::new("upstream-103")
-            .rancher(with_driver(DriverVersion::V1_0_3))
+            .rancher(upstream(DriverVersion::V1_0_3))
             .cluster(doomed())
             .cluster(living()),
     )
@@ -80,11 +80,13 @@ async fn without_the_cleanup_handler_only_vm_disks_go() {
 #[tokio::test]
 async fn rwx_volumes_their_network_filesystems_and_host_snapshots_leak() {
     let report = delete_doomed(
-        ScenarioBuilder::new("upstream-rwx").cluster(
-            ClusterPlan::new("doomed", 1)
-                .volume(VolumePlan::new("shared").rwx())
-                .volume(VolumePlan::new("data").hotplugged().snapshots(1)),
-        ),
+        ScenarioBuilder::new("upstream-rwx")
+            .rancher(upstream(DriverVersion::V1_0_6))
+            .cluster(
+                ClusterPlan::new("doomed", 1)
+                    .volume(VolumePlan::new("shared").rwx())
+                    .volume(VolumePlan::new("data").hotplugged().snapshots(1)),
+            ),
     )
     .await;
     let rwx = report.class(Class::Rwx);
@@ -106,6 +108,7 @@ async fn rwx_volumes_their_network_filesystems_and_host_snapshots_leak() {
 async fn with_the_csi_label_driver_1_0_6_also_takes_unattached_volumes_and_a_namesakes() {
     let report = delete_doomed(
         ScenarioBuilder::new("upstream-label")
+            .rancher(upstream(DriverVersion::V1_0_6))
             .csi_cluster_label(true)
             .cluster(doomed())
             .cluster(
@@ -126,7 +129,7 @@ async fn with_the_csi_label_driver_1_0_6_also_takes_unattached_volumes_and_a_nam
 async fn driver_1_0_3_ignores_the_csi_label() {
     let report = delete_doomed(
         ScenarioBuilder::new("upstream-label-103")
-            .rancher(with_driver(DriverVersion::V1_0_3))
+            .rancher(upstream(DriverVersion::V1_0_3))
             .csi_cluster_label(true)
             .cluster(doomed()),
     )
@@ -138,6 +141,7 @@ async fn driver_1_0_3_ignores_the_csi_label() {
 async fn the_load_balancer_controller_takes_a_namesakes_load_balancers_too() {
     let report = delete_doomed(
         ScenarioBuilder::new("upstream-lb")
+            .rancher(upstream(DriverVersion::V1_0_6))
             .cluster(ClusterPlan::new("doomed", 1).load_balancer("ingress"))
             .cluster(
                 ClusterPlan::new("doomed", 1)
@@ -169,6 +173,7 @@ async fn the_load_balancer_controller_takes_a_namesakes_load_balancers_too() {
 async fn lookalikes_and_annotated_volumes_meet_upstream() {
     let report = delete_doomed(
         ScenarioBuilder::new("upstream-protect")
+            .rancher(upstream(DriverVersion::V1_0_6))
             .lookalikes(1)
             .cluster(
                 ClusterPlan::new("doomed", 1)

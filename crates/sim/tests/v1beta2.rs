@@ -2,8 +2,8 @@
 
 mod common;
 
-use common::{assert_upstream_outcome, delete_doomed, doomed, living};
-use gleaner_sim::scenario::ScenarioBuilder;
+use common::{assert_upstream_outcome, delete_doomed, doomed, living, upstream};
+use gleaner_sim::{rancher::DriverVersion, scenario::ScenarioBuilder};
 use gleaner_world::{CapiVersion, World};
 
 #[tokio::test]
@@ -16,6 +16,7 @@ async fn cluster_deletion_in_a_v1beta2_world_matches_v1beta1() {
     let report = delete_doomed(
         &world,
         ScenarioBuilder::new("v1beta2")
+            .rancher(upstream(DriverVersion::V1_0_6))
             .cluster(doomed())
             .cluster(living()),
     )

@@ -41,9 +41,15 @@ pub async fn delete_doomed(world: &World, scenario: ScenarioBuilder) -> Report {
     scenario.measure(MEASURE_TIMEOUT).await.unwrap()
 }
 
-pub fn with_driver(driver: DriverVersion) -> RancherSettings {
+/// Rancher with `driver`, its remove job slower than the cleanup handler, as it is at real speed.
+/// The clock shrinks the job's realistic delay to a few hundred milliseconds while the handler's
+/// reads and its new Harvester client take real time, so under load the job could overtake the
+/// handler and a hot-plugged volume leak: the race upstream only loses when the job is fast
+/// (`without_the_remove_job_delay_the_handler_loses_and_hotplugged_volumes_leak`).
+pub fn upstream(driver: DriverVersion) -> RancherSettings {
     RancherSettings {
         driver,
+        remove_job_delay: Duration::from_secs(60),
         ..RancherSettings::default()
     }
 }
