@@ -10,8 +10,8 @@ use std::{
 
 use anyhow::{Context, Result, bail, ensure};
 use gleaner_world::{
-    Binaries, CAPI_VERSION, CRANE_VERSION, ETCD_VERSION, HELM_VERSION, KUBERNETES_VERSION,
-    Packaging, SNAPSHOTTER_VERSION, image::Crane,
+    Binaries, CAPI_V1BETA2_VERSION, CAPI_VERSION, CRANE_VERSION, ETCD_VERSION, HELM_VERSION,
+    KUBERNETES_VERSION, Packaging, SNAPSHOTTER_VERSION, image::Crane,
 };
 
 use crate::workspace_root;
@@ -77,6 +77,14 @@ const CLUSTER_API: Tool = Tool {
     cache_dir: Binaries::cluster_api_dir,
 };
 
+/// The same manager at the release that serves `v1beta2`, for the `v1beta2` worlds.
+const CLUSTER_API_V1BETA2: Tool = Tool {
+    module_dir: "tools/cluster-api-v1beta2",
+    version: CAPI_V1BETA2_VERSION,
+    cache_dir: Binaries::cluster_api_v1beta2_dir,
+    ..CLUSTER_API
+};
+
 const HELM: Tool = Tool {
     module_dir: "tools/helm",
     module: "helm.sh/helm/v4",
@@ -98,15 +106,20 @@ const CRANE: Tool = Tool {
 };
 
 pub fn ensure_built() -> Result<()> {
+    let mut built_any = false;
     for tool in [
         &KUBERNETES,
         &ETCD,
         &SNAPSHOT_CONTROLLER,
         &CLUSTER_API,
+        &CLUSTER_API_V1BETA2,
         &HELM,
         &CRANE,
     ] {
-        ensure(tool)?;
+        built_any |= ensure(tool)?;
+    }
+    if built_any {
+        drop_build_cache();
     }
     Binaries::cached().check()?;
     Packaging::cached().check()?;
@@ -115,11 +128,29 @@ pub fn ensure_built() -> Result<()> {
 
 /// crane alone, for `cargo xtask image`.
 pub fn ensure_crane() -> Result<Crane> {
-    ensure(&CRANE)?;
+    if ensure(&CRANE)? {
+        drop_build_cache();
+    }
     Ok(Crane::cached()?)
 }
 
-fn ensure(tool: &Tool) -> Result<()> {
+/// The Go build cache of these builds, apart from the user's: the binaries are kept, so once
+/// they are built its gigabytes (6 GB for all of them) only fill the disk.
+fn go_build_cache() -> PathBuf {
+    Binaries::cache_root().with_file_name("go-build")
+}
+
+fn drop_build_cache() {
+    let cache = go_build_cache();
+    if let Err(error) = std::fs::remove_dir_all(&cache)
+        && error.kind() != std::io::ErrorKind::NotFound
+    {
+        eprintln!("xtask: cannot remove {}: {error}", cache.display());
+    }
+}
+
+/// Whether it had to build the tool.
+fn ensure(tool: &Tool) -> Result<bool> {
     check_pin(tool)?;
     let dir = (tool.cache_dir)();
     if tool
@@ -131,9 +162,10 @@ fn ensure(tool: &Tool) -> Result<()> {
             .iter()
             .all(|(_, name)| dir.join(name).exists())
     {
-        return Ok(());
+        return Ok(false);
     }
-    build(tool, &dir)
+    build(tool, &dir)?;
+    Ok(true)
 }
 
 fn build(tool: &Tool, dir: &Path) -> Result<()> {
@@ -425,6 +457,7 @@ fn go() -> Command {
     let mut command = Command::new("go");
     command
         .env("GOTOOLCHAIN", "local")
+        .env("GOCACHE", go_build_cache())
         .env("CGO_ENABLED", "0")
         .env("GOFLAGS", "-mod=readonly -buildvcs=false");
     command
@@ -454,6 +487,7 @@ mod tests {
         check_pin(&ETCD).unwrap();
         check_pin(&SNAPSHOT_CONTROLLER).unwrap();
         check_pin(&CLUSTER_API).unwrap();
+        check_pin(&CLUSTER_API_V1BETA2).unwrap();
         check_pin(&HELM).unwrap();
         check_pin(&CRANE).unwrap();
     }

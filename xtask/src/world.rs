@@ -25,7 +25,7 @@ pub struct WorldArgs {
     #[arg(long, value_enum, default_value_t = PlayerArg::Real)]
     snapshots: PlayerArg,
     /// Who plays Cluster API's core controllers: the real manager (built by `cargo xtask
-    /// tools`, v1beta1 only; the default there) or the simulators (the default for v1beta2).
+    /// tools`, the release that serves `--capi`; the default) or the simulators.
     #[arg(long, value_enum)]
     capi_controllers: Option<PlayerArg>,
     /// Where to write one kubeconfig per cluster.

@@ -316,13 +316,7 @@ async fn dotted_machine_names_find_their_vm() {
     let (mut scenario, _gleaner, _) =
         watched("s-dots", ClusterPlan::new("c1", 2).machine_names(&[dotted])).await;
     let cluster = scenario.cluster("c1").unwrap().clone();
-    // The real MachineSet keeps the name's form and draws its random tail itself.
-    let (form, _) = dotted.rsplit_once('-').unwrap();
-    let dotted_machines: Vec<_> = cluster
-        .machines
-        .iter()
-        .filter(|machine| machine.name.starts_with(form))
-        .collect();
+    let dotted_machines = cluster.machines_named_after(dotted);
     assert!(!dotted_machines.is_empty(), "{:?}", cluster.machines);
     for machine in dotted_machines {
         assert_eq!(machine.vm, machine.name.replace('.', "-"));

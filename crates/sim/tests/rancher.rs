@@ -109,14 +109,7 @@ async fn provisioning_creates_labelled_vms_named_by_the_driver_rule() {
         .await
         .unwrap();
     assert_eq!(cluster.machines.len(), 2);
-    // The simulated MachineSet takes the name as it is; the real one names Machines from a
-    // template, so it keeps the name's form and draws its random tail itself.
-    let (form, _) = dotted.rsplit_once('-').unwrap();
-    let dotted_machines: Vec<_> = cluster
-        .machines
-        .iter()
-        .filter(|machine| machine.name.starts_with(form))
-        .collect();
+    let dotted_machines = cluster.machines_named_after(dotted);
     assert!(!dotted_machines.is_empty(), "{:?}", cluster.machines);
     for machine in dotted_machines {
         assert_eq!(machine.vm, machine.name.replace('.', "-"));

@@ -1,6 +1,6 @@
 use std::path::{Path, PathBuf};
 
-use crate::{Error, Result};
+use crate::{CapiVersion, Error, Result};
 
 /// The Kubernetes release the world runs (kube-apiserver, kube-controller-manager, kubectl).
 /// `tools/kubernetes/go.mod` pins the same release; a test keeps the two in step.
@@ -19,6 +19,10 @@ pub const SNAPSHOTTER_VERSION: &str = "v8.3.0";
 /// the one Rancher 2.13 builds against (2.12 uses v1.10.2, 2.14 v1.12.2, which serves
 /// `v1beta2`). `cargo xtask tools` copies its CRDs and webhook manifests beside the binary.
 pub const CAPI_VERSION: &str = "v1.10.6";
+/// The Cluster API release whose core manager plays the `v1beta2` management clusters
+/// (`tools/cluster-api-v1beta2/go.mod`): the one Rancher 2.14 builds against, whose controllers
+/// work on `v1beta2` and still accept providers of the `v1beta1` contract.
+pub const CAPI_V1BETA2_VERSION: &str = "v1.12.2";
 
 /// Where the control-plane binaries are. Built once per machine into a cache outside any clone,
 /// keyed by the pinned versions, so a fresh clone (and CI right after a session) reuses them.
@@ -29,12 +33,14 @@ pub struct Binaries {
     pub kube_controller_manager: PathBuf,
     pub kubectl: PathBuf,
     pub snapshot_controller: PathBuf,
-    /// Cluster API's core manager.
+    /// Cluster API's core manager for `v1beta1` management clusters.
     pub cluster_api: PathBuf,
+    /// Cluster API's core manager for `v1beta2` management clusters.
+    pub cluster_api_v1beta2: PathBuf,
 }
 
 impl Binaries {
-    /// `$GLEANER_BIN_DIR` when set (all six binaries in one folder), else the version-keyed cache.
+    /// `$GLEANER_BIN_DIR` when set (all seven binaries in one folder), else the version-keyed cache.
     pub fn from_env() -> Self {
         match std::env::var_os("GLEANER_BIN_DIR") {
             Some(dir) => Self::in_dir(Path::new(&dir)),
@@ -53,10 +59,12 @@ impl Binaries {
             kubectl: kubernetes.join("kubectl"),
             snapshot_controller: Self::snapshot_controller_dir().join("snapshot-controller"),
             cluster_api: Self::cluster_api_dir().join("cluster-api"),
+            cluster_api_v1beta2: Self::cluster_api_v1beta2_dir().join("cluster-api"),
         }
     }
 
-    /// All six binaries in one folder.
+    /// All seven binaries in one folder; the `v1beta2` manager, with its CRDs and webhooks
+    /// beside it, in its subfolder `cluster-api-v1beta2`.
     pub fn in_dir(dir: &Path) -> Self {
         Self {
             etcd: dir.join("etcd"),
@@ -65,6 +73,7 @@ impl Binaries {
             kubectl: dir.join("kubectl"),
             snapshot_controller: dir.join("snapshot-controller"),
             cluster_api: dir.join("cluster-api"),
+            cluster_api_v1beta2: dir.join("cluster-api-v1beta2").join("cluster-api"),
         }
     }
 
@@ -89,6 +98,18 @@ impl Binaries {
         Self::cache_root().join(format!("cluster-api-{CAPI_VERSION}"))
     }
 
+    pub fn cluster_api_v1beta2_dir() -> PathBuf {
+        Self::cache_root().join(format!("cluster-api-{CAPI_V1BETA2_VERSION}"))
+    }
+
+    /// The core manager for management clusters serving `capi`.
+    pub fn cluster_api_for(&self, capi: CapiVersion) -> &Path {
+        match capi {
+            CapiVersion::V1beta1 => &self.cluster_api,
+            CapiVersion::V1beta2 => &self.cluster_api_v1beta2,
+        }
+    }
+
     pub fn snapshot_controller_dir() -> PathBuf {
         Self::cache_root().join(format!("snapshot-controller-{SNAPSHOTTER_VERSION}"))
     }
@@ -98,7 +119,7 @@ impl Binaries {
         all_present(self.all())
     }
 
-    pub fn all(&self) -> [(&'static str, &PathBuf); 6] {
+    pub fn all(&self) -> [(&'static str, &PathBuf); 7] {
         [
             ("etcd", &self.etcd),
             ("kube-apiserver", &self.kube_apiserver),
@@ -106,6 +127,7 @@ impl Binaries {
             ("kubectl", &self.kubectl),
             ("snapshot-controller", &self.snapshot_controller),
             ("cluster-api", &self.cluster_api),
+            ("cluster-api (v1beta2)", &self.cluster_api_v1beta2),
         ]
     }
 }

@@ -4,7 +4,7 @@ use std::{
 };
 
 use crate::{
-    Binaries, Result,
+    Binaries, CapiVersion, Result,
     capi_manager::CapiManager,
     controller_manager::ControllerManager,
     kubeconfig,
@@ -55,6 +55,8 @@ pub(crate) struct Controllers {
     pub(crate) snapshots: Player,
     /// Cluster API's core manager, on every management cluster.
     pub(crate) capi: Player,
+    /// The Cluster API version the management clusters serve, which picks the manager's release.
+    pub(crate) capi_version: CapiVersion,
     /// Whether each apiserver also writes an audit log: one JSON line per request, with its
     /// user agent (costly: only benchmarks that tell clients apart ask for it).
     pub(crate) audit: bool,
@@ -199,7 +201,7 @@ impl ControlPlane {
         let capi_manager = if role == Role::Management && controllers.capi == Player::Real {
             Some(CapiManager::new(
                 name,
-                &binaries.cluster_api,
+                binaries.cluster_api_for(controllers.capi_version),
                 &kubeconfig,
                 pki,
                 &dir,

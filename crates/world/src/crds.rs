@@ -157,6 +157,25 @@ pub(crate) fn last_of_each_name(
 }
 
 /// Every CRD in `files` (multi-document files allowed).
+/// In a `v1beta2` world Cluster API's CRDs serve `v1beta2` alone. A release's own CRDs also
+/// serve the deprecated `v1beta1`, which without the conversion webhook (clusterctl wires it, the
+/// world does not) would hand out `v1beta2` data under the `v1beta1` name.
+pub(crate) fn serve_only_v1beta2(crds: &mut [CustomResourceDefinition]) {
+    for crd in crds
+        .iter_mut()
+        .filter(|crd| crd.spec.group.ends_with(".x-k8s.io"))
+    {
+        let versions = &mut crd.spec.versions;
+        if versions.iter().any(|version| version.name == "v1beta2") {
+            versions.retain(|version| version.name == "v1beta2");
+            for version in versions.iter_mut() {
+                version.served = true;
+                version.storage = true;
+            }
+        }
+    }
+}
+
 pub(crate) fn load(files: &[PathBuf]) -> Result<Vec<CustomResourceDefinition>> {
     let mut crds = Vec::new();
     for path in files {
@@ -207,4 +226,59 @@ pub(crate) async fn install(client: &Client, crds: &[CustomResourceDefinition]) 
     }))
     .await?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn crd(group: &str, versions: &[(&str, bool, bool)]) -> CustomResourceDefinition {
+        let versions: Vec<_> = versions
+            .iter()
+            .map(|(name, served, storage)| {
+                serde_json::json!({"name": name, "served": served, "storage": storage})
+            })
+            .collect();
+        serde_json::from_value(serde_json::json!({
+            "metadata": {"name": format!("things.{group}")},
+            "spec": {
+                "group": group,
+                "names": {"plural": "things", "kind": "Thing"},
+                "scope": "Namespaced",
+                "versions": versions,
+            },
+        }))
+        .unwrap()
+    }
+
+    fn versions(crd: &CustomResourceDefinition) -> Vec<(&str, bool, bool)> {
+        crd.spec
+            .versions
+            .iter()
+            .map(|version| (version.name.as_str(), version.served, version.storage))
+            .collect()
+    }
+
+    #[test]
+    fn cluster_api_crds_keep_only_v1beta2_and_others_are_left_alone() {
+        let mut crds = [
+            crd(
+                "cluster.x-k8s.io",
+                &[
+                    ("v1alpha4", false, false),
+                    ("v1beta1", true, false),
+                    ("v1beta2", true, true),
+                ],
+            ),
+            crd("ipam.cluster.x-k8s.io", &[("v1alpha1", true, true)]),
+            crd(
+                "rke.cattle.io",
+                &[("v1beta1", true, false), ("v1beta2", true, true)],
+            ),
+        ];
+        serve_only_v1beta2(&mut crds);
+        assert_eq!(versions(&crds[0]), [("v1beta2", true, true)]);
+        assert_eq!(versions(&crds[1]), [("v1alpha1", true, true)]);
+        assert_eq!(versions(&crds[2]).len(), 2);
+    }
 }

@@ -30,8 +30,8 @@ pub mod testing;
 mod world;
 
 pub use binaries::{
-    Binaries, CAPI_VERSION, CRANE_VERSION, ETCD_VERSION, HELM_VERSION, KUBERNETES_VERSION,
-    Packaging, SNAPSHOTTER_VERSION,
+    Binaries, CAPI_V1BETA2_VERSION, CAPI_VERSION, CRANE_VERSION, ETCD_VERSION, HELM_VERSION,
+    KUBERNETES_VERSION, Packaging, SNAPSHOTTER_VERSION,
 };
 pub use cluster::{ClusterName, Role};
 pub use crds::{CapiVersion, CrdSource};

@@ -108,11 +108,11 @@ impl WorldBuilder {
     }
 
     /// Who plays Cluster API's core controllers on the management clusters. Real: the core
-    /// manager ([`crate::CAPI_VERSION`], `v1beta1` only), watching every namespace, with its
-    /// admission webhooks served over TLS from the world's CA and its own CRDs in place of the
-    /// testenv ones; the simulated Rancher then plays only what Rancher plays around it. Unset:
-    /// for `v1beta1`, `$GLEANER_WORLD_CAPI` (`real` or `sim`), else the real manager; for
-    /// `v1beta2`, the simulators (no real `v1beta2` manager is built).
+    /// manager ([`crate::CAPI_VERSION`] for `v1beta1`, [`crate::CAPI_V1BETA2_VERSION`] for
+    /// `v1beta2`), watching every namespace, with its admission webhooks served over TLS from the
+    /// world's CA and its own CRDs in place of the testenv ones (serving `v1beta2` only in a
+    /// `v1beta2` world); the simulated Rancher then plays only what Rancher plays around it.
+    /// Unset: `$GLEANER_WORLD_CAPI` (`real` or `sim`), else the real manager.
     pub fn capi_controllers(mut self, controllers: Player) -> Self {
         self.capi_controllers = Some(controllers);
         self
@@ -153,22 +153,14 @@ impl WorldBuilder {
             Some(snapshots) => snapshots,
             None => Player::from_env("GLEANER_WORLD_SNAPSHOTS", Player::Real)?,
         };
-        let capi_controllers = match (self.capi_controllers, self.capi) {
-            (Some(controllers), _) => controllers,
-            (None, CapiVersion::V1beta1) => Player::from_env("GLEANER_WORLD_CAPI", Player::Real)?,
-            // No real v1beta2 manager is built: the simulators play it.
-            (None, CapiVersion::V1beta2) => Player::Sim,
+        let capi_controllers = match self.capi_controllers {
+            Some(controllers) => controllers,
+            None => Player::from_env("GLEANER_WORLD_CAPI", Player::Real)?,
         };
-        if capi_controllers == Player::Real && self.capi == CapiVersion::V1beta2 {
-            return Err(Error::InvalidOption {
-                option: "capi",
-                value: "real with v1beta2".into(),
-                expected: "the simulators: the real manager is built for v1beta1 only",
-            });
-        }
         let controllers = Controllers {
             snapshots,
             capi: capi_controllers,
+            capi_version: self.capi,
             audit: self.audit,
         };
         let crd_source = self.crd_source.unwrap_or_else(CrdSource::detect);
@@ -181,7 +173,7 @@ impl WorldBuilder {
                     // The manager's own CRDs, every kind it watches; they replace the testenv
                     // ones of the same name.
                     files.extend(crds::yaml_files(&capi_manager::crd_dir(
-                        &binaries.cluster_api,
+                        binaries.cluster_api_for(self.capi),
                     ))?);
                 }
                 Ok(files)
@@ -204,11 +196,10 @@ impl WorldBuilder {
             )
         }))
         .await?;
-        let installed =
-            try_join_all(clusters.iter().zip(&crd_files).map(|(plane, files)| {
-                finish_starting(plane, files, &self.extra_crds, &supervisor)
-            }))
-            .await?;
+        let installed = try_join_all(clusters.iter().zip(&crd_files).map(|(plane, files)| {
+            finish_starting(plane, files, &self.extra_crds, self.capi, &supervisor)
+        }))
+        .await?;
         let started_clusters = clusters
             .into_iter()
             .zip(installed)
@@ -243,9 +234,13 @@ async fn finish_starting(
     plane: &ControlPlane,
     files: &[PathBuf],
     extra_crds: &[(Role, CustomResourceDefinition)],
+    capi: CapiVersion,
     supervisor: &Supervisor,
 ) -> Result<Vec<String>> {
     let mut crds = crds::load(files)?;
+    if plane.role == Role::Management && capi == CapiVersion::V1beta2 {
+        crds::serve_only_v1beta2(&mut crds);
+    }
     crds.extend(
         extra_crds
             .iter()
@@ -325,7 +320,14 @@ impl World {
             &self.supervisor,
         )
         .await?;
-        let crds = finish_starting(&plane, &files, &self.extra_crds, &self.supervisor).await?;
+        let crds = finish_starting(
+            &plane,
+            &files,
+            &self.extra_crds,
+            self.capi,
+            &self.supervisor,
+        )
+        .await?;
         self.clusters
             .write()
             .unwrap_or_else(|poisoned| poisoned.into_inner())

@@ -18,7 +18,9 @@ use crate::{
     Env, Result,
     controller::{self, is_deleting, name},
     error::KubeContext,
-    kinds, naming,
+    kinds::{self, Capi},
+    naming,
+    rancher::ready_status,
 };
 
 const ACTOR: &str = "rke-bootstrap";
@@ -26,6 +28,7 @@ const ACTOR: &str = "rke-bootstrap";
 pub(crate) struct BootstrapContext {
     pub(crate) client: Client,
     pub(crate) namespace: String,
+    pub(crate) capi: Capi,
     pub(crate) env: Env,
 }
 
@@ -74,7 +77,9 @@ async fn reconcile(bootstrap: &DynamicObject, context: &BootstrapContext) -> Res
             return Err(error).context(|| format!("cannot create Secret {secret_name}"));
         }
     }
-    let status = json!({"status": {"ready": true, "dataSecretName": secret_name}});
+    let mut status = ready_status(context.capi, "dataSecretCreated");
+    status["dataSecretName"] = json!(secret_name);
+    let status = json!({ "status": status });
     context
         .bootstraps()
         .patch_status(

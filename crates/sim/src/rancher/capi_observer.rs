@@ -87,14 +87,19 @@ fn machine_facts(machine: &DynamicObject, change: Change) -> Vec<String> {
     if finished_deleting(machine, change) {
         return vec![format!("Machine {machine_name} finished deleting")];
     }
+    // v1beta1 Machines say so in their own condition, v1beta2 ones in the reason of `Deleting`.
     let waits_on_hooks = machine.data["status"]["conditions"]
         .as_array()
         .into_iter()
         .flatten()
         .any(|condition| {
-            condition["type"] == "PreTerminateDeleteHookSucceeded"
+            let v1beta1 = condition["type"] == "PreTerminateDeleteHookSucceeded"
                 && condition["status"] == "False"
-                && condition["reason"] == "WaitingExternalHook"
+                && condition["reason"] == "WaitingExternalHook";
+            let v1beta2 = condition["type"] == "Deleting"
+                && condition["status"] == "True"
+                && condition["reason"] == "WaitingForPreTerminateHook";
+            v1beta1 || v1beta2
         });
     if change == Change::Gone || !is_deleting(machine) || !waits_on_hooks {
         return Vec::new();
@@ -165,6 +170,18 @@ mod tests {
             machine_facts(&held, Change::Gone),
             ["Machine m1 finished deleting"]
         );
+        let mut held_v1beta2 = held.clone();
+        held_v1beta2.data["status"] = json!({"conditions": [{
+            "type": "Deleting",
+            "status": "True",
+            "reason": "WaitingForPreTerminateHook",
+        }]});
+        assert_eq!(
+            machine_facts(&held_v1beta2, Change::Applied),
+            machine_facts(&held, Change::Applied)
+        );
+        held_v1beta2.data["status"]["conditions"][0]["reason"] = json!("DrainingNode");
+        assert!(machine_facts(&held_v1beta2, Change::Applied).is_empty());
     }
 
     #[test]

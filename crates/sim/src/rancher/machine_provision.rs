@@ -27,12 +27,13 @@ use crate::{
         LABEL_NODE_POOL, LABEL_RKE_CAPI_MACHINE_NAME, LABEL_VM_NAME, SIMULATED_RANCHER_KUBECONFIG,
         VOLUME_CLAIM_TEMPLATES,
     },
-    kinds, naming,
+    kinds::{self, Capi},
+    naming,
     rancher::{
         RancherSettings,
         capi::{CapiContext, owner},
         driver::{self, DriverTarget},
-        random_suffix,
+        random_suffix, ready_status,
     },
 };
 
@@ -43,6 +44,7 @@ pub(crate) struct ProvisionContext {
     pub(crate) client: Client,
     pub(crate) namespace: String,
     pub(crate) settings: RancherSettings,
+    pub(crate) capi: Capi,
     pub(crate) env: Env,
     /// When each deleting HarvesterMachine (by UID) was first seen: its remove job's start.
     deletions_seen: Mutex<HashMap<String, Instant>>,
@@ -53,12 +55,14 @@ impl ProvisionContext {
         client: Client,
         namespace: &str,
         settings: RancherSettings,
+        capi: Capi,
         env: Env,
     ) -> Self {
         Self {
             client,
             namespace: namespace.to_owned(),
             settings,
+            capi,
             env,
             deletions_seen: Mutex::default(),
         }
@@ -204,11 +208,10 @@ async fn create_job(machine: &DynamicObject, context: &ProvisionContext) -> Resu
             .await
             .context(|| format!("cannot set the provider ID of {}", name(machine)))?;
     }
-    let status = json!({"status": {
-        "ready": true,
-        "jobName": format!("{}-machine-provision", name(machine)),
-        "cloudCredentialSecretName": credential,
-    }});
+    let mut status = ready_status(context.capi, "provisioned");
+    status["jobName"] = json!(format!("{}-machine-provision", name(machine)));
+    status["cloudCredentialSecretName"] = json!(credential);
+    let status = json!({ "status": status });
     context
         .machines()
         .patch_status(

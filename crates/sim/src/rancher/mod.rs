@@ -13,6 +13,11 @@ mod provisioning;
 
 use std::time::Duration;
 
+use gleaner_world::CapiVersion;
+use serde_json::{Value, json};
+
+use crate::kinds::Capi;
+
 pub use driver::DriverVersion;
 pub use provisioning::{GuestCluster, GuestClusterSpec, PoolSpec, Rancher};
 
@@ -62,6 +67,17 @@ pub(crate) fn parse_bool_true(value: &str) -> bool {
     matches!(value, "1" | "t" | "T" | "TRUE" | "true" | "True")
 }
 
+/// A provider object's readiness as Rancher writes it: `ready`, which the `v1beta1` contract
+/// reads, and from Rancher 2.14 (a `v1beta2` world) also `initialization.<initialized>`, which
+/// the `v1beta2` contract reads.
+pub(crate) fn ready_status(capi: Capi, initialized: &str) -> Value {
+    let mut status = json!({"ready": true});
+    if capi.version == CapiVersion::V1beta2 {
+        status["initialization"] = json!({initialized: true});
+    }
+    status
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -74,5 +90,20 @@ mod tests {
         for other in ["", "yes", "tRUE", " true", "0", "false", "on"] {
             assert!(!parse_bool_true(other), "{other}");
         }
+    }
+
+    #[test]
+    fn rancher_2_14_reports_readiness_in_both_contracts_and_earlier_ones_in_v1beta1_s() {
+        let v1beta1 = Capi {
+            version: CapiVersion::V1beta1,
+        };
+        let v1beta2 = Capi {
+            version: CapiVersion::V1beta2,
+        };
+        assert_eq!(ready_status(v1beta1, "provisioned"), json!({"ready": true}));
+        assert_eq!(
+            ready_status(v1beta2, "provisioned"),
+            json!({"ready": true, "initialization": {"provisioned": true}})
+        );
     }
 }

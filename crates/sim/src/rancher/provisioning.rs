@@ -5,7 +5,7 @@
 use std::{collections::HashMap, sync::Arc, time::Duration};
 
 use gleaner_world::testing::ensure_namespace;
-use gleaner_world::{Player, Role, World};
+use gleaner_world::{CapiVersion, Player, Role, World};
 use k8s_openapi::{ByteString, api::core::v1::Secret};
 use kube::{
     Api, Client,
@@ -33,7 +33,7 @@ use crate::{
         capi_observer,
         cleanup_handler::{self, CleanupContext},
         machine_provision::{self, ProvisionContext},
-        random_suffix,
+        random_suffix, ready_status,
     },
     tasks::Tasks,
 };
@@ -145,6 +145,18 @@ impl GuestCluster {
             .find(|candidate| candidate.name == machine)
             .map(|machine| machine.vm.as_str())
     }
+
+    /// The Machines named after `requested`, a [`PoolSpec::machine_names`] entry: that name
+    /// itself with the simulated MachineSet, its form (all but the random tail) with the real one.
+    pub fn machines_named_after(&self, requested: &str) -> Vec<&GuestMachine> {
+        let form = requested
+            .rsplit_once('-')
+            .map_or(requested, |(form, _tail)| form);
+        self.machines
+            .iter()
+            .filter(|machine| machine.name.starts_with(form))
+            .collect()
+    }
 }
 
 /// One simulated Rancher installation, acting in one namespace of the management cluster.
@@ -173,6 +185,7 @@ fn controllers(capi: &Arc<CapiContext>, settings: &RancherSettings) -> Tasks {
                 Arc::new(BootstrapContext {
                     client: client.clone(),
                     namespace: namespace.to_owned(),
+                    capi: capi.capi,
                     env: env.clone(),
                 }),
                 &mut controllers,
@@ -184,6 +197,7 @@ fn controllers(capi: &Arc<CapiContext>, settings: &RancherSettings) -> Tasks {
             client.clone(),
             namespace,
             settings.clone(),
+            capi.capi,
             env.clone(),
         )),
         &mut controllers,
@@ -722,14 +736,15 @@ impl Rancher {
             "name": cluster_name,
             "uid": cluster.metadata.uid,
         }]);
-        let ready =
-            json!({"status": {"ready": true, "initialized": true, "observedGeneration": 1}});
+        let mut control_plane_ready = ready_status(self.capi.capi, "controlPlaneInitialized");
+        control_plane_ready["initialized"] = json!(true);
+        control_plane_ready["observedGeneration"] = json!(1);
         let objects = [
             (
                 kinds::rke_cluster(),
                 cluster_name.to_owned(),
                 json!({}),
-                Some(json!({"status": {"ready": true}})),
+                Some(json!({ "status": ready_status(self.capi.capi, "provisioned") })),
             ),
             (
                 kinds::rke_control_plane(),
@@ -739,7 +754,7 @@ impl Rancher {
                     "managementClusterName": cluster_name,
                     "kubernetesVersion": KUBERNETES_VERSION,
                 }),
-                Some(ready),
+                Some(json!({ "status": control_plane_ready })),
             ),
             (
                 kinds::rke_bootstrap_template(),
@@ -833,7 +848,11 @@ impl Rancher {
         if let (Player::Real, Some(template)) =
             (self.capi.controllers, naming_template(&pool.machine_names))
         {
-            deployment.data["spec"]["machineNamingStrategy"] = json!({"template": template});
+            let field = match capi.version {
+                CapiVersion::V1beta1 => "machineNamingStrategy",
+                CapiVersion::V1beta2 => "machineNaming",
+            };
+            deployment.data["spec"][field] = json!({ "template": template });
         }
         let deployment = self
             .api(&capi.machine_deployment())
@@ -1017,6 +1036,43 @@ mod tests {
         );
         assert_eq!(naming_template(&[]), None);
         assert_eq!(naming_template(&["plain".to_owned()]), None);
+    }
+
+    #[test]
+    fn machines_are_named_after_a_request_by_its_form() {
+        let machine = |name: &str| GuestMachine {
+            name: name.to_owned(),
+            pool: "pool1".to_owned(),
+            vm: name.replace('.', "-"),
+            harvester: "harvester".to_owned(),
+            cloud_credential: "cattle-global-data:cc".to_owned(),
+        };
+        let cluster = GuestCluster {
+            name: "c1".to_owned(),
+            namespace: "fleet-default".to_owned(),
+            uid: "u".to_owned(),
+            capi_uid: "cu".to_owned(),
+            cloud_credential: "cattle-global-data:cc".to_owned(),
+            vm_namespace: "default".to_owned(),
+            machines: vec![
+                machine("c1.eu-west.pool1-7d9f8-abcde"),
+                machine("c1.eu-west.pool1-7d9f8-x2k4m"),
+                machine("c1-pool1-7d9f8-qrstv"),
+            ],
+        };
+        let named: Vec<_> = cluster
+            .machines_named_after("c1.eu-west.pool1-7d9f8-abcde")
+            .into_iter()
+            .map(|machine| machine.name.as_str())
+            .collect();
+        assert_eq!(
+            named,
+            [
+                "c1.eu-west.pool1-7d9f8-abcde",
+                "c1.eu-west.pool1-7d9f8-x2k4m"
+            ]
+        );
+        assert!(cluster.machines_named_after("c2.pool1-abcde").is_empty());
     }
 
     #[test]
