@@ -16,7 +16,11 @@ use gleaner_sim::{
     scenario::{Class, ClusterKey, ClusterPlan, Scenario, ScenarioBuilder, VolumePlan},
 };
 use gleaner_world::{ClusterName, testing::eventually};
-use kube::{Api, ResourceExt};
+use kube::{
+    Api, ResourceExt,
+    api::{DynamicObject, Patch, PatchParams},
+};
+use serde_json::json;
 
 #[tokio::test]
 async fn a_deleted_cluster_leaves_nothing_unprotected_and_nothing_else_is_touched() {
@@ -90,6 +94,9 @@ async fn a_deleted_cluster_leaves_nothing_unprotected_and_nothing_else_is_touche
     assert_eq!(held.finalizers(), ["gleaner.io/record"]);
 }
 
+const RETENTION: Duration = Duration::from_secs(3);
+const FOREIGN_FINALIZER: &str = "example.com/backup";
+
 #[tokio::test]
 async fn a_reclaimed_footprint_with_nothing_kept_goes_after_the_retention() {
     let world = world().await;
@@ -102,16 +109,65 @@ async fn a_reclaimed_footprint_with_nothing_kept_goes_after_the_retention() {
         .unwrap();
     let key = scenario.key("c1");
     let footprints = footprints(world, prefix).await;
-    let _gleaner = gleaner_for(world, prefix, &scenario, &["--retention=3s"]).await;
+    let _gleaner = gleaner_for(
+        world,
+        prefix,
+        &scenario,
+        &[&format!("--retention={}s", RETENTION.as_secs())],
+    )
+    .await;
     recorded_all(&footprints, &scenario, &key).await;
     wait_for_hooks(&scenario, "c1").await;
     let uid = scenario.cluster("c1").unwrap().uid.clone();
+    // Someone else's finalizer keeps the provisioning Cluster past the retention.
+    let rancher = world.client(ClusterName::RANCHER).await.unwrap();
+    let clusters: Api<DynamicObject> =
+        Api::namespaced_with(rancher, &key.namespace, &kinds::provisioning_cluster());
+    let hold = |finalizers: Vec<String>| json!({"metadata": {"finalizers": finalizers}});
+    let mut held = clusters.get("c1").await.unwrap().finalizers().to_vec();
+    held.push(FOREIGN_FINALIZER.to_owned());
+    clusters
+        .patch("c1", &PatchParams::default(), &Patch::Merge(&hold(held)))
+        .await
+        .unwrap();
     scenario.delete_cluster(&key).await.unwrap();
     until_reclaimed(&footprints, &key).await;
+    let record = footprints.get(&uid).await.unwrap().uid();
+    eventually(
+        "Rancher is done with the cluster but for the foreign finalizer",
+        || async {
+            clusters
+                .get_opt("c1")
+                .await
+                .unwrap()
+                .is_some_and(|cluster| cluster.finalizers() == [FOREIGN_FINALIZER])
+        },
+    )
+    .await;
+    tokio::time::sleep(RETENTION + Duration::from_secs(2)).await;
+    assert_eq!(
+        footprints.get(&uid).await.unwrap().uid(),
+        record,
+        "the record outlives its cluster, never deleted and written anew"
+    );
+
+    clusters
+        .patch(
+            "c1",
+            &PatchParams::default(),
+            &Patch::Merge(&hold(Vec::new())),
+        )
+        .await
+        .unwrap();
     eventually("the Footprint goes after the retention", || async {
         footprints.get_opt(&uid).await.unwrap().is_none()
     })
     .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(
+        footprints.get_opt(&uid).await.unwrap().is_none(),
+        "a deleted record is not written anew"
+    );
 }
 
 #[tokio::test]

@@ -444,8 +444,17 @@ async fn reclaimed(footprint: &Footprint, context: &Context) -> Result<Action> {
         ConditionType::Reclaimed,
     )
     .unwrap_or_default();
-    if reclaimed_for < context.retention {
-        return Ok(Action::requeue(context.retention - reclaimed_for));
+    let identity = &footprint.spec.identity;
+    let cluster_still_there = context
+        .caches
+        .provisioning
+        .get(&identity.namespace, &identity.name)
+        .is_some_and(|cluster| cluster.uid().as_deref() == Some(footprint.name_any().as_str()));
+    match record_fate(cluster_still_there, reclaimed_for, context.retention) {
+        // Its disappearance brings the Footprint back here.
+        RecordFate::OutliveTheCluster => return Ok(Action::await_change()),
+        RecordFate::KeepFor(left) => return Ok(Action::requeue(left)),
+        RecordFate::Delete => {}
     }
     context
         .footprints()
@@ -457,6 +466,32 @@ async fn reclaimed(footprint: &Footprint, context: &Context) -> Result<Action> {
         })?;
     tracing::info!(footprint = %footprint.name_any(), "retention passed: Footprint deleted");
     Ok(Action::await_change())
+}
+
+/// What becomes of a Reclaimed Footprint that kept nothing.
+#[derive(Debug, PartialEq, Eq)]
+enum RecordFate {
+    /// Rancher still holds the provisioning Cluster (its deletion waits on someone's
+    /// finalizer): deleted now, the record would be written anew by the tracker for a cluster
+    /// already gone from Harvester, its history lost.
+    OutliveTheCluster,
+    /// The retention has this much left.
+    KeepFor(Duration),
+    Delete,
+}
+
+fn record_fate(
+    cluster_still_there: bool,
+    reclaimed_for: Duration,
+    retention: Duration,
+) -> RecordFate {
+    if cluster_still_there {
+        RecordFate::OutliveTheCluster
+    } else if reclaimed_for < retention {
+        RecordFate::KeepFor(retention - reclaimed_for)
+    } else {
+        RecordFate::Delete
+    }
 }
 
 /// How soon a Footprint whose reclaim is in progress is looked at again (its objects' changes
@@ -1231,6 +1266,20 @@ mod tests {
 
     fn state(type_: ConditionType, status: bool) -> ConditionState {
         ConditionState::new(type_, status, ConditionReason::WatchFailing, "down".into())
+    }
+
+    #[test]
+    fn a_reclaimed_record_outlives_its_cluster_then_its_retention() {
+        let hour = Duration::from_secs(3600);
+        assert_eq!(
+            record_fate(true, 100 * hour, 48 * hour),
+            RecordFate::OutliveTheCluster
+        );
+        assert_eq!(
+            record_fate(false, 47 * hour, 48 * hour),
+            RecordFate::KeepFor(hour)
+        );
+        assert_eq!(record_fate(false, 48 * hour, 48 * hour), RecordFate::Delete);
     }
 
     #[test]
