@@ -220,7 +220,13 @@ async fn a_pre_terminate_hook_holds_the_vm_until_it_is_removed() {
 
 #[tokio::test]
 async fn cluster_deletion_lets_the_handler_mark_every_vm_before_the_driver_reads_it() {
-    let setup = setup("delete", RancherSettings::default()).await;
+    // The clock shrinks the remove job's realistic delay to a few hundred milliseconds while the
+    // handler's requests take real time: a minute of it keeps the job behind, as at real speed.
+    let settings = RancherSettings {
+        remove_job_delay: Duration::from_secs(60),
+        ..RancherSettings::default()
+    };
+    let setup = setup("delete", settings).await;
     let cluster = setup.provision("c1", 2).await.unwrap();
     setup.rancher.delete_cluster("c1").await.unwrap();
     let clusters = kinds::namespaced(

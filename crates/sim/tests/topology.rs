@@ -3,9 +3,10 @@
 
 mod common;
 
-use common::{MEASURE_TIMEOUT, TIME_SCALE};
+use common::{MEASURE_TIMEOUT, TIME_SCALE, upstream};
 use gleaner_sim::{
     Clock,
+    rancher::DriverVersion,
     scenario::{Class, ClusterKey, ClusterPlan, Report, ScenarioBuilder, VolumePlan},
 };
 use gleaner_world::{ClusterName, Role, World};
@@ -38,6 +39,7 @@ fn prod() -> ClusterPlan {
 
 async fn delete(scenario: ScenarioBuilder, key: impl Fn(&ClusterKey) -> bool) -> Report {
     let mut scenario = scenario
+        .rancher(upstream(DriverVersion::V1_0_6))
         .clock(Clock::new(TIME_SCALE))
         .start(world().await)
         .await
