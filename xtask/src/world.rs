@@ -171,6 +171,7 @@ async fn start_simulators(world: &World) -> Result<(Rancher, Harvester)> {
             snapshotter::spawn(
                 harvester_client,
                 HARVESTER_NAMESPACE,
+                snapshotter::Driver::Longhorn,
                 env.clone(),
                 &mut harvester.tasks,
             );

@@ -7,6 +7,10 @@
 //! marked `volumesnapshot-being-deleted` (and that is not being created) gets DeleteSnapshot and
 //! a cleared status when its policy is Delete, then loses the controller's finalizer.
 //!
+//! Behind it stands a [`Driver`]: Longhorn on a Harvester, or in a guest the Harvester CSI
+//! driver, whose CreateSnapshot makes a host VolumeSnapshot of the volume's host PVC and whose
+//! DeleteSnapshot deletes it (design.md §2).
+//!
 //! [`Storage::hold`] stands for a snapshot that takes long to cut: CreateSnapshot does not answer
 //! while held, so the content keeps `volumesnapshot-being-created` and the snapshot stays not
 //! ready, as with a slow Longhorn snapshot.
@@ -27,9 +31,9 @@ use kube::{
 use serde_json::{Value, json};
 
 use crate::{
-    Env, Result,
+    Env, Error, Result,
     controller::{self, annotation, has_finalizer, is_deleting, name, remove_finalizer},
-    csi::api::patch_status,
+    csi::{Csi, api::patch_status},
     error::KubeContext,
     keys::FINALIZER_SNAPSHOT_CONTENT_BOUND,
     kinds,
@@ -62,13 +66,29 @@ impl Storage {
     }
 }
 
+/// The CSI driver the sidecar calls.
+#[derive(Clone)]
+pub enum Driver {
+    /// Longhorn, on a Harvester: a snapshot named after its content, nothing else to see.
+    Longhorn,
+    /// The Harvester CSI driver of a guest cluster.
+    HarvesterCsi(Box<Csi>),
+}
+
 /// Runs the sidecar for the contents of `namespace`'s VolumeSnapshots until `tasks` is dropped.
-pub fn spawn(client: Client, namespace: &str, env: Env, tasks: &mut Tasks) -> Storage {
+pub fn spawn(
+    client: Client,
+    namespace: &str,
+    driver: Driver,
+    env: Env,
+    tasks: &mut Tasks,
+) -> Storage {
     let storage = Storage::default();
     let resource = kinds::volume_snapshot_content();
     let context = Arc::new(Context {
         contents: Api::all_with(client, &resource),
         namespace: namespace.to_owned(),
+        driver,
         storage: storage.clone(),
         env,
     });
@@ -84,6 +104,7 @@ pub fn spawn(client: Client, namespace: &str, env: Env, tasks: &mut Tasks) -> St
 struct Context {
     contents: Api<DynamicObject>,
     namespace: String,
+    driver: Driver,
     storage: Storage,
     env: Env,
 }
@@ -168,12 +189,31 @@ impl Context {
         self.env.journal.record(SNAPSHOTTER, what);
     }
 
-    /// CreateSnapshot answered: the handle (Longhorn names a snapshot after its content), the
-    /// time and ready, as the sidecar's `updateSnapshotContentStatus` writes them.
+    /// CreateSnapshot answered: the handle, the time and ready, as the sidecar's
+    /// `updateSnapshotContentStatus` writes them. Longhorn names a snapshot after its content;
+    /// the Harvester CSI driver answers with the host VolumeSnapshot it made, named as the
+    /// sidecar asks (`snapshot-<VolumeSnapshot UID>`).
     async fn create_snapshot(&self, content: &DynamicObject) -> Result<()> {
+        let handle = match &self.driver {
+            Driver::Longhorn => format!("snap-{}", name(content)),
+            Driver::HarvesterCsi(csi) => {
+                let (Some(volume), Some(uid)) = (
+                    text(content, "/spec/source/volumeHandle"),
+                    text(content, "/spec/volumeSnapshotRef/uid"),
+                ) else {
+                    return Err(Error::Invalid(format!(
+                        "VolumeSnapshotContent {} names no volume or snapshot UID",
+                        name(content)
+                    )));
+                };
+                csi.create_host_snapshot(volume, &format!("snapshot-{uid}"))
+                    .await?
+                    .name
+            }
+        };
         let created_nanos = k8s_openapi::jiff::Timestamp::now().as_nanosecond();
         let status = json!({
-            "snapshotHandle": format!("snap-{}", name(content)),
+            "snapshotHandle": handle,
             "creationTime": i64::try_from(created_nanos).unwrap_or(i64::MAX),
             "readyToUse": true,
         });
@@ -193,6 +233,11 @@ impl Context {
 
     /// DeleteSnapshot, then the status cleared, which brings the finalizer's removal.
     async fn delete_snapshot(&self, content: &DynamicObject) -> Result<()> {
+        if let (Driver::HarvesterCsi(csi), Some(handle)) =
+            (&self.driver, text(content, "/status/snapshotHandle"))
+        {
+            csi.delete_host_snapshot(handle).await?;
+        }
         let status = json!({
             "snapshotHandle": null,
             "readyToUse": null,

@@ -51,7 +51,7 @@ impl Role {
 /// Who plays the upstream controllers beside the apiservers.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct Controllers {
-    /// The external-snapshotter's snapshot-controller, on every Harvester cluster.
+    /// The external-snapshotter's snapshot-controller, on every Harvester and guest cluster.
     pub(crate) snapshots: Player,
     /// Cluster API's core manager, on every management cluster.
     pub(crate) capi: Player,
@@ -187,17 +187,18 @@ impl ControlPlane {
         } else {
             None
         };
-        let snapshot_controller =
-            if role == Role::Harvester && controllers.snapshots == Player::Real {
-                Some(SnapshotController::new(
-                    name,
-                    &binaries.snapshot_controller,
-                    &kubeconfig,
-                    &layout.log(&format!("snapshot-controller-{name}")),
-                )?)
-            } else {
-                None
-            };
+        let snapshot_controller = if matches!(role, Role::Harvester | Role::Guest)
+            && controllers.snapshots == Player::Real
+        {
+            Some(SnapshotController::new(
+                name,
+                &binaries.snapshot_controller,
+                &kubeconfig,
+                &layout.log(&format!("snapshot-controller-{name}")),
+            )?)
+        } else {
+            None
+        };
         let capi_manager = if role == Role::Management && controllers.capi == Player::Real {
             Some(CapiManager::new(
                 name,

@@ -96,12 +96,13 @@ impl WorldBuilder {
         self
     }
 
-    /// Who plays the snapshot-controller on the Harvester clusters. Real: the
-    /// external-snapshotter's ([`crate::SNAPSHOTTER_VERSION`]), one per Harvester, watching
-    /// every namespace, while the simulators play only its csi-snapshotter sidecar and the
-    /// storage behind it. Guests keep the simulators' stand-in: there the simulated CSI driver
-    /// plays the guest's whole external-snapshotter in one step. Unset:
-    /// `$GLEANER_WORLD_SNAPSHOTS` (`real` or `sim`), else real.
+    /// Who plays the snapshot-controller on the Harvester and guest clusters. Real: the
+    /// external-snapshotter's ([`crate::SNAPSHOTTER_VERSION`]), one per Harvester and per guest,
+    /// watching every namespace, while the simulators play only its csi-snapshotter sidecar
+    /// and the driver behind it (Longhorn on a Harvester, the Harvester CSI driver in a guest).
+    /// Sim: the simulators' stand-in on Harvester, and in a guest the simulated CSI driver
+    /// plays the whole external-snapshotter in one step. Unset: `$GLEANER_WORLD_SNAPSHOTS`
+    /// (`real` or `sim`), else real.
     pub fn snapshots(mut self, snapshots: Player) -> Self {
         self.snapshots = Some(snapshots);
         self
@@ -478,7 +479,7 @@ impl World {
         &self.crd_source
     }
 
-    /// Who plays the snapshot-controller on the Harvester clusters.
+    /// Who plays the snapshot-controller on the Harvester and guest clusters.
     pub fn snapshots(&self) -> Player {
         self.controllers.snapshots
     }

@@ -36,6 +36,8 @@ use kube::{
 };
 use serde_json::json;
 
+use gleaner_world::Player;
+
 use crate::{Env, Error, Result, error::KubeContext, keys, kinds};
 use api::{create_or_get, delete, drop_finalizer, get_opt, patch_status, wait_gone};
 
@@ -249,6 +251,10 @@ pub struct Csi {
     host_namespace: String,
     /// The unmerged CSI change: host PVCs labelled with their guest cluster.
     cluster_label: Option<String>,
+    /// Who plays the guest's snapshot-controller: the world's real one (then the guest's
+    /// csi-snapshotter sidecar, [`crate::snapshotter`], calls this driver), or this driver,
+    /// playing the guest's whole external-snapshotter in one step.
+    guest_snapshots: Player,
     env: Env,
 }
 
@@ -259,7 +265,17 @@ impl Csi {
             harvester,
             host_namespace: host_namespace.to_owned(),
             cluster_label: None,
+            guest_snapshots: Player::Sim,
             env,
+        }
+    }
+
+    /// The guest runs the real snapshot-controller (`Player::Real`), whose contents the guest's
+    /// sidecar must bring to this driver's CreateSnapshot and DeleteSnapshot.
+    pub fn with_guest_snapshots(self, guest_snapshots: Player) -> Self {
+        Self {
+            guest_snapshots,
+            ..self
         }
     }
 

@@ -5,10 +5,15 @@
 //! PVC's StorageClass and volume mode. The content's deletionPolicy comes from the guest
 //! VolumeSnapshotClass: deleting the guest snapshot of a `Delete` content deletes the content
 //! and (DeleteSnapshot) the host VolumeSnapshot; a `Retain` content and its host VolumeSnapshot
-//! stay. No snapshot controller runs on Harvester here; the stand-in in [`crate::snapshots`]
-//! plays it where a test wants one.
+//! stay. Where the world runs the real snapshot-controller in the guest, it makes and deletes
+//! the contents and the guest's csi-snapshotter sidecar ([`crate::snapshotter`]) calls this
+//! driver's CreateSnapshot and DeleteSnapshot; elsewhere the driver plays the guest's whole
+//! external-snapshotter in one step. On Harvester the real snapshot-controller (or the stand-in
+//! in [`crate::snapshots`]) handles the host VolumeSnapshots.
 
-use std::collections::BTreeMap;
+use std::{collections::BTreeMap, time::Duration};
+
+use gleaner_world::Player;
 
 use k8s_openapi::api::core::v1::PersistentVolumeClaim;
 use kube::{Api, Client, ResourceExt as _, api::DynamicObject};
@@ -34,6 +39,9 @@ pub const GUEST_RETAINED_SNAPSHOT_CLASS: &str = "harvester-snapshot-retain";
 pub const HOST_SNAPSHOT_CLASS: &str = "longhorn-snapshot";
 /// Journal actor of the guest's external-snapshotter (snapshot controller and sidecar).
 const GUEST_SNAPSHOTTER: &str = "guest-snapshotter";
+/// How long the guest's real snapshot-controller and sidecar may take to cut a snapshot.
+const CUT_DEADLINE: Duration = Duration::from_secs(60);
+const CUT_POLL: Duration = Duration::from_millis(100);
 
 /// A guest snapshot: the user's VolumeSnapshot, its content and the host one made for it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -69,21 +77,31 @@ impl Csi {
     ) -> Result<GuestSnapshot> {
         let guest_class = guest_snapshot_class(policy);
         ensure_class(&self.guest, &guest_class, json!({})).await?;
-        let guest = self
-            .create_guest_snapshot(volume, name, &guest_class.name)
-            .await?;
         ensure_class(
             &self.harvester,
             &host_snapshot_class(),
             json!({"type": "snap"}),
         )
         .await?;
-        let host = self
-            .create_host_snapshot(volume, &Named::of(&guest)?)
+        let guest = self
+            .create_guest_snapshot(volume, name, &guest_class.name)
             .await?;
-        let content = self
-            .bind_guest_snapshot(volume, &guest, &guest_class, &host)
-            .await?;
+        let (content, host) = match self.guest_snapshots {
+            Player::Real => self.wait_until_cut(&volume.guest_namespace, name).await?,
+            Player::Sim => {
+                let guest_named = Named::of(&guest)?;
+                let host = self
+                    .create_host_snapshot(
+                        &volume.host_pvc.name,
+                        &format!("snapshot-{}", guest_named.uid),
+                    )
+                    .await?;
+                let content = self
+                    .bind_guest_snapshot(volume, &guest, &guest_class, &host)
+                    .await?;
+                (content, host)
+            }
+        };
         Ok(GuestSnapshot {
             guest_namespace: volume.guest_namespace.clone(),
             guest: Named::of(&guest)?,
@@ -108,10 +126,69 @@ impl Csi {
             GUEST_USER,
             format!("deleted guest VolumeSnapshot {guest_path}"),
         );
-        if policy == Some(Reclaim::Delete) {
-            self.delete_content_and_host_snapshot(snapshot).await?;
+        match (self.guest_snapshots, policy) {
+            (Player::Real, Some(Reclaim::Delete)) => {
+                wait_gone(
+                    &self.guest_contents(),
+                    &snapshot.content.name,
+                    "guest VolumeSnapshotContent",
+                )
+                .await?;
+            }
+            (Player::Sim, Some(Reclaim::Delete)) => {
+                self.delete_content_and_host_snapshot(snapshot).await?;
+            }
+            (_, Some(Reclaim::Retain) | None) => {}
         }
         wait_gone(&guest, &snapshot.guest.name, "guest VolumeSnapshot").await
+    }
+
+    /// With the guest's real snapshot-controller: waits until the guest VolumeSnapshot is bound
+    /// and ready, and returns its content and the host VolumeSnapshot its handle names.
+    async fn wait_until_cut(&self, namespace: &str, name: &str) -> Result<(Named, Named)> {
+        let guest = snapshots(&self.guest, namespace);
+        let deadline = tokio::time::Instant::now() + CUT_DEADLINE;
+        loop {
+            let snapshot = get_opt(&guest, name, "guest VolumeSnapshot").await?;
+            let bound = snapshot.as_ref().and_then(|snapshot| {
+                let status = &snapshot.data["status"];
+                (status["readyToUse"] == Value::Bool(true))
+                    .then(|| status["boundVolumeSnapshotContentName"].as_str())
+                    .flatten()
+            });
+            if let Some(content_name) = bound {
+                let content = get_opt(
+                    &self.guest_contents(),
+                    content_name,
+                    "guest VolumeSnapshotContent",
+                )
+                .await?;
+                let handle = content
+                    .as_ref()
+                    .and_then(|content| content.data["status"]["snapshotHandle"].as_str());
+                if let (Some(content), Some(handle)) = (&content, handle) {
+                    let host = get_opt(
+                        &snapshots(&self.harvester, &self.host_namespace),
+                        handle,
+                        "host VolumeSnapshot",
+                    )
+                    .await?
+                    .ok_or_else(|| {
+                        Error::Invalid(format!(
+                            "guest VolumeSnapshotContent {content_name} names host VolumeSnapshot {handle}, which does not exist"
+                        ))
+                    })?;
+                    return Ok((Named::of(content)?, Named::of(&host)?));
+                }
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(Error::Timeout(format!(
+                    "guest VolumeSnapshot {namespace}/{name} is not ready {}s after its creation",
+                    CUT_DEADLINE.as_secs()
+                )));
+            }
+            tokio::time::sleep(CUT_POLL).await;
+        }
     }
 
     async fn create_guest_snapshot(
@@ -135,11 +212,11 @@ impl Csi {
         Ok(made)
     }
 
-    /// CreateSnapshot: reads the host PVC for the labels, then makes the host VolumeSnapshot.
-    async fn create_host_snapshot(&self, volume: &GuestVolume, guest: &Named) -> Result<Named> {
+    /// CreateSnapshot of the volume `claim_name` (the host PVC, the guest PV's volume handle):
+    /// reads the host PVC for the labels, then makes the host VolumeSnapshot `name`.
+    pub(crate) async fn create_host_snapshot(&self, claim_name: &str, name: &str) -> Result<Named> {
         let claims: Api<PersistentVolumeClaim> =
             Api::namespaced(self.harvester.clone(), &self.host_namespace);
-        let claim_name = &volume.host_pvc.name;
         let claim = get_opt(&claims, claim_name, "host PVC")
             .await?
             .ok_or_else(|| {
@@ -148,8 +225,7 @@ impl Csi {
                     self.host_namespace
                 ))
             })?;
-        let name = format!("snapshot-{}", guest.uid);
-        let mut object = snapshot_of(&name, &self.host_namespace, claim_name, HOST_SNAPSHOT_CLASS);
+        let mut object = snapshot_of(name, &self.host_namespace, claim_name, HOST_SNAPSHOT_CLASS);
         object.metadata.labels = Some(source_labels(&claim)?);
         let made = create_or_get(
             &snapshots(&self.harvester, &self.host_namespace),
@@ -231,15 +307,7 @@ impl Csi {
             GUEST_SNAPSHOTTER,
             format!("deleted VolumeSnapshotContent {content}"),
         );
-        let host = snapshots(&self.harvester, &snapshot.host_namespace);
-        delete(&host, &snapshot.host.name, "host VolumeSnapshot").await?;
-        self.env.journal.record(
-            HARVESTER_CSI,
-            format!(
-                "DeleteSnapshot: deleted host VolumeSnapshot {}/{}",
-                snapshot.host_namespace, snapshot.host.name
-            ),
-        );
+        self.delete_host_snapshot(&snapshot.host.name).await?;
         drop_finalizer(
             &contents,
             content,
@@ -248,6 +316,21 @@ impl Csi {
         )
         .await?;
         wait_gone(&contents, content, "guest VolumeSnapshotContent").await
+    }
+
+    /// DeleteSnapshot: deletes the host VolumeSnapshot the handle names (returning once the
+    /// delete is accepted, inference).
+    pub(crate) async fn delete_host_snapshot(&self, handle: &str) -> Result<()> {
+        let host = snapshots(&self.harvester, &self.host_namespace);
+        delete(&host, handle, "host VolumeSnapshot").await?;
+        self.env.journal.record(
+            HARVESTER_CSI,
+            format!(
+                "DeleteSnapshot: deleted host VolumeSnapshot {}/{handle}",
+                self.host_namespace
+            ),
+        );
+        Ok(())
     }
 
     fn guest_contents(&self) -> Api<DynamicObject> {

@@ -18,6 +18,7 @@ use crate::{
     error::KubeContext,
     guest::{GuestApiserver, GuestCredential},
     scenario::{Attachment, Traits},
+    tasks::Tasks,
 };
 
 /// The generation of the credential a guest starts with.
@@ -37,6 +38,8 @@ pub(super) struct ClusterGuest {
     /// Its VMs on the main Harvester, sorted: the volumes are hot-plugged into them in turn.
     attachable: Vec<String>,
     volumes: BTreeMap<String, MadeVolume>,
+    /// The guest's csi-snapshotter sidecar, beside the world's real snapshot-controller.
+    _snapshotter: Tasks,
 }
 
 /// A guest volume the scenario made and the plan it followed.
@@ -53,6 +56,7 @@ impl ClusterGuest {
         csi: Csi,
         provider: CloudProvider,
         attachable: Vec<String>,
+        snapshotter: Tasks,
     ) -> Self {
         Self {
             apiserver,
@@ -63,6 +67,7 @@ impl ClusterGuest {
             provider,
             attachable,
             volumes: BTreeMap::new(),
+            _snapshotter: snapshotter,
         }
     }
 

@@ -32,6 +32,7 @@ use crate::{
     rancher::{GuestCluster, GuestClusterSpec, PoolSpec, Rancher, RancherSettings},
     snapshots,
     snapshotter::{self, Storage},
+    tasks::Tasks,
 };
 use guest::{ClusterGuest, FIRST_CREDENTIAL};
 
@@ -115,6 +116,7 @@ impl ScenarioBuilder {
         let vm_namespace = format!("{}-vms", self.prefix);
         let mut scenario = Scenario {
             env,
+            snapshots: world.snapshots(),
             vm_namespace,
             prefix: self.prefix.clone(),
             harvesters: HashMap::new(),
@@ -209,6 +211,8 @@ struct SimulatedRancher {
 /// A running scenario: the simulators, the guest clusters, and the recorded ground truth.
 pub struct Scenario {
     env: Env,
+    /// Who plays the snapshot-controller in the world's Harvesters and guests.
+    snapshots: Player,
     vm_namespace: String,
     prefix: String,
     harvesters: HashMap<String, SimulatedHarvester>,
@@ -540,6 +544,7 @@ impl Scenario {
             Player::Real => Some(snapshotter::spawn(
                 client.clone(),
                 &self.vm_namespace,
+                snapshotter::Driver::Longhorn,
                 self.env.clone(),
                 &mut simulators.tasks,
             )),
@@ -682,9 +687,20 @@ impl Scenario {
             main_harvester.clone(),
             &self.vm_namespace,
             self.env.clone(),
-        );
+        )
+        .with_guest_snapshots(self.snapshots);
         if csi_cluster_label {
             csi = csi.with_cluster_label(&plan.name);
+        }
+        let mut sidecar = Tasks::default();
+        if self.snapshots == Player::Real {
+            snapshotter::spawn(
+                guest_client.clone(),
+                &namespace,
+                snapshotter::Driver::HarvesterCsi(Box::new(csi.clone())),
+                self.env.clone(),
+                &mut sidecar,
+            );
         }
         let provider = CloudProvider::new(
             guest_client,
@@ -702,7 +718,7 @@ impl Scenario {
             .collect();
         attachable.sort();
         Ok(ClusterGuest::new(
-            apiserver, credential, namespace, csi, provider, attachable,
+            apiserver, credential, namespace, csi, provider, attachable, sidecar,
         ))
     }
 

@@ -67,7 +67,9 @@ impl Fixture {
             journal: journal.clone(),
         };
         let mut tasks = Tasks::default();
-        if snapshot_controller {
+        // Where the world runs the real snapshot-controller in the guest, a stand-in would be a
+        // second writer of its contents.
+        if snapshot_controller && world.snapshots() == Player::Sim {
             snapshots::spawn(guest.clone(), namespace, env.clone(), &mut tasks);
         }
         // The real snapshot-controller watches every namespace of the Harvester, so its sidecar
@@ -76,6 +78,7 @@ impl Fixture {
             Player::Real => Some(snapshotter::spawn(
                 harvester.clone(),
                 namespace,
+                snapshotter::Driver::Longhorn,
                 env.clone(),
                 &mut tasks,
             )),
@@ -85,8 +88,19 @@ impl Fixture {
             }
             Player::Sim => None,
         };
+        let csi = Csi::new(guest.clone(), harvester.clone(), namespace, env.clone())
+            .with_guest_snapshots(world.snapshots());
+        if world.snapshots() == Player::Real {
+            snapshotter::spawn(
+                guest.clone(),
+                namespace,
+                snapshotter::Driver::HarvesterCsi(Box::new(csi.clone())),
+                env,
+                &mut tasks,
+            );
+        }
         Self {
-            csi: Csi::new(guest.clone(), harvester.clone(), namespace, env),
+            csi,
             guest,
             harvester,
             namespace: namespace.to_owned(),
