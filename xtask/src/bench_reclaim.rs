@@ -5,7 +5,7 @@
 
 use std::{
     collections::{BTreeMap, BTreeSet, HashMap},
-    path::Path,
+    path::{Path, PathBuf},
     process::{Command, Stdio},
     sync::{Arc, Mutex},
     time::{Duration, Instant},
@@ -28,6 +28,8 @@ use kube::{
 };
 use serde_json::{Value, json};
 
+use crate::plot;
+
 #[derive(Args, Clone)]
 pub struct ReclaimArgs {
     /// Guest clusters deleted at once (each with its own guest apiserver).
@@ -44,6 +46,10 @@ pub struct ReclaimArgs {
     quick: bool,
     #[arg(long, value_enum, default_value_t = Output::Table)]
     output: Output,
+    /// Also draws the figures (latency per cluster, requests and writes per reclaimed object,
+    /// upstream against gleaner) into this PNG.
+    #[arg(long)]
+    plot: Option<PathBuf>,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -84,6 +90,10 @@ pub fn run(args: ReclaimArgs) -> Result<()> {
     match args.output {
         Output::Json => println!("{}", serde_json::to_string_pretty(&figures.to_json())?),
         Output::Table => print!("{}", figures.table()),
+    }
+    if let Some(path) = &args.plot {
+        figures.plot(path)?;
+        eprintln!("xtask: drew {}", path.display());
     }
     Ok(())
 }
@@ -635,6 +645,72 @@ impl Figures {
         })
     }
 
+    /// Reclaim latency per cluster (sorted) and the per-object costs, upstream against gleaner.
+    pub fn plot(&self, path: &Path) -> Result<()> {
+        let sorted_seconds = |system: &System| {
+            let mut seconds: Vec<f64> =
+                system.latencies.iter().map(Duration::as_secs_f64).collect();
+            seconds.sort_by(f64::total_cmp);
+            seconds
+                .into_iter()
+                .enumerate()
+                .map(|(rank, seconds)| ((rank + 1) as f64, seconds))
+                .collect()
+        };
+        let lines = [
+            plot::Line {
+                label: "upstream".into(),
+                points: sorted_seconds(&self.upstream),
+            },
+            plot::Line {
+                label: "upstream + gleaner".into(),
+                points: sorted_seconds(&self.gleaner),
+            },
+        ];
+        let json = self.to_json();
+        let per_object = |path: &[&str]| {
+            ["upstream", "gleaner"]
+                .iter()
+                .map(|system| {
+                    path.iter()
+                        .fold(&json["systems"][*system], |value, key| &value[*key])
+                        .as_f64()
+                        .unwrap_or_default()
+                })
+                .collect()
+        };
+        let bars = [
+            plot::Bars {
+                label: "requests".into(),
+                values: per_object(&["requests_per_reclaimed_object"]),
+            },
+            plot::Bars {
+                label: "Harvester writes".into(),
+                values: per_object(&["writes_per_reclaimed_object"]),
+            },
+            plot::Bars {
+                label: "Rancher writes".into(),
+                values: per_object(&["rancher_writes_per_reclaimed_object"]),
+            },
+        ];
+        plot::lines_and_bars(
+            path,
+            &format!(
+                "{} clusters of {} VMs deleted at once (time scale {})",
+                self.clusters, self.vms, self.time_scale
+            ),
+            (
+                "last VM deleting -> last deletable host object gone",
+                "clusters, fastest first",
+                "seconds",
+            ),
+            &lines,
+            "per reclaimed object, every actor (apiservers' counters)",
+            &["upstream", "upstream + gleaner"],
+            &bars,
+        )
+    }
+
     fn table(&self) -> String {
         let json = self.to_json();
         let (upstream, gleaner) = (&json["systems"]["upstream"], &json["systems"]["gleaner"]);
@@ -729,6 +805,7 @@ mod tests {
             time_scale: None,
             quick: true,
             output: Output::Json,
+            plot: None,
         };
         let figures = measure_both(&crate::demo::tests::built_gleaner(), &args)
             .await
@@ -755,6 +832,12 @@ mod tests {
             json["systems"]["upstream"]["gleaner_own"]["requests_per_reclaimed_object"], 0.0,
             "{json:#}"
         );
+        let picture =
+            std::env::temp_dir().join(format!("xtask-reclaim-{}.png", std::process::id()));
+        figures.plot(&picture).unwrap();
+        let png = std::fs::read(&picture).unwrap();
+        std::fs::remove_file(&picture).unwrap();
+        assert_eq!(&png[1..4], b"PNG");
         assert_eq!(
             json["systems"]["upstream"]["wrongly_deleted"], 0,
             "{json:#}"

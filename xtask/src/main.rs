@@ -4,6 +4,7 @@ mod bench;
 mod bench_reclaim;
 mod demo;
 mod image;
+mod plot;
 mod tools;
 mod world;
 
