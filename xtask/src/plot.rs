@@ -5,7 +5,7 @@
 use std::{path::Path, sync::Once};
 
 use anyhow::{Result, anyhow};
-use plotters::prelude::*;
+use plotters::{coord::types::RangedCoordf64, prelude::*};
 
 /// One line of a chart: its legend and its points.
 pub struct Line {
@@ -64,7 +64,7 @@ pub fn lines_and_bars(
 }
 
 fn draw_lines(
-    area: &DrawingArea<BitMapBackend<'_>, plotters::coord::Shift>,
+    area: &Area<'_>,
     title: &str,
     x_label: &str,
     y_label: &str,
@@ -73,13 +73,7 @@ fn draw_lines(
     let points = || lines.iter().flat_map(|line| line.points.iter());
     let x_max = points().map(|(x, _)| *x).fold(1.0, f64::max);
     let y_max = points().map(|(_, y)| *y).fold(0.1, f64::max) * 1.1;
-    let mut chart = ChartBuilder::on(area)
-        .caption(title, (FONT, 18))
-        .margin(16)
-        .x_label_area_size(40)
-        .y_label_area_size(56)
-        .build_cartesian_2d(0.0..x_max, 0.0..y_max)
-        .map_err(draw_error)?;
+    let mut chart = chart(area, title, x_max, y_max)?;
     chart
         .configure_mesh()
         .x_desc(x_label)
@@ -104,36 +98,17 @@ fn draw_lines(
             )
             .map_err(draw_error)?;
     }
-    chart
-        .configure_series_labels()
-        .position(SeriesLabelPosition::UpperLeft)
-        .label_font((FONT, 14))
-        .border_style(BLACK)
-        .background_style(WHITE.mix(0.9))
-        .draw()
-        .map_err(draw_error)?;
-    Ok(())
+    legend(&mut chart, SeriesLabelPosition::UpperLeft)
 }
 
-fn draw_bars(
-    area: &DrawingArea<BitMapBackend<'_>, plotters::coord::Shift>,
-    title: &str,
-    systems: &[&str],
-    bars: &[Bars],
-) -> Result<()> {
+fn draw_bars(area: &Area<'_>, title: &str, systems: &[&str], bars: &[Bars]) -> Result<()> {
     let y_max = bars
         .iter()
         .flat_map(|group| group.values.iter().copied())
         .fold(0.1, f64::max)
         * 1.15;
     let groups = bars.len().max(1) as f64;
-    let mut chart = ChartBuilder::on(area)
-        .caption(title, (FONT, 18))
-        .margin(16)
-        .x_label_area_size(40)
-        .y_label_area_size(56)
-        .build_cartesian_2d(0.0..groups, 0.0..y_max)
-        .map_err(draw_error)?;
+    let mut chart = chart(area, title, groups, y_max)?;
     let labels: Vec<String> = bars.iter().map(|group| group.label.clone()).collect();
     chart
         .configure_mesh()
@@ -176,15 +151,33 @@ fn draw_bars(
         });
         chart.draw_series(values).map_err(draw_error)?;
     }
+    legend(&mut chart, SeriesLabelPosition::UpperRight)
+}
+
+type Area<'a> = DrawingArea<BitMapBackend<'a>, plotters::coord::Shift>;
+type Chart<'a, 'b> =
+    ChartContext<'a, BitMapBackend<'b>, Cartesian2d<RangedCoordf64, RangedCoordf64>>;
+
+/// A chart on `area` from 0 to `x_max` and `y_max`, its title above.
+fn chart<'a, 'b>(area: &'a Area<'b>, title: &str, x_max: f64, y_max: f64) -> Result<Chart<'a, 'b>> {
+    ChartBuilder::on(area)
+        .caption(title, (FONT, 18))
+        .margin(16)
+        .x_label_area_size(40)
+        .y_label_area_size(56)
+        .build_cartesian_2d(0.0..x_max, 0.0..y_max)
+        .map_err(draw_error)
+}
+
+fn legend<'a, 'b: 'a>(chart: &mut Chart<'a, 'b>, position: SeriesLabelPosition) -> Result<()> {
     chart
         .configure_series_labels()
-        .position(SeriesLabelPosition::UpperRight)
+        .position(position)
         .label_font((FONT, 14))
         .border_style(BLACK)
         .background_style(WHITE.mix(0.9))
         .draw()
-        .map_err(draw_error)?;
-    Ok(())
+        .map_err(draw_error)
 }
 
 fn draw_error<E: std::error::Error + Send + Sync + 'static>(
