@@ -2,6 +2,7 @@
 
 mod bench;
 mod bench_reclaim;
+mod campaign;
 mod demo;
 mod image;
 mod plot;
@@ -50,6 +51,9 @@ enum Task {
     Demo(demo::DemoArgs),
     /// Start a world and keep it running until interrupted, for kubectl.
     World(world::WorldArgs),
+    /// Seeded random scenarios with faults in the real world, judged by ground truth: zero
+    /// wrongful deletions, zero leaks once faults heal.
+    Campaign(campaign::CampaignArgs),
     /// Time `gleaner audit` against a Harvester holding many host PVCs; prints figures.
     BenchAudit(bench::BenchArgs),
     /// Benchmarks that print figures (never judge them).
@@ -77,6 +81,7 @@ fn main() -> Result<()> {
         Task::Pin => tools::pin(),
         Task::Demo(args) => demo::run(args),
         Task::World(args) => world::run(args),
+        Task::Campaign(args) => campaign::run(args),
         Task::BenchAudit(args) => bench::run(args),
         Task::Bench(Bench::Reclaim(args)) => bench_reclaim::run(args),
         Task::Image(args) => image::run(args),

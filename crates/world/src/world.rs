@@ -337,6 +337,23 @@ impl World {
         Ok(name)
     }
 
+    /// Stops a guest apiserver started by [`World::start_guest`] and its controllers for good,
+    /// and forgets it: long runs that start guests scenario after scenario give their memory
+    /// back. Its data stays in etcd, under its own prefix.
+    pub fn stop_guest(&self, cluster: &str) -> Result<()> {
+        let mut clusters = self
+            .clusters
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let index = clusters
+            .iter()
+            .position(|started| started.plane.name == cluster && started.plane.role == Role::Guest)
+            .ok_or_else(|| Error::UnknownCluster(cluster.to_owned()))?;
+        clusters.remove(index).plane.stop();
+        tracing::info!(%cluster, "guest apiserver stopped for good");
+        Ok(())
+    }
+
     /// A client acting as the cluster's admin (`system:masters`).
     pub async fn client(&self, cluster: &str) -> Result<Client> {
         let started = self.started(cluster)?;

@@ -19,7 +19,7 @@ use serde_json::{Value, json};
 use crate::kinds::Capi;
 
 pub use driver::DriverVersion;
-pub use provisioning::{GuestCluster, GuestClusterSpec, PoolSpec, Rancher};
+pub use provisioning::{GuestCluster, GuestClusterSpec, GuestMachine, PoolSpec, Rancher};
 
 /// How the simulated Rancher behaves.
 #[derive(Clone, Debug)]

@@ -42,10 +42,12 @@ pub(super) struct ClusterGuest {
     _snapshotter: Tasks,
 }
 
-/// A guest volume the scenario made and the plan it followed.
+/// A guest volume the scenario made, the plan it follows now, and the VM it is hot-plugged
+/// into.
 struct MadeVolume {
     plan: VolumePlan,
     volume: GuestVolume,
+    attached_to: Option<String>,
 }
 
 impl ClusterGuest {
@@ -97,7 +99,7 @@ impl ClusterGuest {
         if plan.annotated_retain {
             annotate_retain(harvester, &volume).await?;
         }
-        self.attach_as_planned(plan, &volume).await?;
+        let attached_to = self.attach_as_planned(plan, &volume).await?;
         let mut made: Vec<(HostObject, Traits)> = volume
             .host_objects()
             .into_iter()
@@ -119,6 +121,7 @@ impl ClusterGuest {
             MadeVolume {
                 plan: plan.clone(),
                 volume,
+                attached_to,
             },
         );
         Ok(made)
@@ -131,10 +134,7 @@ impl ClusterGuest {
         name: &str,
         reclaim: Reclaim,
     ) -> Result<VolumePlan> {
-        let made = self
-            .volumes
-            .get_mut(name)
-            .ok_or_else(|| Error::Invalid(format!("the cluster has no volume named {name}")))?;
+        let made = made_mut(&mut self.volumes, name)?;
         self.csi.set_reclaim_policy(&made.volume, reclaim).await?;
         made.plan.reclaim = reclaim;
         Ok(made.plan.clone())
@@ -152,19 +152,90 @@ impl ClusterGuest {
         self.apiserver.mint_credential(self.generation).await
     }
 
-    /// Hot-plugs the volume into one of the cluster's VMs (then unplugs it if the plan says it
-    /// was detached); a cluster without a VM on the main Harvester attaches nothing.
-    async fn attach_as_planned(&self, plan: &VolumePlan, volume: &GuestVolume) -> Result<()> {
-        if plan.attachment == Attachment::NeverAttached || self.attachable.is_empty() {
-            return Ok(());
-        }
-        let vm = &self.attachable[self.volumes.len() % self.attachable.len()];
-        self.csi.attach(vm, volume).await?;
-        if plan.attachment == Attachment::Unattached {
-            self.csi.detach(vm, volume).await?;
-        }
-        Ok(())
+    /// The plan names of its volumes.
+    pub(super) fn volume_names(&self) -> Vec<String> {
+        self.volumes.keys().cloned().collect()
     }
+
+    /// Unplugs the volume made by the plan named `name` from its VM; returns its plan as it now
+    /// stands, or None if it was not hot-plugged.
+    pub(super) async fn detach(&mut self, name: &str) -> Result<Option<VolumePlan>> {
+        let made = made_mut(&mut self.volumes, name)?;
+        let Some(vm) = made.attached_to.take() else {
+            return Ok(None);
+        };
+        self.csi.detach(&vm, &made.volume).await?;
+        made.plan.attachment = Attachment::Unattached;
+        Ok(Some(made.plan.clone()))
+    }
+
+    /// Hot-plugs the volume made by the plan named `name` into one of the cluster's VMs; returns
+    /// its plan as it now stands, or None if it cannot be (RWX, already plugged, no VM).
+    pub(super) async fn attach(&mut self, name: &str) -> Result<Option<VolumePlan>> {
+        let index = self.volumes.len();
+        let Some(vm) = self.next_vm(index) else {
+            return Ok(None);
+        };
+        let made = made_mut(&mut self.volumes, name)?;
+        if made.plan.rwx || made.attached_to.is_some() {
+            return Ok(None);
+        }
+        self.csi.attach(&vm, &made.volume).await?;
+        made.attached_to = Some(vm);
+        made.plan.attachment = Attachment::Hotplugged;
+        Ok(Some(made.plan.clone()))
+    }
+
+    /// The VM `vm` is gone (scaled down, replaced): nothing is hot-plugged into it any more and
+    /// no volume goes to it. Returns the plans of the volumes it held, as they now stand.
+    pub(super) fn forget_vm(&mut self, vm: &str) -> Vec<VolumePlan> {
+        self.attachable.retain(|candidate| candidate != vm);
+        self.volumes
+            .values_mut()
+            .filter(|made| made.attached_to.as_deref() == Some(vm))
+            .map(|made| {
+                made.attached_to = None;
+                made.plan.attachment = Attachment::Unattached;
+                made.plan.clone()
+            })
+            .collect()
+    }
+
+    fn next_vm(&self, index: usize) -> Option<String> {
+        (!self.attachable.is_empty())
+            .then(|| self.attachable[index % self.attachable.len()].clone())
+    }
+
+    /// Hot-plugs the volume into one of the cluster's VMs (then unplugs it if the plan says it
+    /// was detached); a cluster without a VM on the main Harvester attaches nothing. Returns the
+    /// VM it stays plugged into.
+    async fn attach_as_planned(
+        &self,
+        plan: &VolumePlan,
+        volume: &GuestVolume,
+    ) -> Result<Option<String>> {
+        if plan.attachment == Attachment::NeverAttached {
+            return Ok(None);
+        }
+        let Some(vm) = self.next_vm(self.volumes.len()) else {
+            return Ok(None);
+        };
+        self.csi.attach(&vm, volume).await?;
+        if plan.attachment == Attachment::Unattached {
+            self.csi.detach(&vm, volume).await?;
+            return Ok(None);
+        }
+        Ok(Some(vm))
+    }
+}
+
+fn made_mut<'a>(
+    volumes: &'a mut BTreeMap<String, MadeVolume>,
+    name: &str,
+) -> Result<&'a mut MadeVolume> {
+    volumes
+        .get_mut(name)
+        .ok_or_else(|| Error::Invalid(format!("the cluster has no volume named {name}")))
 }
 
 pub(super) async fn annotate_retain(harvester: &Client, volume: &GuestVolume) -> Result<()> {

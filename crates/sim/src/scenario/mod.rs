@@ -7,7 +7,7 @@ mod truth;
 
 use std::{collections::HashMap, time::Duration};
 
-use futures::future::try_join_all;
+use futures::future::join_all;
 use gleaner_world::testing::ensure_namespace;
 use gleaner_world::{ClusterName, Player, World};
 use k8s_openapi::api::core::v1::PersistentVolumeClaim;
@@ -29,7 +29,7 @@ use crate::{
     harvester::{self, Harvester, HarvesterVersion},
     keys::VOLUME_CLAIM_TEMPLATES,
     kinds, naming,
-    rancher::{GuestCluster, GuestClusterSpec, PoolSpec, Rancher, RancherSettings},
+    rancher::{GuestCluster, GuestClusterSpec, GuestMachine, PoolSpec, Rancher, RancherSettings},
     snapshots,
     snapshotter::{self, Storage},
     tasks::Tasks,
@@ -141,27 +141,47 @@ impl ScenarioBuilder {
             scenario.ensure_rancher(world, plan, &self.rancher).await?;
         }
         let guests = start_guests(world, &self.clusters).await?;
-        for (plan, guest) in self.clusters.iter().zip(guests) {
-            scenario
-                .create_cluster(plan, guest, self.csi_cluster_label)
-                .await?;
+        let started: Vec<String> = guests
+            .iter()
+            .flatten()
+            .map(|guest| guest.cluster.clone())
+            .collect();
+        let provisioned = async {
+            for (plan, guest) in self.clusters.iter().zip(guests) {
+                scenario
+                    .create_cluster(plan, guest, self.csi_cluster_label)
+                    .await?;
+            }
+            scenario.create_lookalikes(self.lookalikes).await
+        };
+        if let Err(error) = provisioned.await {
+            // A scenario that never started leaves no guest running behind it.
+            for guest in started {
+                world.stop_guest(&guest).ok();
+            }
+            return Err(error);
         }
-        scenario.create_lookalikes(self.lookalikes).await?;
         Ok(scenario)
     }
 }
 
 /// A fresh guest apiserver for each plan that needs one (started concurrently), None for the
-/// others; in the plans' order.
+/// others; in the plans' order. If one cannot start, the others are stopped again.
 async fn start_guests(world: &World, plans: &[ClusterPlan]) -> Result<Vec<Option<GuestApiserver>>> {
-    try_join_all(plans.iter().map(|plan| async move {
+    let started = join_all(plans.iter().map(|plan| async move {
         if plan.needs_guest() {
             GuestApiserver::start(world).await.map(Some)
         } else {
             Ok(None)
         }
     }))
-    .await
+    .await;
+    if started.iter().any(Result::is_err) {
+        for guest in started.iter().flatten().flatten() {
+            world.stop_guest(&guest.cluster).ok();
+        }
+    }
+    started.into_iter().collect()
 }
 
 /// Which guest cluster: the Rancher installation (its management cluster), namespace and name.
@@ -184,6 +204,11 @@ struct Recorded {
     traits: Traits,
     /// A VM of no deleted cluster took it (attached it): it belongs to the living from then on.
     taken_by_living_vm: bool,
+    /// For a VM's own disk: that VM.
+    vm: Option<String>,
+    /// It went legitimately, by no reclaimer's hand (a VM's own disk with its scaled-down VM):
+    /// not judged.
+    released: bool,
 }
 
 /// A provisioned guest cluster, whether the user deleted it, and its guest apiserver if it
@@ -193,6 +218,8 @@ struct ScenarioCluster {
     cluster: GuestCluster,
     deleted: bool,
     guest: Option<ClusterGuest>,
+    /// Machines scaled down or replaced since provisioning.
+    removed: Vec<String>,
 }
 
 struct SimulatedHarvester {
@@ -244,6 +271,14 @@ impl Scenario {
         self.clusters
             .iter()
             .find(|found| found.key.name == name)
+            .map(|found| &found.cluster)
+    }
+
+    /// The cluster `key` names (namesakes apart).
+    pub fn cluster_of(&self, key: &ClusterKey) -> Option<&GuestCluster> {
+        self.clusters
+            .iter()
+            .find(|found| &found.key == key)
             .map(|found| &found.cluster)
     }
 
@@ -392,15 +427,7 @@ impl Scenario {
         let plan = guest_mut(&mut self.clusters, key)?
             .set_reclaim_policy(volume, reclaim)
             .await?;
-        for recorded in self.recorded.iter_mut().filter(|recorded| {
-            recorded.owner.as_ref() == Some(key) && recorded.volume.as_deref() == Some(volume)
-        }) {
-            recorded.traits = if recorded.traits.snapshot {
-                plan.snapshot_traits()
-            } else {
-                plan.traits()
-            };
-        }
+        self.retrait(key, &plan);
         Ok(())
     }
 
@@ -447,7 +474,7 @@ impl Scenario {
         }
         tokio::time::sleep(self.env.clock.scaled(SETTLE).max(MIN_SETTLE)).await;
         let mut objects = Vec::new();
-        for recorded in &self.recorded {
+        for recorded in self.recorded.iter().filter(|recorded| !recorded.released) {
             let object = &recorded.object;
             let api: Api<DynamicObject> = Api::namespaced_with(
                 self.harvesters[&recorded.harvester].client.clone(),
@@ -459,15 +486,7 @@ impl Scenario {
                 .await
                 .context(|| format!("cannot read {} {}", object.resource.kind, object.name))?
                 .is_some_and(|found| found.metadata.uid.as_deref() == Some(&object.uid));
-            let traits = Traits {
-                relation: if recorded.taken_by_living_vm {
-                    Relation::Living
-                } else {
-                    self.relation(recorded.owner.as_ref())
-                },
-                ..recorded.traits
-            };
-            let class = traits.class();
+            let class = self.class_of(recorded);
             objects.push(TrackedObject {
                 class,
                 kind: object.resource.kind.clone(),
@@ -479,6 +498,214 @@ impl Scenario {
             });
         }
         Ok(Report::judge(objects))
+    }
+
+    /// The class of a recorded object as the ground truth stands now.
+    fn class_of(&self, recorded: &Recorded) -> Class {
+        Traits {
+            relation: if recorded.taken_by_living_vm {
+                Relation::Living
+            } else {
+                self.relation(recorded.owner.as_ref())
+            },
+            ..recorded.traits
+        }
+        .class()
+    }
+
+    /// The class, as the ground truth stands now, of the recorded object with this UID; None for
+    /// an object the scenario did not make or that went legitimately (a VM's own disk with its
+    /// scaled-down VM). For judging a deletion the moment it is seen.
+    pub fn class_now(&self, uid: &str) -> Option<Class> {
+        self.recorded
+            .iter()
+            .find(|recorded| recorded.object.uid == uid && !recorded.released)
+            .map(|recorded| self.class_of(recorded))
+    }
+
+    /// The host objects of the cluster's guest volume `volume` (its host PVC, NetworkFilesystem
+    /// and snapshots), as recorded.
+    pub fn objects_of_volume(&self, key: &ClusterKey, volume: &str) -> Vec<HostObject> {
+        self.recorded
+            .iter()
+            .filter(|recorded| {
+                recorded.owner.as_ref() == Some(key) && recorded.volume.as_deref() == Some(volume)
+            })
+            .map(|recorded| recorded.object.clone())
+            .collect()
+    }
+
+    /// Every host object the scenario recorded (lookalikes too), with the Harvester it is on.
+    pub fn recorded_objects(&self) -> Vec<(String, HostObject)> {
+        self.recorded
+            .iter()
+            .map(|recorded| (recorded.harvester.clone(), recorded.object.clone()))
+            .collect()
+    }
+
+    /// Whether the user deleted the cluster.
+    pub fn is_deleted(&self, key: &ClusterKey) -> bool {
+        self.clusters
+            .iter()
+            .any(|found| &found.key == key && found.deleted)
+    }
+
+    /// The plan names of the cluster's guest volumes (none without a guest apiserver).
+    pub fn volume_names(&self, key: &ClusterKey) -> Vec<String> {
+        self.clusters
+            .iter()
+            .find(|found| &found.key == key)
+            .and_then(|found| found.guest.as_ref())
+            .map(ClusterGuest::volume_names)
+            .unwrap_or_default()
+    }
+
+    /// The user scales the cluster's first pool down by one Machine (the last by name of those on
+    /// the main Harvester, keeping one): its VM and the VM's own disks go, as the node driver
+    /// removes them; what was hot-plugged into it stays the cluster's, unplugged. Returns the
+    /// Machine, None when the pool has only one left.
+    pub async fn scale_down(&mut self, key: &ClusterKey) -> Result<Option<String>> {
+        let candidates = self.removable_machines(key)?;
+        if candidates.len() < 2 {
+            return Ok(None);
+        }
+        let machine = candidates[candidates.len() - 1].clone();
+        rancher_for(&self.ranchers, key)?
+            .scale_down(&key.name, POOL, &machine.name)
+            .await?;
+        self.machine_gone(key, &machine)?;
+        Ok(Some(machine.name))
+    }
+
+    /// Rancher replaces one of the cluster's first-pool Machines on the main Harvester (the last
+    /// by name): as a scale-down, its VM and the VM's own disks go; its MachineSet makes a new
+    /// one. Returns the Machine replaced, None when the pool has none left to replace.
+    pub async fn reprovision(&mut self, key: &ClusterKey) -> Result<Option<String>> {
+        let Some(machine) = self.removable_machines(key)?.pop() else {
+            return Ok(None);
+        };
+        rancher_for(&self.ranchers, key)?
+            .reprovision(&machine.name)
+            .await?;
+        self.machine_gone(key, &machine)?;
+        Ok(Some(machine.name))
+    }
+
+    /// The cluster's first-pool Machines on the main Harvester not yet removed, by name.
+    fn removable_machines(&self, key: &ClusterKey) -> Result<Vec<GuestMachine>> {
+        let found = self
+            .clusters
+            .iter()
+            .find(|found| &found.key == key)
+            .ok_or_else(|| Error::Invalid(format!("no cluster {key:?} in this scenario")))?;
+        let mut machines: Vec<GuestMachine> = found
+            .cluster
+            .machines
+            .iter()
+            .filter(|machine| {
+                machine.pool == POOL
+                    && machine.harvester == ClusterName::HARVESTER
+                    && !found.removed.contains(&machine.name)
+            })
+            .cloned()
+            .collect();
+        machines.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(machines)
+    }
+
+    fn machine_gone(&mut self, key: &ClusterKey, machine: &GuestMachine) -> Result<()> {
+        let found = cluster_mut(&mut self.clusters, key)?;
+        found.removed.push(machine.name.clone());
+        let unplugged = found
+            .guest
+            .as_mut()
+            .map(|guest| guest.forget_vm(&machine.vm))
+            .unwrap_or_default();
+        for recorded in self.recorded.iter_mut().filter(|recorded| {
+            recorded.owner.as_ref() == Some(key) && recorded.vm.as_deref() == Some(&machine.vm)
+        }) {
+            recorded.released = true;
+        }
+        for plan in unplugged {
+            self.retrait(key, &plan);
+        }
+        Ok(())
+    }
+
+    /// The user's workload lets go of the guest volume `volume`: the CSI driver unplugs its host
+    /// PVC from its VM. False if it was not hot-plugged.
+    pub async fn detach_volume(&mut self, key: &ClusterKey, volume: &str) -> Result<bool> {
+        let plan = guest_mut(&mut self.clusters, key)?.detach(volume).await?;
+        Ok(plan.map(|plan| self.retrait(key, &plan)).is_some())
+    }
+
+    /// A pod of the guest uses the volume `volume`: the CSI driver hot-plugs its host PVC into
+    /// one of the cluster's VMs. False if it cannot be (RWX, already plugged, no VM left).
+    pub async fn attach_volume(&mut self, key: &ClusterKey, volume: &str) -> Result<bool> {
+        let plan = guest_mut(&mut self.clusters, key)?.attach(volume).await?;
+        Ok(plan.map(|plan| self.retrait(key, &plan)).is_some())
+    }
+
+    /// The recorded traits of the volume's host objects follow its plan as it now stands; a
+    /// `gleaner.io/retain` an operator added since stays.
+    fn retrait(&mut self, key: &ClusterKey, plan: &VolumePlan) {
+        for recorded in self.recorded.iter_mut().filter(|recorded| {
+            recorded.owner.as_ref() == Some(key) && recorded.volume.as_deref() == Some(&plan.name)
+        }) {
+            let traits = if recorded.traits.snapshot {
+                plan.snapshot_traits()
+            } else {
+                plan.traits()
+            };
+            recorded.traits = Traits {
+                annotated_retain: traits.annotated_retain || recorded.traits.annotated_retain,
+                ..traits
+            };
+        }
+    }
+
+    /// Pauses or resumes the cluster (`spec.paused` on its CAPI Cluster).
+    pub async fn set_paused(&self, key: &ClusterKey, paused: bool) -> Result<()> {
+        rancher_for(&self.ranchers, key)?
+            .set_paused(&key.name, paused)
+            .await
+    }
+
+    /// `<cluster>-kubeconfig` is overwritten with something that is no kubeconfig (a broken
+    /// credential Secret); [`Scenario::mend_guest_kubeconfig`] puts the real one back.
+    pub async fn break_guest_kubeconfig(&self, key: &ClusterKey) -> Result<()> {
+        let broken = GuestCredential {
+            account: "broken".to_owned(),
+            kubeconfig: "this is not a kubeconfig".to_owned(),
+        };
+        rancher_for(&self.ranchers, key)?
+            .rotate_guest_kubeconfig(&key.name, &broken)
+            .await
+    }
+
+    pub async fn mend_guest_kubeconfig(&self, key: &ClusterKey) -> Result<()> {
+        let found = self
+            .clusters
+            .iter()
+            .find(|found| &found.key == key)
+            .and_then(|found| found.guest.as_ref())
+            .ok_or_else(|| Error::Invalid(format!("cluster {key:?} has no guest apiserver")))?;
+        rancher_for(&self.ranchers, key)?
+            .rotate_guest_kubeconfig(&key.name, &found.credential)
+            .await
+    }
+
+    /// Stops the scenario's guest apiservers for good (once it is judged), giving their memory
+    /// back to a world that runs scenario after scenario.
+    pub fn stop_guests(&self, world: &World) -> Result<()> {
+        for guest in self
+            .clusters
+            .iter()
+            .filter_map(|found| found.guest.as_ref())
+        {
+            world.stop_guest(&guest.apiserver.cluster)?;
+        }
+        Ok(())
     }
 
     fn relation(&self, owner: Option<&ClusterKey>) -> Relation {
@@ -654,6 +881,7 @@ impl Scenario {
             cluster,
             deleted: false,
             guest,
+            removed: Vec::new(),
         });
         for volume in &plan.volumes {
             self.add_volume(&key, volume.clone()).await?;
@@ -755,6 +983,8 @@ impl Scenario {
             object,
             traits,
             taken_by_living_vm: false,
+            vm: None,
+            released: false,
         });
     }
 
@@ -809,6 +1039,9 @@ impl Scenario {
                 ..Traits::default()
             };
             self.record(key, None, harvester, object, traits);
+            if let Some(recorded) = self.recorded.last_mut() {
+                recorded.vm = Some(vm_name.to_owned());
+            }
         }
         Ok(())
     }
@@ -849,6 +1082,8 @@ impl Scenario {
                     ..Traits::default()
                 },
                 taken_by_living_vm: false,
+                vm: None,
+                released: false,
             });
         }
         Ok(())
