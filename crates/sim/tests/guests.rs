@@ -269,8 +269,8 @@ async fn retained_snapshots_are_retained_in_the_guest_and_in_the_ground_truth() 
     let (_, claim) = made_for(&made, "PersistentVolumeClaim", &volume.host_pvc.name);
     assert_eq!(
         claim.class(),
-        Class::NeverAttached,
-        "the volume itself is not retained"
+        Class::Retained,
+        "the volume holds the retained snapshot (Longhorn keeps it inside the volume)"
     );
 
     let contents = Api::<DynamicObject>::all_with(

@@ -158,10 +158,14 @@ impl VolumePlan {
     }
 
     /// What the scenario knows of the volume's host objects (its host PVC, a NetworkFilesystem).
+    /// A volume holding snapshots whose class says `Retain` is retained too: Longhorn keeps an
+    /// in-cluster snapshot inside its volume, so deleting the volume would lose the snapshot
+    /// the guest asked to keep.
     pub(crate) fn traits(&self) -> Traits {
+        let holds_retained_snapshots = self.snapshots > 0 && self.snapshot_policy == Reclaim::Retain;
         Traits {
             annotated_retain: self.annotated_retain,
-            retained: self.reclaim == Reclaim::Retain,
+            retained: self.reclaim == Reclaim::Retain || holds_retained_snapshots,
             rwx: self.rwx,
             attachment: self.attachment,
             ..Traits::default()
