@@ -299,3 +299,71 @@ async fn retained_snapshots_are_retained_in_the_guest_and_in_the_ground_truth() 
         host_snapshot.as_str()
     );
 }
+
+/// A scale-down takes the last Machine's VM with its own disks (no longer judged) and unplugs
+/// what was hot-plugged into it; the volumes stay the living cluster's. Detaching and
+/// re-attaching follow the ground truth, and a stopped scenario leaves no guest running.
+#[tokio::test]
+async fn a_scale_down_releases_the_vm_s_disks_and_unplugs_its_volumes() {
+    let mut scenario = start(
+        ScenarioBuilder::new("scaled").cluster(
+            ClusterPlan::new("c1", 2)
+                .volume(VolumePlan::new("data").hotplugged())
+                .volume(VolumePlan::new("logs").hotplugged()),
+        ),
+    )
+    .await;
+    let key = scenario.key("c1");
+    let cluster = scenario.cluster_of(&key).unwrap().clone();
+    let mut machines = cluster.machines.clone();
+    machines.sort_by(|a, b| a.name.cmp(&b.name));
+    let made = scenario.made_by(&key);
+    let disks_of = |vm: &str| -> Vec<String> {
+        made.iter()
+            .filter(|(object, traits)| traits.vm_disk && object.name.contains(vm))
+            .map(|(object, _)| object.uid.clone())
+            .collect()
+    };
+    let removed = scenario.scale_down(&key).await.unwrap();
+    assert_eq!(removed.as_deref(), Some(machines[1].name.as_str()));
+    assert!(!disks_of(&machines[1].vm).is_empty(), "{made:?}");
+    for disk in disks_of(&machines[1].vm) {
+        assert_eq!(
+            scenario.class_now(&disk),
+            None,
+            "a released disk is not judged"
+        );
+    }
+    for disk in disks_of(&machines[0].vm) {
+        assert_eq!(scenario.class_now(&disk), Some(Class::LivingCluster));
+    }
+    assert_eq!(
+        scenario.scale_down(&key).await.unwrap(),
+        None,
+        "the pool keeps its last Machine"
+    );
+    let logs = scenario
+        .guest_volume(&key, "logs")
+        .unwrap()
+        .host_pvc
+        .uid
+        .clone();
+    assert_eq!(scenario.class_now(&logs), Some(Class::LivingCluster));
+    assert!(scenario.detach_volume(&key, "data").await.unwrap());
+    assert!(!scenario.detach_volume(&key, "data").await.unwrap());
+    assert!(scenario.attach_volume(&key, "logs").await.unwrap());
+    assert!(!scenario.attach_volume(&key, "logs").await.unwrap());
+    scenario.delete_cluster(&key).await.unwrap();
+    assert!(scenario.is_deleted(&key));
+    assert_eq!(scenario.class_now(&logs), Some(Class::Hotplugged));
+    let data = scenario
+        .guest_volume(&key, "data")
+        .unwrap()
+        .host_pvc
+        .uid
+        .clone();
+    assert_eq!(scenario.class_now(&data), Some(Class::Unattached));
+    let guest = scenario.guest_of(&key).unwrap();
+    scenario.stop_guests(world().await).unwrap();
+    assert!(world().await.client(&guest).await.is_err());
+}

@@ -162,7 +162,8 @@ impl VolumePlan {
     /// in-cluster snapshot inside its volume, so deleting the volume would lose the snapshot
     /// the guest asked to keep.
     pub(crate) fn traits(&self) -> Traits {
-        let holds_retained_snapshots = self.snapshots > 0 && self.snapshot_policy == Reclaim::Retain;
+        let holds_retained_snapshots =
+            self.snapshots > 0 && self.snapshot_policy == Reclaim::Retain;
         Traits {
             annotated_retain: self.annotated_retain,
             retained: self.reclaim == Reclaim::Retain || holds_retained_snapshots,
