@@ -104,7 +104,10 @@ pub enum Step {
 }
 
 /// The faults a campaign counts its results by.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+)]
+#[serde(rename_all = "snake_case")]
 pub enum FaultKind {
     GleanerKilled,
     LeaderKilled,

@@ -4,16 +4,17 @@
 //! replay (`--replay SEED --without I,J`).
 
 mod draw;
+mod ledger;
 mod run;
 
 use std::{
-    collections::{BTreeMap, BTreeSet},
-    path::Path,
+    collections::BTreeSet,
+    path::{Path, PathBuf},
     sync::{
         Arc,
         atomic::{AtomicUsize, Ordering},
     },
-    time::{Duration, Instant},
+    time::Instant,
 };
 
 use anyhow::{Context, Result, bail};
@@ -21,6 +22,7 @@ use clap::Args;
 use tokio::sync::mpsc;
 
 use draw::{FaultKind, Plan, Step};
+use ledger::{Ledger, Part, Record};
 use run::{Outcome, Runner, Verdict};
 
 #[derive(Args)]
@@ -46,6 +48,13 @@ pub struct CampaignArgs {
     /// The seeds CI runs, instead of `--seed`/`--scenarios`.
     #[arg(long)]
     pinned: bool,
+    /// Appends a JSON line per scenario to this file as it ends, and skips the seeds it
+    /// already holds for the same source: a campaign too long for one sitting runs in parts.
+    #[arg(long, value_name = "FILE")]
+    ledger: Option<PathBuf>,
+    /// Prints the table of a ledger's campaign, every part of it, and runs nothing.
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["replay", "ledger"])]
+    report: Option<PathBuf>,
 }
 
 /// The seeds CI runs: between them every fault kind, both Cluster API versions, namesakes,
@@ -56,24 +65,51 @@ pub const PINNED: [u64; 20] = [
 ];
 
 pub fn run(args: CampaignArgs) -> Result<()> {
+    if let Some(path) = &args.report {
+        let records = Ledger::new(path).read()?;
+        print!("{}", ledger::table(&records));
+        return Ok(());
+    }
     crate::tools::ensure_built()?;
     let binary = crate::demo::build_gleaner(&["--release"])?;
     let runtime = tokio::runtime::Runtime::new().context("cannot start tokio")?;
     if let Some(seed) = args.replay {
         return runtime.block_on(replay(&binary, seed, &args.without));
     }
-    let seeds: Vec<u64> = if args.pinned {
+    let mut seeds: Vec<u64> = if args.pinned {
         PINNED.to_vec()
     } else {
         (args.seed..args.seed.saturating_add(args.scenarios)).collect()
     };
-    let summary = runtime.block_on(campaign(&binary, seeds, args.parallel, args.shrink, true));
+    let ledger = args.ledger.as_deref().map(Ledger::new);
+    if let Some(ledger) = &ledger {
+        let done = ledger::seeds_done(&ledger.read()?, &ledger::source());
+        seeds.retain(|seed| !done.contains(seed));
+        eprintln!(
+            "{} seeds already in {} for this source; {} to run",
+            done.len(),
+            args.ledger.as_deref().unwrap_or(Path::new("")).display(),
+            seeds.len()
+        );
+    }
+    let summary = runtime.block_on(campaign(
+        &binary,
+        seeds,
+        args.parallel,
+        args.shrink,
+        true,
+        ledger.as_ref(),
+    ));
     print!("{}", summary.table());
+    if let Some(ledger) = &ledger {
+        println!("\nthe whole campaign in the ledger:");
+        print!("{}", ledger::table(&ledger.read()?));
+    }
     if summary.failed() > 0 {
         bail!(
             "{} of {} scenarios failed",
             summary.failed(),
-            summary.outcomes.len()
+            summary.records.len()
         );
     }
     Ok(())
@@ -130,23 +166,23 @@ impl Failure {
 }
 
 pub struct Summary {
-    seeds: Vec<u64>,
-    workers: usize,
-    elapsed: Duration,
-    outcomes: Vec<Outcome>,
+    records: Vec<Record>,
     failures: Vec<Failure>,
 }
 
 /// Runs the scenarios of `seeds` on `workers` workers, shrinking each failure with at most
-/// `shrink` reruns; prints a line per scenario as it ends if `progress`.
+/// `shrink` reruns; prints a line per scenario as it ends if `progress`, and appends its
+/// record to `ledger`, if any.
 pub async fn campaign(
     binary: &Path,
     seeds: Vec<u64>,
     workers: usize,
     shrink: usize,
     progress: bool,
+    ledger: Option<&Ledger>,
 ) -> Summary {
     let started = Instant::now();
+    let part = Part::now(workers.max(1));
     let next = Arc::new(AtomicUsize::new(0));
     let seeds_shared = Arc::new(seeds.clone());
     let (sender, mut receiver) = mpsc::unbounded_channel::<(Outcome, Option<Rerun>)>();
@@ -175,44 +211,51 @@ pub async fn campaign(
     }));
     drop(sender);
     let collecting = async {
-        let mut outcomes = Vec::new();
+        let mut records = Vec::new();
         let mut failures = Vec::new();
         while let Some((outcome, rerun)) = receiver.recv().await {
             if progress {
                 let minutes = started.elapsed().as_secs_f64() / 60.0;
                 eprintln!(
                     "[{:>4}/{}] seed {:<6} {:<52} {:>6.1}s  {:.2} scenarios/min  faults: {}",
-                    outcomes.len() + 1,
+                    records.len() + 1,
                     seeds.len(),
                     outcome.seed,
                     verdict_line(&outcome.verdict),
                     outcome.elapsed.as_secs_f64(),
-                    (outcomes.len() + 1) as f64 / minutes.max(1e-9),
+                    (records.len() + 1) as f64 / minutes.max(1e-9),
                     fault_list(&outcome.faults)
                 );
             }
-            if let Some(rerun) = rerun {
-                let failure = Failure {
-                    first: outcome.clone(),
-                    rerun,
-                };
-                if progress {
-                    eprintln!("{}", failure_text(&failure));
-                }
-                failures.push(failure);
+            let failure = rerun.map(|rerun| Failure {
+                first: outcome.clone(),
+                rerun,
+            });
+            if let (true, Some(failure)) = (progress, &failure) {
+                eprintln!("{}", failure_text(failure));
             }
-            outcomes.push(outcome);
+            let record = Record::of(
+                &outcome,
+                &part,
+                started.elapsed().as_secs_f64(),
+                failure.as_ref().map(|failure| {
+                    format!(
+                        "{}; replay: {}",
+                        verdict_text(&failure.first.verdict),
+                        replay_command(failure)
+                    )
+                }),
+            );
+            if let Some(Err(error)) = ledger.map(|ledger| ledger.append(&record)) {
+                eprintln!("{error:#}");
+            }
+            records.push(record);
+            failures.extend(failure);
         }
-        (outcomes, failures)
+        (records, failures)
     };
-    let (_, (outcomes, failures)) = futures::future::join(working, collecting).await;
-    Summary {
-        seeds,
-        workers,
-        elapsed: started.elapsed(),
-        outcomes,
-        failures,
-    }
+    let (_, (records, failures)) = futures::future::join(working, collecting).await;
+    Summary { records, failures }
 }
 
 /// Runs the failed scenario again, then leaves steps out one at a time, from the last,
@@ -349,86 +392,15 @@ fn replay_command(failure: &Failure) -> String {
 
 impl Summary {
     pub fn failed(&self) -> usize {
-        self.outcomes
+        self.records
             .iter()
-            .filter(|outcome| !outcome.verdict.passed())
+            .filter(|record| !record.passed())
             .count()
     }
 
+    /// The table of this run, then each failure with its story and replay.
     pub fn table(&self) -> String {
-        let minutes = self.elapsed.as_secs_f64() / 60.0;
-        let (first, last) = (
-            self.seeds.iter().min().copied().unwrap_or_default(),
-            self.seeds.iter().max().copied().unwrap_or_default(),
-        );
-        let mut text = format!(
-            "{} scenarios (seeds {first}..={last}), {} worker(s), {:.1} min, {:.2} scenarios/min\n",
-            self.outcomes.len(),
-            self.workers,
-            minutes,
-            self.outcomes.len() as f64 / minutes.max(1e-9)
-        );
-        let count = |pick: fn(&Verdict) -> bool| {
-            self.outcomes
-                .iter()
-                .filter(|outcome| pick(&outcome.verdict))
-                .count()
-        };
-        text.push_str(&format!(
-            "passed {}, wrongly deleted {}, leaked {}, broken {}\n",
-            count(Verdict::passed),
-            count(|v| matches!(v, Verdict::WronglyDeleted(_))),
-            count(|v| matches!(v, Verdict::Leaked(_))),
-            count(|v| matches!(v, Verdict::Broken(_))),
-        ));
-        let (mut reclaimed, mut kept, mut blind) = (0, 0, 0);
-        for outcome in &self.outcomes {
-            if let Verdict::Passed {
-                reclaimed: r,
-                kept: k,
-                kept_blind: b,
-            } = outcome.verdict
-            {
-                reclaimed += r;
-                kept += k;
-                blind += b;
-            }
-        }
-        text.push_str(&format!(
-            "objects in passed scenarios: {reclaimed} reclaimed, {kept} kept (must survive), {blind} kept blind\n"
-        ));
-        text.push_str(&format!(
-            "{:<22} {:>9} {:>7} {:>7}\n",
-            "fault", "scenarios", "passed", "failed"
-        ));
-        let mut by_fault: BTreeMap<Option<FaultKind>, (usize, usize)> = FaultKind::ALL
-            .into_iter()
-            .map(Some)
-            .chain([None])
-            .map(|kind| (kind, (0, 0)))
-            .collect();
-        for outcome in &self.outcomes {
-            let kinds: Vec<Option<FaultKind>> = if outcome.faults.is_empty() {
-                vec![None]
-            } else {
-                outcome.faults.iter().copied().map(Some).collect()
-            };
-            for kind in kinds {
-                let counts = by_fault.entry(kind).or_default();
-                if outcome.verdict.passed() {
-                    counts.0 += 1;
-                } else {
-                    counts.1 += 1;
-                }
-            }
-        }
-        for (kind, (passed, failed)) in by_fault {
-            let name = kind.map_or("no fault", FaultKind::as_str);
-            text.push_str(&format!(
-                "{name:<22} {:>9} {passed:>7} {failed:>7}\n",
-                passed + failed
-            ));
-        }
+        let mut text = ledger::table(&self.records);
         for failure in &self.failures {
             text.push_str(&failure_text(failure));
         }
@@ -439,6 +411,7 @@ impl Summary {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
 
     #[test]
     fn the_pinned_seeds_cover_every_fault_both_capi_versions_and_every_topology() {
@@ -489,9 +462,10 @@ mod tests {
             2,
             0,
             true,
+            None,
         )
         .await;
         assert_eq!(summary.failed(), 0, "{}", summary.table());
-        assert_eq!(summary.outcomes.len(), PINNED.len());
+        assert_eq!(summary.records.len(), PINNED.len());
     }
 }
