@@ -192,27 +192,28 @@ impl PvcWebhook {
             }
             tokio::time::sleep(PROBE_INTERVAL).await;
         }
-        self.remove_probe(&claims, deadline).await
+        self.remove_probe(&claims).await
     }
 
-    async fn remove_probe(
-        &self,
-        claims: &Api<PersistentVolumeClaim>,
-        deadline: tokio::time::Instant,
-    ) -> Result<()> {
+    /// Its own deadline: the PVC controller's finalizer decides when the probe goes, and a
+    /// slow first review must not leave that no time.
+    async fn remove_probe(&self, claims: &Api<PersistentVolumeClaim>) -> Result<()> {
+        let deadline = tokio::time::Instant::now() + READY_TIMEOUT;
         match claims.delete(PROBE_PVC, &DeleteParams::default()).await {
             Ok(_) => {}
             Err(kube::Error::Api(status)) if status.is_not_found() => return Ok(()),
             Err(error) => return Err(error).context(|| format!("cannot delete {PROBE_PVC}")),
         }
-        while claims
+        while let Some(probe) = claims
             .get_opt(PROBE_PVC)
             .await
             .context(|| format!("cannot read {PROBE_PVC}"))?
-            .is_some()
         {
             if tokio::time::Instant::now() > deadline {
-                return Err(Error::Timeout(format!("{PROBE_PVC} is still there")));
+                return Err(Error::Timeout(format!(
+                    "{PROBE_PVC} is still there, with finalizers {:?}",
+                    probe.metadata.finalizers.unwrap_or_default()
+                )));
             }
             tokio::time::sleep(PROBE_INTERVAL).await;
         }
