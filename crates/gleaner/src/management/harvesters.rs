@@ -407,7 +407,7 @@ impl Harvesters {
         let Some(entry) = watched.get(credential) else {
             return VmLookup::Unknown;
         };
-        if entry.watch != Health::Reachable {
+        if !entry.synced || entry.watch != Health::Reachable {
             return VmLookup::Unknown;
         }
         match entry
@@ -484,7 +484,10 @@ impl Harvesters {
                                 self.set_synced(&credential);
                             }
                         }
-                        Some((_, Err(error))) => {
+                        Some((target, Err(error))) => {
+                            // Its store is stale until its fresh list is done.
+                            listing.insert(target);
+                            self.set_unsynced(&credential);
                             self.metrics.watch_failed(
                                 WatchKind::VirtualMachine,
                                 match failure_of_watch(&error) {
@@ -541,7 +544,8 @@ impl Harvesters {
             .and_then(|entry| entry.identity.clone())
     }
 
-    /// The watch of one target, reduced on arrival to what attribution reads.
+    /// The watch of one target, reduced on arrival to what attribution reads, started over with
+    /// a fresh list after any error (see [`relisting`]).
     fn watch_target(
         &self,
         client: &Client,
@@ -561,11 +565,14 @@ impl Harvesters {
         };
         let trimmed = target.clone();
         let tagged = target.clone();
-        watcher(api, config)
-            .default_backoff()
-            .modify(move |object| host_objects::trim(&trimmed, object))
-            .map(move |event| (tagged.clone(), event))
-            .boxed()
+        relisting(move || {
+            let trimmed = trimmed.clone();
+            watcher(api.clone(), config.clone())
+                .modify(move |object| host_objects::trim(&trimmed, object))
+                .boxed()
+        })
+        .map(move |event| (tagged.clone(), event))
+        .boxed()
     }
 
     /// Makes the stores of `writers` the ones lookups read, not synced until every one lists.
@@ -584,7 +591,14 @@ impl Harvesters {
         if let Some(entry) = lock(&self.watched).get_mut(credential) {
             entry.synced = true;
         }
+        self.set_health(credential, Health::Reachable);
         self.notify(credential, None);
+    }
+
+    fn set_unsynced(&self, credential: &str) {
+        if let Some(entry) = lock(&self.watched).get_mut(credential) {
+            entry.synced = false;
+        }
     }
 
     /// The resourceVersion of the credential's Secret each time the watch on it shows it;
@@ -750,11 +764,75 @@ fn failure_of_watch(error: &watcher::Error) -> WriteFailure {
     }
 }
 
+/// A watch started by `start`, started over (after kube's client-go-like backoff) with a fresh
+/// list after each error. kube's watcher resumes a failed watch from its last resourceVersion
+/// when it can, and a resumed watch that sees no change says nothing, so nothing would ever tell
+/// that the store is current again; a fresh list ends with `InitDone`, which does.
+fn relisting<K: Send + 'static>(
+    start: impl Fn() -> futures::stream::BoxStream<'static, watcher::Result<watcher::Event<K>>>
+    + Send
+    + Sync
+    + 'static,
+) -> futures::stream::BoxStream<'static, watcher::Result<watcher::Event<K>>> {
+    use kube::runtime::utils::Backoff;
+    let start = Arc::new(start);
+    let first = start();
+    let backoff = watcher::DefaultBackoff::default();
+    futures::stream::unfold(
+        (first, backoff, false),
+        move |(mut stream, mut backoff, failed)| {
+            let start = start.clone();
+            async move {
+                if failed {
+                    tokio::time::sleep(backoff.next().unwrap_or(RETRY)).await;
+                    stream = start();
+                }
+                let event = stream.next().await?;
+                if matches!(event, Ok(watcher::Event::InitDone)) {
+                    backoff.reset();
+                }
+                let failed = event.is_err();
+                Some((event, (stream, backoff, failed)))
+            }
+        },
+    )
+    .boxed()
+}
+
 #[cfg(test)]
 mod tests {
     use kube::core::Status;
 
     use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn a_watch_that_failed_lists_afresh_and_says_when_it_is_done() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        let starts = Arc::new(AtomicUsize::new(0));
+        let counted = starts.clone();
+        let events: Vec<_> = relisting(move || {
+            let first = counted.fetch_add(1, Ordering::SeqCst) == 0;
+            let mut events: Vec<watcher::Result<watcher::Event<()>>> =
+                vec![Ok(watcher::Event::Init), Ok(watcher::Event::InitDone)];
+            if first {
+                events.push(Err(watcher::Error::NoResourceVersion));
+            }
+            futures::stream::iter(events)
+                .chain(futures::stream::pending())
+                .boxed()
+        })
+        .take(5)
+        .collect()
+        .await;
+        assert_eq!(
+            starts.load(Ordering::SeqCst),
+            2,
+            "one fresh start after the error"
+        );
+        assert!(events[2].is_err());
+        assert!(matches!(events[3], Ok(watcher::Event::Init)));
+        assert!(matches!(events[4], Ok(watcher::Event::InitDone)));
+    }
 
     fn api(code: u16, message: &str) -> Error {
         Error::Kube {
