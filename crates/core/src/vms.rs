@@ -4,6 +4,7 @@
 
 use std::collections::BTreeMap;
 
+use jiff::Timestamp;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
@@ -156,6 +157,27 @@ pub fn record(
         .collect()
 }
 
+/// What the cluster's HarvesterMachines name once its deletion is confirmed: only those made
+/// before its recorded Cluster objects started deleting (`deletion_started`, the earliest
+/// deletionTimestamp of the ones the caches still hold with the recorded UIDs). A namesake
+/// cluster can only be made once the deleted one is gone, so its machines are always made
+/// later and never taken for the deleted cluster's; a cluster first seen while deleting still
+/// records the VMs it had. Unknown start or creation time: nothing is named, as when the
+/// Machines no longer speak for the cluster at all.
+pub fn named_before_deletion(
+    named: Vec<(Named, Option<Timestamp>)>,
+    deletion_started: Option<Timestamp>,
+) -> Option<Vec<Named>> {
+    let started = deletion_started?;
+    Some(
+        named
+            .into_iter()
+            .filter(|(_, created)| created.is_some_and(|created| created < started))
+            .map(|(vm, _)| vm)
+            .collect(),
+    )
+}
+
 /// The VMs of `after` whose intent became malformed since `before`.
 pub fn newly_malformed<'a>(before: &[VmRecord], after: &'a [VmRecord]) -> Vec<&'a VmRecord> {
     after
@@ -183,6 +205,39 @@ mod tests {
             namespace: "vms".into(),
             name: name.into(),
         }
+    }
+
+    fn at(second: i64) -> Option<Timestamp> {
+        Some(Timestamp::from_second(second).unwrap())
+    }
+
+    #[test]
+    fn a_deleting_cluster_keeps_naming_only_the_machines_made_before_its_deletion() {
+        let machines = vec![(named("own"), at(10)), (named("namesake"), at(30))];
+        assert_eq!(
+            named_before_deletion(machines, at(20)),
+            Some(vec![named("own")])
+        );
+    }
+
+    #[test]
+    fn a_machine_made_in_the_second_the_deletion_started_is_not_taken() {
+        assert_eq!(
+            named_before_deletion(vec![(named("same-second"), at(20))], at(20)),
+            Some(vec![])
+        );
+    }
+
+    #[test]
+    fn without_the_deletion_start_or_a_creation_time_nothing_is_named() {
+        assert_eq!(
+            named_before_deletion(vec![(named("own"), at(10))], None),
+            None
+        );
+        assert_eq!(
+            named_before_deletion(vec![(named("unknown"), None)], at(20)),
+            Some(vec![])
+        );
     }
 
     fn recorded(name: &str) -> VmRecord {
@@ -353,6 +408,33 @@ mod tests {
                     prop_assert_eq!(kept, named || lookup("", "", &old.name) != Seen::Absent);
                 }
                 prop_assert_eq!(record(&previous, None, |_, _, _| Seen::Unknown), previous);
+            }
+
+            /// Safety: once a cluster is deleting, no machine made at or after its deletion
+            /// began (a namesake's) ever names a VM for it, and no machine of unknown age does.
+            #[test]
+            fn no_machine_made_after_the_deletion_began_speaks_for_the_cluster(
+                machines in proptest::collection::vec((0..40i64, any::<bool>()), 0..8),
+                started in proptest::option::of(0..40i64),
+            ) {
+                let named_machines: Vec<(Named, Option<Timestamp>)> = machines
+                    .iter()
+                    .enumerate()
+                    .map(|(index, (created, known))| {
+                        let created = known.then(|| Timestamp::from_second(*created).unwrap());
+                        (named(&format!("vm-{index}")), created)
+                    })
+                    .collect();
+                let started_at = started.map(|second| Timestamp::from_second(second).unwrap());
+                let speaking = named_before_deletion(named_machines.clone(), started_at);
+                prop_assert_eq!(speaking.is_none(), started.is_none());
+                for vm in speaking.unwrap_or_default() {
+                    let (_, created) = named_machines
+                        .iter()
+                        .find(|(machine, _)| *machine == vm)
+                        .unwrap();
+                    prop_assert!(created.is_some_and(|created| Some(created) < started_at));
+                }
             }
 
             /// A record's UID, once seen, is never replaced by another nor forgotten, whatever

@@ -483,6 +483,82 @@ async fn a_cluster_first_seen_deleting_is_tracked_late() {
     .await;
 }
 
+/// A cluster deleted before gleaner ever tracked it, its Machines held by another controller's
+/// hook: its Footprint still records the VMs its HarvesterMachines named (they were made before
+/// the deletion began), so the reclaim waits for them and, once they go, finishes, rather than
+/// holding for an operator because "the Footprint never recorded a VM" (campaign seed 1065).
+#[tokio::test]
+async fn a_cluster_first_seen_deleting_records_the_vms_its_machines_had() {
+    let world = world().await;
+    let prefix = "g-late-vms";
+    let mut scenario = ScenarioBuilder::new(prefix)
+        .clock(Clock::new(TIME_SCALE))
+        .cluster(ClusterPlan::new("c1", 2).volume(VolumePlan::new("data").hotplugged()))
+        .start(world)
+        .await
+        .unwrap();
+    let key = scenario.key("c1");
+    let rancher = world.client(ClusterName::RANCHER).await.unwrap();
+    let machines = kinds::namespaced(
+        &rancher,
+        &key.namespace,
+        &kinds::Capi {
+            version: world.capi_version(),
+        }
+        .machine(),
+    );
+    let names: Vec<String> = common::hooks(&scenario, "c1")
+        .await
+        .into_iter()
+        .map(|(name, _)| name)
+        .collect();
+    let foreign_hook = json!({"metadata": {"annotations": {FOREIGN_HOOK: "hold"}}});
+    for name in &names {
+        machines
+            .patch(name, &PatchParams::default(), &Patch::Merge(&foreign_hook))
+            .await
+            .unwrap();
+    }
+    scenario.delete_cluster(&key).await.unwrap();
+    let _gleaner = gleaner_for(world, prefix, &scenario, QUICK).await;
+    let footprints = footprints(world, prefix).await;
+    let vms: BTreeSet<String> = scenario
+        .cluster_of(&key)
+        .unwrap()
+        .machines
+        .iter()
+        .map(|machine| machine.vm.clone())
+        .collect();
+    eventually(
+        "the late Footprint records every VM with its UID",
+        || async {
+            let status = status_of(&footprints, &key).await;
+            let recorded: BTreeSet<String> = status
+                .vms
+                .iter()
+                .filter(|vm| vm.uid.is_some())
+                .map(|vm| vm.name.clone())
+                .collect();
+            condition_of(&status, "LateTracking").is_some_and(|(state, _)| state == "True")
+                && recorded == vms
+        },
+    )
+    .await;
+    let released = json!({"metadata": {"annotations": {FOREIGN_HOOK: null}}});
+    for name in &names {
+        machines
+            .patch(name, &PatchParams::default(), &Patch::Merge(&released))
+            .await
+            .unwrap();
+    }
+    common::until_reclaimed(&footprints, &key).await;
+    let report = scenario.measure(Duration::from_secs(120)).await.unwrap();
+    common::judged_clean(&report);
+}
+
+/// Another controller's pre-terminate hook: Cluster API keeps a Machine's VM while it is there.
+const FOREIGN_HOOK: &str = "pre-terminate.delete.hook.machine.cluster.x-k8s.io/test";
+
 const HOLD: &str = "test.gleaner.io/hold";
 
 /// Changes an object's finalizers, guarded by the resourceVersion read.

@@ -275,7 +275,7 @@ pub async fn phase(footprint: Arc<Footprint>, context: Arc<Context>) -> Result<A
     for condition in decide_conditions(&footprint, &context, &facts) {
         set_condition(&mut next.conditions, condition);
     }
-    next.vms = record_vms(&context, &recorded, &status, confirmed);
+    next.vms = record_vms(&context, &recorded, &cached, &status, confirmed);
     let identity = recorded.readable();
     // What a refused credential shows is not this cluster's Harvester: attribute nothing from it.
     // `None` while a Harvester is not synced, or refused: nothing may be reclaimed then, since
@@ -776,14 +776,28 @@ fn decide_conditions(
 }
 
 /// The VMs to record: those the cluster's Machines name while it lives, as the Harvester
-/// watches show them; once its deletion is confirmed, every one recorded, gone or not.
+/// watches show them; once its deletion is confirmed, every one recorded, gone or not, and
+/// those named by machines made before the deletion began (a cluster first seen deleting).
 fn record_vms(
     context: &Context,
     recorded: &ClusterIdentity,
+    cached: &Clusters,
     status: &FootprintStatus,
     confirmed: bool,
 ) -> Vec<VmRecord> {
-    let named = (!confirmed).then(|| named_vms(recorded, context));
+    let named_now = named_vms(recorded, context);
+    let named = if confirmed {
+        let own = cached.recorded(&recorded.provisioning_uid, &recorded.capi_uid);
+        let deletion_started = [own.provisioning.as_ref(), own.capi.as_ref()]
+            .into_iter()
+            .flatten()
+            .filter_map(|cluster| cluster.metadata.deletion_timestamp.as_ref())
+            .map(|since| since.0)
+            .min();
+        vms::named_before_deletion(named_now, deletion_started)
+    } else {
+        Some(named_now.into_iter().map(|(vm, _)| vm).collect())
+    };
     vms::record(
         &status.vms,
         named.as_deref(),
@@ -1187,7 +1201,8 @@ pub fn cluster_reference(identity: &Identity) -> ObjectReference {
 }
 
 /// The VMs the cluster's HarvesterMachines name now (Rancher names each after its Machine).
-fn named_vms(recorded: &ClusterIdentity, context: &Context) -> Vec<Named> {
+/// The VMs the cluster's HarvesterMachines name, each with when its HarvesterMachine was made.
+fn named_vms(recorded: &ClusterIdentity, context: &Context) -> Vec<(Named, Option<Timestamp>)> {
     context
         .caches
         .harvester_machines
@@ -1197,7 +1212,7 @@ fn named_vms(recorded: &ClusterIdentity, context: &Context) -> Vec<Named> {
         .iter()
         .map(|machine| {
             let target = vm_target(machine);
-            Named {
+            let named = Named {
                 machine: machine
                     .labels()
                     .get(CAPI_MACHINE_NAME_LABEL)
@@ -1206,7 +1221,9 @@ fn named_vms(recorded: &ClusterIdentity, context: &Context) -> Vec<Named> {
                 cloud_credential: target.0,
                 namespace: target.1.namespace,
                 name: target.1.name,
-            }
+            };
+            let created = machine.metadata.creation_timestamp.as_ref().map(|at| at.0);
+            (named, created)
         })
         .collect()
 }
