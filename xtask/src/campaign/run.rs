@@ -133,14 +133,16 @@ impl Runner {
         self.runs += 1;
         let prefix = prefix(plan.seed, self.runs);
         let mut story = Vec::new();
+        let mut journal = String::new();
         let verdict = match self.world(plan.capi).await {
             Ok(world) => {
-                let verdict = match run_in(world, &binary, plan, &prefix, &mut story).await {
+                let played = run_in(world, &binary, plan, &prefix, &mut story, &mut journal).await;
+                let verdict = match played {
                     Ok(verdict) => verdict,
                     Err(error) => Verdict::Broken(error_text(&error)),
                 };
                 if !verdict.passed() {
-                    story.push(keep_logs(world, &prefix));
+                    story.push(keep_logs(world, &prefix, &journal));
                 }
                 verdict
             }
@@ -157,8 +159,8 @@ impl Runner {
 }
 
 /// Copies the failed run's gleaner logs out of the world (whose folder goes with it) into
-/// `target/campaign/<prefix>/`; says where.
-fn keep_logs(world: &World, prefix: &str) -> String {
+/// `target/campaign/<prefix>/`, with what the simulators did (`journal.log`); says where.
+fn keep_logs(world: &World, prefix: &str, journal: &str) -> String {
     let kept = crate::workspace_root()
         .join("target")
         .join("campaign")
@@ -171,12 +173,28 @@ fn keep_logs(world: &World, prefix: &str) -> String {
                 std::fs::copy(&path, kept.join(&*name))?;
             }
         }
-        Ok(())
+        std::fs::write(kept.join("journal.log"), journal)
     });
     match copied {
         Ok(()) => format!("gleaner's logs: {}", kept.display()),
         Err(error) => format!("cannot keep gleaner's logs in {}: {error}", kept.display()),
     }
+}
+
+/// The simulators' journal, one entry a line, stamped with wall-clock time so it reads beside
+/// gleaner's logs.
+fn journal_text(journal: &gleaner_sim::Journal) -> String {
+    let (now, wall) = (Instant::now(), jiff::Timestamp::now());
+    journal
+        .entries()
+        .iter()
+        .map(|entry| {
+            let ago =
+                jiff::SignedDuration::try_from(now.duration_since(entry.at)).unwrap_or_default();
+            let at = wall.checked_sub(ago).unwrap_or(wall);
+            format!("{at} {} {}\n", entry.actor, entry.what)
+        })
+        .collect()
 }
 
 /// The error and its causes, each once: the simulators' errors already name their source.
@@ -272,6 +290,7 @@ async fn run_in(
     plan: &Plan,
     prefix: &str,
     story: &mut Vec<String>,
+    journal: &mut String,
 ) -> Result<Verdict> {
     let scenario = builder(plan, prefix)
         .start(world)
@@ -296,6 +315,7 @@ async fn run_in(
         story,
     };
     let verdict = run.play(&mut gleaners).await;
+    *journal = journal_text(run.scenario.journal());
     gleaners.stop_all();
     run.deletions.stop();
     let retired = run.scenario.stop_guests(world);
@@ -576,7 +596,7 @@ impl Run<'_> {
                 .footprint_api(self.plan.clusters[index].installation)
                 .await?;
             let uid = cluster_uid(&self.scenario, key)?;
-            crate::demo::until(
+            let reclaimed = crate::demo::until(
                 RECLAIM_TIMEOUT,
                 "gleaner reclaims every deleted cluster",
                 || async {
@@ -588,7 +608,15 @@ impl Run<'_> {
                     Ok(phase == Some(Phase::Reclaimed))
                 },
             )
-            .await?;
+            .await;
+            if let Err(error) = reclaimed {
+                let state = match footprints.get_opt(&uid).await {
+                    Ok(Some(footprint)) => footprint_state(&footprint),
+                    Ok(None) => "no Footprint".to_owned(),
+                    Err(read) => format!("cannot read the Footprint: {read}"),
+                };
+                return Err(error.context(format!("Footprint {uid}: {state}")));
+            }
         }
         Ok(())
     }
@@ -636,6 +664,23 @@ impl Run<'_> {
                 .count(),
         }
     }
+}
+
+/// A Footprint's phase and its true conditions with their messages, for a failure's story.
+fn footprint_state(footprint: &gleaner::footprint::Footprint) -> String {
+    let status = footprint.status.clone().unwrap_or_default();
+    let conditions: Vec<String> = status
+        .conditions
+        .iter()
+        .filter(|condition| condition.status == "True")
+        .map(|condition| {
+            format!(
+                "{} ({}: {})",
+                condition.type_, condition.reason, condition.message
+            )
+        })
+        .collect();
+    format!("phase {:?}; {}", status.phase, conditions.join("; "))
 }
 
 /// The provisioning Cluster's UID: its Footprint's name.
