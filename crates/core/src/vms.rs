@@ -158,12 +158,17 @@ pub fn record(
 }
 
 /// What the cluster's HarvesterMachines name once its deletion is confirmed: only those made
-/// before its recorded Cluster objects started deleting (`deletion_started`, the earliest
-/// deletionTimestamp of the ones the caches still hold with the recorded UIDs). A namesake
-/// cluster can only be made once the deleted one is gone, so its machines are always made
+/// no later than its recorded Cluster objects started deleting (`deletion_started`, the
+/// earliest deletionTimestamp of the ones the caches still hold with the recorded UIDs). A
+/// namesake cluster can only be made once the deleted one is gone, so its machines are made
 /// later and never taken for the deleted cluster's; a cluster first seen while deleting still
-/// records the VMs it had. Unknown start or creation time: nothing is named, as when the
-/// Machines no longer speak for the cluster at all.
+/// records the VMs it had. Timestamps have whole seconds, and a cluster deleted within a second
+/// of its machines is common (a script, a failed create): the second the deletion began
+/// counts. A namesake provisioned down to its HarvesterMachines within that same second, with
+/// the caches still holding the deleted cluster, would need its VM gone before anything is
+/// reclaimed, and its volumes would be claimed by two Footprints (a conflict, deletable by
+/// neither). Unknown start or creation time: nothing is named, as when the Machines no longer
+/// speak for the cluster at all.
 pub fn named_before_deletion(
     named: Vec<(Named, Option<Timestamp>)>,
     deletion_started: Option<Timestamp>,
@@ -172,7 +177,7 @@ pub fn named_before_deletion(
     Some(
         named
             .into_iter()
-            .filter(|(_, created)| created.is_some_and(|created| created < started))
+            .filter(|(_, created)| created.is_some_and(|created| created <= started))
             .map(|(vm, _)| vm)
             .collect(),
     )
@@ -221,10 +226,10 @@ mod tests {
     }
 
     #[test]
-    fn a_machine_made_in_the_second_the_deletion_started_is_not_taken() {
+    fn a_machine_made_in_the_second_the_deletion_started_is_taken() {
         assert_eq!(
             named_before_deletion(vec![(named("same-second"), at(20))], at(20)),
-            Some(vec![])
+            Some(vec![named("same-second")])
         );
     }
 
@@ -410,7 +415,7 @@ mod tests {
                 prop_assert_eq!(record(&previous, None, |_, _, _| Seen::Unknown), previous);
             }
 
-            /// Safety: once a cluster is deleting, no machine made at or after its deletion
+            /// Safety: once a cluster is deleting, no machine made after the second its deletion
             /// began (a namesake's) ever names a VM for it, and no machine of unknown age does.
             #[test]
             fn no_machine_made_after_the_deletion_began_speaks_for_the_cluster(
@@ -433,7 +438,7 @@ mod tests {
                         .iter()
                         .find(|(machine, _)| *machine == vm)
                         .unwrap();
-                    prop_assert!(created.is_some_and(|created| Some(created) < started_at));
+                    prop_assert!(created.is_some_and(|created| Some(created) <= started_at));
                 }
             }
 
