@@ -777,7 +777,8 @@ fn decide_conditions(
 
 /// The VMs to record: those the cluster's Machines name while it lives, as the Harvester
 /// watches show them; once its deletion is confirmed, every one recorded, gone or not, and
-/// those named by machines made before the deletion began (a cluster first seen deleting).
+/// those named by machines made no later than the second the deletion began (a cluster first
+/// seen deleting).
 fn record_vms(
     context: &Context,
     recorded: &ClusterIdentity,
@@ -1200,8 +1201,8 @@ pub fn cluster_reference(identity: &Identity) -> ObjectReference {
     }
 }
 
-/// The VMs the cluster's HarvesterMachines name now (Rancher names each after its Machine).
-/// The VMs the cluster's HarvesterMachines name, each with when its HarvesterMachine was made.
+/// The VMs the cluster's HarvesterMachines name now (Rancher names each after its Machine), each
+/// with when its HarvesterMachine was made.
 fn named_vms(recorded: &ClusterIdentity, context: &Context) -> Vec<(Named, Option<Timestamp>)> {
     context
         .caches
